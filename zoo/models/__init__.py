@@ -1,0 +1,13 @@
+"""The model zoo. Importing this package registers every family with the zoo registry (and timm)."""
+from zoo.models.registry import (  # noqa: F401
+    ModelEntry,
+    Published,
+    UnknownModelError,
+    create,
+    get_entry,
+    list_models,
+    register,
+)
+
+# Each family module registers its models on import. (Helpers append their imports below.)
+from zoo.models import mobilevit, aft, deit, pit, coatnet, mobilenetv2  # noqa: E402,F401

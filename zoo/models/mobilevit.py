@@ -1,0 +1,1 @@
+"""Placeholder: this family's models are being written."""

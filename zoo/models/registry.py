@@ -1,0 +1,72 @@
+"""One registry for every zoo model: name -> factory plus the published figures we check against."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class Published:
+    """Figures a paper reports for a model (1000 classes), used by tests and the reproduction table."""
+
+    params_m: float | None = None
+    gmacs: float | None = None
+    resolution: int | None = None
+    top1: float | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    family: str
+    factory: Callable[..., nn.Module]
+    published: Published
+    description: str = ""
+
+
+class UnknownModelError(ValueError):
+    """Raised for a model name the registry does not know; the message lists the known ones."""
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(name: str, family: str, published: Published | None = None, description: str = ""):
+    """Decorator: register `factory(num_classes=..., drop_path_rate=..., **knobs) -> nn.Module` as `name`."""
+
+    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelEntry(name, family, factory, published or Published(), description)
+        return factory
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    # Importing the package registers every family (each family module calls `register`).
+    import zoo.models  # noqa: F401
+
+
+def list_models(family: str | None = None) -> list[str]:
+    _ensure_loaded()
+    return sorted(n for n, e in _REGISTRY.items() if family is None or e.family == family)
+
+
+def get_entry(name: str) -> ModelEntry:
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        known = sorted(_REGISTRY)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UnknownModelError(f"unknown model {name!r}.{hint} Known models: {', '.join(known)}")
+    return _REGISTRY[name]
+
+
+def create(name: str, num_classes: int = 1000, **knobs) -> nn.Module:
+    """Build a registered model. Every factory accepts `num_classes` and `drop_path_rate`."""
+    return get_entry(name).factory(num_classes=num_classes, **knobs)
