@@ -1,0 +1,86 @@
+"""runs.yaml and recipe validation: one clear error naming file, key path and allowed values; exit 2; nothing written."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zoo.config import RunConfig, load_matrix, load_recipe
+from zoo.typed import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "runs.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def minimal(**extra) -> dict:
+    return {"models": ["mobilenetv2_100"], "recipes": ["basic"], "samplers": ["fixed"], **extra}
+
+
+def test_default_runs_yaml_and_bigger_configs_parse():
+    for name in ["runs.yaml", "runs/cifar.yaml", "runs/imagenet.yaml"]:
+        matrix = load_matrix(REPO / name)
+        assert matrix.models and matrix.recipes
+
+
+def test_recipes_differ_in_regularisation_only():
+    basic, advanced = load_recipe("basic"), load_recipe("advanced")
+    assert basic.auto_augment is None and advanced.auto_augment == "rand-m9-mstd0.5-inc1"
+    assert (basic.mixup, advanced.mixup, advanced.cutmix) == (0.0, 0.8, 1.0)
+    assert (basic.weight_decay, advanced.weight_decay) == (0.01, 0.05)
+    assert (basic.re_prob, advanced.re_prob, advanced.drop_path) == (0.0, 0.25, 0.1)
+    assert basic.ema_decay == pytest.approx(1 - 0.0005) and advanced.ema_decay == 0.99996
+    assert basic.label_smoothing == advanced.label_smoothing == 0.1
+
+
+@pytest.mark.parametrize(
+    "data, key, needle",
+    [
+        (minimal(budget={"epochz": 3}), "budget.epochz", "allowed: accum_steps"),
+        (minimal(budget={"epochs": "three"}), "budget.epochs", "expected a number"),
+        (minimal(models=["mobilevit_xss"]), "models[0]", "mobilevit_xxs"),
+        (minimal(recipes=["fancy"]), "recipes[0]", "allowed: advanced, basic"),
+        (minimal(samplers=["random"]), "samplers[0]", "'fixed', 'multiscale'"),
+        (minimal(data={"kind": "mnist"}), "data.kind", "'digits'"),
+        (minimal(resolution={"mode": "v2"}), "resolution.mode", "'scaled', 'v0.1'"),
+        ({**minimal(), "colour": 1}, "colour", "allowed:"),
+    ],
+)
+def test_bad_config_names_file_key_and_allowed(tmp_path, data, key, needle):
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as err:
+        load_matrix(path)
+    message = str(err.value)
+    assert str(path) in message and key in message and needle in message
+
+
+def test_recipe_overrides_are_typed():
+    assert load_recipe("advanced", {"mixup": "0.5"}).mixup == 0.5
+    with pytest.raises(ConfigError, match="mixup_prob"):
+        load_recipe("basic", {"mixup_prob": 2.0})
+
+
+def test_cli_bad_config_exits_2_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    path = write(tmp_path, minimal(models=["nope"], output_dir=str(out), store_dir=str(out / "board")))
+    proc = subprocess.run([sys.executable, "-m", "zoo.run", str(path)], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "models[0]" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_run_id_is_stable_and_tracks_every_result_field():
+    recipe = load_recipe("basic")
+    from zoo.config import SamplerConfig
+
+    a = RunConfig(model="deit_tiny", recipe=recipe, sampler=SamplerConfig())
+    b = RunConfig(model="deit_tiny", recipe=recipe, sampler=SamplerConfig())
+    assert a.run_id() == b.run_id()
+    assert RunConfig(model="deit_tiny", recipe=recipe, sampler=SamplerConfig(), lr=0.001).run_id() != a.run_id()
+    assert RunConfig(model="deit_tiny", recipe=load_recipe("basic", {"mixup": 0.1}),
+                     sampler=SamplerConfig()).run_id() != a.run_id()

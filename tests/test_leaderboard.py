@@ -1,0 +1,115 @@
+"""Leaderboard generation from a fixture store: tables present, numbers in the right cells, byte-identical output."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zoo.leaderboard import write_leaderboard
+from zoo.report.stats import SeedStat, pareto_front, rank_agreement, ranks
+
+MODELS = {  # model: (params, gmacs, latency ms on cpu-eager-1t, latency on onnxruntime-cpu)
+    "deit_tiny": (5.5e6, 0.090, 4.0, 2.0),
+    "pit_ti": (4.6e6, 0.050, 3.9, 2.5),
+    "mobilenetv2_100": (2.2e6, 0.020, 6.0, 1.0),
+    "mobilevit_xxs": (0.95e6, 0.030, 9.0, 3.0),
+}
+TOP1 = {  # (model, recipe, sampler): top-1 per seed
+    ("deit_tiny", "basic", "fixed"): [0.80, 0.82],
+    ("pit_ti", "basic", "fixed"): [0.90, 0.91],
+    ("mobilenetv2_100", "basic", "fixed"): [0.95, 0.97],
+    ("mobilevit_xxs", "basic", "fixed"): [0.955, 0.965],
+    ("deit_tiny", "advanced", "fixed"): [0.70, 0.74],
+    ("deit_tiny", "basic", "multiscale"): [0.85],
+}
+
+
+def make_store(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / "results.jsonl", "w") as f:
+        for (model, recipe, sampler), values in TOP1.items():
+            for seed, top1 in enumerate(values):
+                f.write(json.dumps({
+                    "run_id": f"{model}-{recipe}-{sampler}-{seed}", "status": "finished", "model": model,
+                    "recipe": recipe, "sampler": sampler, "seed": seed, "dataset": "digits", "eval_resolution": 48,
+                    "epochs": 4, "global_batch": 64, "config": {"lr": 0.002}, "git_commit": "abc1234",
+                    "top1": top1, "top5": 1.0, "updates": 100 if sampler == "fixed" else 60,
+                    "train_time_s": 30.0, "train_img_per_s": 250.0,
+                }) + "\n")
+        f.write(json.dumps({"run_id": "x", "status": "failed", "model": "pit_ti", "recipe": "basic",
+                            "sampler": "fixed", "seed": 9}) + "\n")
+    with open(path / "measurements.jsonl", "w") as f:
+        for model, (params, gmacs, lat1, lat2) in MODELS.items():
+            for backend, lat in (("cpu-eager-1t", lat1), ("onnxruntime-cpu", lat2)):
+                f.write(json.dumps({"model": model, "resolution": 48, "backend": backend, "batch": 1,
+                                    "status": "ok", "params": params, "params_1k": params * 1.2, "gmacs": gmacs,
+                                    "median_ms": lat, "iqr_ms": 0.1, "runs": 30,
+                                    "machine": {"cpu": "Test CPU"}}) + "\n")
+    return path
+
+
+def row_of(text: str, section: str, model: str, also: str | None = None) -> list[str]:
+    body = text.split(section, 1)[1]
+    for line in body.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if model in cells and (also is None or also in cells):
+            return cells
+    raise AssertionError(f"{model} not in {section}")
+
+
+def test_leaderboard_tables_and_cells(tmp_path):
+    store = make_store(tmp_path / "board")
+    text = write_leaderboard(store, title="fixture").read_text()
+    for heading in ["Main boards", "basic recipe, fixed sampler", "Basic vs advanced", "multi-scale sampler",
+                    "FLOPs vs measured latency", "Reproduction"]:
+        assert heading in text
+    # Main board: mobilenetv2 (96.0) first, mobilevit (96.0) overlaps -> marked; deit last with its std.
+    row = row_of(text, "### basic recipe, fixed sampler", "mobilenetv2_100")
+    assert row[0] == "1" and row[4].startswith("96.0 ± 1.4 (n=2)") and row[6] == "6.00" and row[7] == "1.00"
+    assert "≈" in row[4]  # 96.0 ± 1.4 overlaps mobilevit's 96.0 ± 0.7
+    assert row_of(text, "### basic recipe, fixed sampler", "deit_tiny")[0] == "4"
+    assert "(n=1) ¹" in row_of(text, "### basic recipe, multiscale sampler", "deit_tiny")[4]
+    # Recipe table: deit advanced 72.0 vs basic 81.0 -> -9.0
+    assert row_of(text, "## 2.", "deit_tiny", also="fixed")[4] == "-9.0"
+    # Sampler table: deit fixed 81.0 vs multiscale 85.0 with 100 vs 60 updates
+    cells = row_of(text, "## 3.", "deit_tiny", also="basic")
+    assert cells[4] == "+4.0" and cells[5] == "100" and cells[6] == "60"
+    # FLOPs vs latency: on cpu-eager-1t GMACs order is mnv2<mvit<pit<deit, latency order pit<deit<mnv2<mvit
+    corr = row_of(text, "## 4.", "cpu-eager-1t")
+    expected = rank_agreement([0.09, 0.05, 0.02, 0.03], [4.0, 3.9, 6.0, 9.0])
+    assert corr[2] == f"{expected.spearman:+.2f}" and corr[3] == f"{expected.kendall:+.2f}"
+    assert (tmp_path / "board" / "top1_vs_latency.png").stat().st_size > 1000
+    assert (tmp_path / "board" / "gmacs_vs_latency.png").is_file()
+
+
+def test_leaderboard_is_byte_identical_on_regeneration(tmp_path):
+    store = make_store(tmp_path / "board")
+    first = write_leaderboard(store).read_bytes()
+    plot = (store / "top1_vs_latency.png").read_bytes()
+    second = write_leaderboard(store).read_bytes()
+    assert first == second and plot == (store / "top1_vs_latency.png").read_bytes()
+
+
+def test_leaderboard_cli_missing_store(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "zoo.leaderboard", str(tmp_path / "none")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "results.jsonl not found" in proc.stderr
+
+
+def test_rank_correlation_maths():
+    assert rank_agreement([1, 2, 3, 4], [10, 20, 30, 40]).spearman == pytest.approx(1.0)
+    assert rank_agreement([1, 2, 3, 4], [4, 3, 2, 1]).kendall == pytest.approx(-1.0)
+    # one discordant pair of 6: tau = (5 - 1) / 6; rho = 1 - 6*2/(4*15) = 0.8
+    agreement = rank_agreement([1, 2, 3, 4], [1, 2, 4, 3])
+    assert agreement.kendall == pytest.approx(4 / 6) and agreement.spearman == pytest.approx(0.8)
+    assert rank_agreement([1, 2], [2, 1]) is None
+    assert ranks([3.0, 1.0, 3.0]) == [2.5, 1.0, 2.5]
+
+
+def test_seed_stats_and_pareto():
+    a, b = SeedStat.of([0.8, 0.82]), SeedStat.of([0.9, 0.91])
+    assert not a.overlaps(b) and a.overlaps(SeedStat.of([0.81, 0.83]))
+    assert SeedStat.of([0.5]).std is None
+    # (latency, accuracy): the 2nd point is dominated by the 1st (slower and worse)
+    assert pareto_front([(1.0, 0.9), (2.0, 0.8), (3.0, 0.95)]) == [0, 2]

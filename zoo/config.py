@@ -1,0 +1,258 @@
+"""Typed configuration: runs.yaml (the matrix), recipes/*.yaml (regularisation) and one run's resolved config.
+
+A recipe never names a model and a model never names a recipe: the matrix crosses them. Everything that decides a
+run's result lives in `RunConfig`, whose hash identifies the run in the results store.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from zoo.typed import ConfigError, from_dict, to_dict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RECIPES_DIR = REPO_ROOT / "recipes"
+DATASET_KINDS = ("digits", "imagefolder", "cifar10", "cifar100", "hf")
+SAMPLER_NAMES = ("fixed", "multiscale")
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """Regularisation only: augmentation, mixing, label smoothing, weight decay, stochastic depth, EMA."""
+
+    name: str
+    source: str = ""
+    scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range
+    hflip: float = 0.5
+    auto_augment: str | None = None  # timm RandAugment string, e.g. rand-m9-mstd0.5-inc1
+    color_jitter: float | None = None
+    re_prob: float = 0.0  # random erasing
+    re_mode: Literal["const", "rand", "pixel"] = "pixel"
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    label_smoothing: float = 0.1
+    weight_decay: float = 0.01
+    decay_norm_and_bias: bool = True  # basic: decay on all parameters; DeiT skips norms and biases
+    drop_path: float = 0.0
+    ema: bool = True
+    ema_decay: float = 0.9995
+    ema_warmup: bool = True  # ramp the decay up so short budgets still get a meaningful average
+    repeated_aug: int = 1  # DeiT's ×3, applied only under DDP
+
+    def validate(self, source: str, path: str) -> None:
+        lo, hi = self.scale
+        if not 0 < lo <= hi <= 1:
+            raise ConfigError(f"{source}: {path}scale: need 0 < min <= max <= 1, got {self.scale}")
+        for key in ("hflip", "re_prob", "mixup_prob", "mixup_switch_prob", "label_smoothing", "drop_path"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(f"{source}: {path}{key}: must be within [0, 1]")
+        if self.repeated_aug < 1:
+            raise ConfigError(f"{source}: {path}repeated_aug: must be >= 1")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    kind: Literal["digits", "imagefolder", "cifar10", "cifar100", "hf"] = "digits"
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # kind-specific, checked by zoo.data
+    workers: int = 0
+    eval_crop_pct: float = 0.875  # resize to size / crop_pct, centre-crop size (paper: 288 -> 256 = 0.889)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """`fixed`: every batch at base_resolution. `multiscale`: the paper's variable-batch sampler over resolutions."""
+
+    name: Literal["fixed", "multiscale"] = "fixed"
+    base_resolution: int = 256
+    resolutions: tuple[int, ...] = (160, 192, 256, 288, 320)
+    mode: Literal["scaled", "v0.1"] = "scaled"
+    eval_resolution: int | None = None  # default: base_resolution
+
+    @property
+    def eval_size(self) -> int:
+        return self.eval_resolution or self.base_resolution
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    project: str = "zoo"
+    entity: str | None = None
+    group: str | None = None
+    mode: Literal["online", "offline", "disabled"] = "offline"
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides one run's result (budget fields are flat so `--lr=0.002` works from a CLI)."""
+
+    model: str
+    recipe: RecipeConfig
+    sampler: SamplerConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    epochs: int = 300
+    batch_size: int = 128  # per process, at the base resolution
+    accum_steps: int = 1  # gradient accumulation: global batch = batch_size * world_size * accum_steps
+    lr: float = 0.002
+    lr_reference_batch: int = 1024  # `lr` is the rate for this global batch
+    lr_scaling: Literal["none", "linear", "sqrt"] = "linear"
+    min_lr: float = 0.0002
+    warmup_lr: float = 0.0002
+    warmup_epochs: float = 1.0
+    optimizer: str = "adamw"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float | None = None
+    amp: bool | None = None  # None: bf16 autocast on CUDA only
+    channels_last: bool | None = None  # None: on CUDA only
+
+    def run_id(self) -> str:
+        """Short stable hash of everything that decides the result."""
+        blob = json.dumps(to_dict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.recipe.name}/{self.sampler.name}/s{self.seed}"
+
+    def global_batch(self, world_size: int) -> int:
+        return self.batch_size * world_size * self.accum_steps
+
+    def scaled_lr(self, world_size: int) -> float:
+        ratio = self.global_batch(world_size) / self.lr_reference_batch
+        factor = {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[self.lr_scaling]
+        return self.lr * factor
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """The shared budget of a matrix: every recipe and sampler runs under the same one."""
+
+    epochs: int = 300
+    batch_size: int = 128
+    accum_steps: int = 1
+    lr: float = 0.002
+    lr_reference_batch: int = 1024
+    lr_scaling: Literal["none", "linear", "sqrt"] = "linear"
+    min_lr: float = 0.0002
+    warmup_lr: float = 0.0002
+    warmup_epochs: float = 1.0
+    optimizer: str = "adamw"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float | None = None
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """How runs execute; none of it changes a run's identity."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool | None = None
+    channels_last: bool | None = None
+    compile: bool = False
+    log_every: int = 10  # steps between per-step W&B points (and the NaN check on CUDA)
+    threads: int | None = None  # torch intra-op threads on CPU (None: torch default)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    enabled: bool = True
+    backends: tuple[str, ...] = ("cpu-eager-1t", "cpu-eager", "onnxruntime-cpu", "cuda", "coreml")
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class MatrixConfig:
+    """runs.yaml: models x recipes x samplers x seeds under one budget and one data set."""
+
+    name: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    models: tuple[str, ...] = ("mobilevit_xxs",)
+    model_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recipes: tuple[str, ...] = ("basic", "advanced")
+    samplers: tuple[Literal["fixed", "multiscale"], ...] = ("fixed", "multiscale")
+    resolution: SamplerConfig = field(default_factory=SamplerConfig)
+    seeds: tuple[int, ...] = (0,)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    output_dir: str = "out"
+    store_dir: str = "leaderboard"
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    execution: ExecConfig = field(default_factory=ExecConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+
+    def validate(self, source: str, path: str) -> None:
+        from zoo.models import list_models
+
+        known = list_models()
+        for i, model in enumerate(self.models):
+            if model not in known:
+                raise ConfigError(f"{source}: models[{i}]: unknown model {model!r} (allowed: {', '.join(known)})")
+        for model in self.model_kwargs:
+            if model not in self.models:
+                raise ConfigError(f"{source}: model_kwargs.{model}: not in models (allowed: {', '.join(self.models)})")
+        available = available_recipes()
+        for i, recipe in enumerate(self.recipes):
+            if recipe not in available:
+                raise ConfigError(
+                    f"{source}: recipes[{i}]: unknown recipe {recipe!r} (allowed: {', '.join(available)})"
+                )
+        for key in ("models", "recipes", "samplers", "seeds"):
+            if not getattr(self, key):
+                raise ConfigError(f"{source}: {key}: must not be empty")
+
+
+def available_recipes(recipes_dir: Path = RECIPES_DIR) -> list[str]:
+    return sorted(p.stem for p in recipes_dir.glob("*.yaml"))
+
+
+def load_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+
+
+def load_recipe(name: str, overrides: dict[str, Any] | None = None, recipes_dir: Path = RECIPES_DIR) -> RecipeConfig:
+    path = recipes_dir / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"recipe {name!r}: {path} not found (allowed: {', '.join(available_recipes(recipes_dir))})")
+    data = load_yaml(path) or {}
+    data.setdefault("name", name)
+    data.update(overrides or {})
+    return from_dict(RecipeConfig, data, str(path))
+
+
+def load_matrix(path: str | Path) -> MatrixConfig:
+    path = Path(path)
+    return from_dict(MatrixConfig, load_yaml(path), str(path))
+
+
+def run_config(matrix: MatrixConfig, model: str, recipe: RecipeConfig, sampler: str, seed: int) -> RunConfig:
+    """The resolved config of one matrix cell."""
+    budget = to_dict(matrix.budget)
+    return RunConfig(
+        model=model,
+        recipe=recipe,
+        sampler=replace(matrix.resolution, name=sampler),
+        data=matrix.data,
+        model_kwargs=dict(matrix.model_kwargs.get(model, {})),
+        seed=seed,
+        amp=matrix.execution.amp,
+        channels_last=matrix.execution.channels_last,
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in budget.items()},
+    )

@@ -1,0 +1,1 @@
+"""Leaderboard pieces: statistics over seeds and rank correlations, markdown tables, plots."""

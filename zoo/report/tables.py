@@ -1,0 +1,164 @@
+"""Markdown tables of the leaderboard, built from plain inputs so they are easy to test and deterministic."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from tabulate import tabulate
+
+from zoo.report.stats import SeedStat, rank_agreement, ranks
+
+DASH = "–"
+
+
+@dataclass(frozen=True)
+class Cost:
+    """A model's size and work at its evaluation resolution, as measured by zoo.measure."""
+
+    params_m: float | None = None  # with the trained head
+    params_1k_m: float | None = None  # with a 1000-class head, comparable with papers
+    gmacs: float | None = None
+    resolution: int | None = None
+
+
+@dataclass(frozen=True)
+class Latency:
+    median_ms: float
+    iqr_ms: float
+    runs: int
+
+
+@dataclass
+class BoardInputs:
+    runs: list[dict[str, Any]]  # finished records of the results store
+    costs: dict[str, Cost] = field(default_factory=dict)  # model -> cost
+    latency: dict[tuple[str, str], Latency] = field(default_factory=dict)  # (model, backend) -> latency
+    backends: list[str] = field(default_factory=list)  # latency columns, in order
+    published: dict[str, Any] = field(default_factory=dict)  # model -> registry Published
+
+
+def md(rows: list[list[Any]], headers: list[str]) -> str:
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return DASH if value is None else format(value, fmt)
+
+
+def group_runs(runs: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """(model, recipe, sampler) -> its seeds' records, sorted by seed for determinism."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for record in runs:
+        groups[(record["model"], record["recipe"], record["sampler"])].append(record)
+    return {key: sorted(recs, key=lambda r: r["seed"]) for key, recs in sorted(groups.items())}
+
+
+def top1_stat(records: list[dict[str, Any]], key: str = "top1") -> SeedStat | None:
+    values = [r[key] for r in records if r.get(key) is not None]
+    return SeedStat.of(values) if values else None
+
+
+def _mean(records: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in records if r.get(key) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def main_boards(data: BoardInputs) -> list[tuple[str, str]]:
+    """One board per (recipe, sampler), sorted by top-1 (best first). Returns (title, markdown) pairs."""
+    groups = group_runs(data.runs)
+    cells = sorted({(recipe, sampler) for (_, recipe, sampler) in groups})
+    boards = []
+    for recipe, sampler in cells:
+        entries = [(model, recs, top1_stat(recs)) for (model, r, s), recs in groups.items() if (r, s) == (recipe, sampler)]
+        entries.sort(key=lambda e: (-(e[2].mean if e[2] else -1.0), e[0]))
+        rows = []
+        for i, (model, recs, stat) in enumerate(entries):
+            cost = data.costs.get(model, Cost())
+            mark = ""
+            if stat and stat.n == 1:
+                mark = " ¹"
+            elif stat and i + 1 < len(entries) and entries[i + 1][2] and stat.overlaps(entries[i + 1][2]):
+                mark = " ≈"
+            latencies = [data.latency.get((model, b)) for b in data.backends]
+            train_time = _mean(recs, "train_time_s")
+            rows.append([
+                i + 1, model, _num(cost.params_m, ".3f"), _num(cost.gmacs, ".3f"),
+                (stat.format() + mark) if stat else DASH,
+                _num(100 * m if (m := _mean(recs, "top5")) is not None else None, ".1f"),
+                *[_num(lat.median_ms if lat else None, ".2f") for lat in latencies],
+                _num(_mean(recs, "train_img_per_s"), ".0f"),
+                _num(train_time / 60 if train_time is not None else None, ".1f"),
+            ])
+        headers = ["#", "model", "params (M)", "GMACs", "top-1 %", "top-5 %",
+                   *[f"{b} (ms)" for b in data.backends], "train img/s", "train (min)"]
+        boards.append((f"{recipe} recipe, {sampler} sampler", md(rows, headers)))
+    return boards
+
+
+def recipe_table(data: BoardInputs) -> str:
+    """Top-1 per model under each recipe (same sampler), and advanced − basic."""
+    groups = group_runs(data.runs)
+    rows = []
+    for model, sampler in sorted({(m, s) for (m, _, s) in groups}):
+        basic, advanced = top1_stat(groups.get((model, "basic", sampler), [])), top1_stat(groups.get((model, "advanced", sampler), []))
+        delta = (advanced.mean - basic.mean) * 100 if basic and advanced else None
+        noise = "within noise" if basic and advanced and basic.overlaps(advanced) else ""
+        rows.append([model, sampler, basic.format() if basic else DASH, advanced.format() if advanced else DASH,
+                     _num(delta, "+.1f"), noise])
+    return md(rows, ["model", "sampler", "basic top-1 %", "advanced top-1 %", "Δ (pts)", "note"])
+
+
+def sampler_table(data: BoardInputs) -> str:
+    """Fixed vs multi-scale: accuracy, optimiser updates and training time per model and recipe."""
+    groups = group_runs(data.runs)
+    rows = []
+    for model, recipe in sorted({(m, r) for (m, r, _) in groups}):
+        fixed, multi = groups.get((model, recipe, "fixed"), []), groups.get((model, recipe, "multiscale"), [])
+        f_stat, m_stat = top1_stat(fixed), top1_stat(multi)
+        f_time, m_time = _mean(fixed, "train_time_s"), _mean(multi, "train_time_s")
+        rows.append([
+            model, recipe, f_stat.format() if f_stat else DASH, m_stat.format() if m_stat else DASH,
+            _num((m_stat.mean - f_stat.mean) * 100 if f_stat and m_stat else None, "+.1f"),
+            _num(_mean(fixed, "updates"), ".0f"), _num(_mean(multi, "updates"), ".0f"),
+            _num(f_time, ".0f"), _num(m_time, ".0f"),
+        ])
+    return md(rows, ["model", "recipe", "fixed top-1 %", "multi-scale top-1 %", "Δ (pts)",
+                     "fixed updates", "multi-scale updates", "fixed train (s)", "multi-scale train (s)"])
+
+
+def flops_latency_table(data: BoardInputs) -> tuple[str, str]:
+    """Per backend: rank by GMACs vs rank by measured latency, latency per GMAC, and the rank correlations."""
+    rows, summary = [], []
+    for backend in data.backends:
+        models = sorted(m for m in data.costs if data.costs[m].gmacs and (m, backend) in data.latency)
+        if not models:
+            continue
+        gmacs = [data.costs[m].gmacs for m in models]
+        lat = [data.latency[(m, backend)].median_ms for m in models]
+        g_rank, l_rank = ranks(gmacs), ranks(lat)
+        for m, g, l, gr, lr in sorted(zip(models, gmacs, lat, g_rank, l_rank), key=lambda t: (t[3], t[0])):
+            rows.append([backend, m, f"{g:.3f}", f"{gr:g}", f"{l:.2f}", f"{lr:g}", f"{l / g:.2f}"])
+        agreement = rank_agreement(gmacs, lat)
+        summary.append([backend, len(models), _num(agreement.spearman if agreement else None, "+.2f"),
+                        _num(agreement.kendall if agreement else None, "+.2f")])
+    table = md(rows, ["backend", "model", "GMACs", "GMACs rank", "latency (ms)", "latency rank", "ms per GMAC"])
+    corr = md(summary, ["backend", "models", "Spearman ρ", "Kendall τ"])
+    return table, corr
+
+
+def reproduction_table(data: BoardInputs) -> str:
+    """Our measured params (1000-class head) and GMACs against the papers' figures."""
+    rows = []
+    for model in sorted(data.costs):
+        cost, pub = data.costs[model], data.published.get(model)
+        p_params = getattr(pub, "params_m", None)
+        p_gmacs = getattr(pub, "gmacs", None)
+        rows.append([
+            model, _num(cost.params_1k_m, ".3f"), _num(p_params, ".3f"),
+            _num(100 * (cost.params_1k_m / p_params - 1) if cost.params_1k_m and p_params else None, "+.1f"),
+            _num(cost.resolution, "d"), _num(cost.gmacs_1k if hasattr(cost, "gmacs_1k") else cost.gmacs, ".3f"),
+            _num(p_gmacs, ".2f"), _num(getattr(pub, "resolution", None), "d"), getattr(pub, "source", "") or DASH,
+        ])
+    return md(rows, ["model", "params 1k (M)", "paper params (M)", "Δ %", "our res", "our GMACs",
+                     "paper GMACs", "paper res", "source"])

@@ -1,0 +1,163 @@
+"""Build dataclasses from untyped data (YAML mappings, `--key=value` strings) and say exactly what is wrong.
+
+Config is validated once, at the edge: everything after this module receives typed objects. Errors name the
+file, the dotted key path and what is allowed, so a user can fix a runs.yaml without reading code.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A user error in a config file or command line; the CLI prints it and exits with code 2."""
+
+
+def _where(source: str, path: str) -> str:
+    return f"{source}: {path}" if path else source
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def parse_scalar_text(text: str) -> Any:
+    """Interpret a command-line value the way the W&B agent writes it (Python `str()` of the value)."""
+    lowered = text.strip()
+    if lowered in ("None", "null", "none", "~"):
+        return None
+    if lowered in ("True", "true"):
+        return True
+    if lowered in ("False", "false"):
+        return False
+    try:
+        return ast.literal_eval(lowered)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def coerce(value: Any, tp: Any, source: str, path: str) -> Any:
+    """Check (and gently convert) `value` against the type annotation `tp`."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return coerce(value, option, source, path)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{_where(source, path)}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(
+                f"{_where(source, path)}: {value!r} is not allowed (allowed: {', '.join(map(repr, allowed))})"
+            )
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value, source, path)
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = parse_scalar_text(value)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{_where(source, path)}: expected a list, got {value!r}")
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{_where(source, path)}: expected {len(args)} items, got {len(value)}")
+            return tuple(coerce(v, a, source, f"{path}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+        item_type = args[0] if args else Any
+        items = [coerce(v, item_type, source, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{_where(source, path)}: expected a mapping, got {value!r}")
+        key_type, value_type = get_args(tp) or (Any, Any)
+        return {
+            coerce(k, key_type, source, path): coerce(v, value_type, source, f"{path}.{k}") for k, v in value.items()
+        }
+    if tp is bool:
+        if isinstance(value, str):
+            value = parse_scalar_text(value)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{_where(source, path)}: expected true/false, got {value!r}")
+        return value
+    if tp in (int, float):
+        if isinstance(value, str):
+            value = parse_scalar_text(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{_where(source, path)}: expected a number ({tp.__name__}), got {value!r}")
+        if tp is int and float(value) != int(value):
+            raise ConfigError(f"{_where(source, path)}: expected an integer, got {value!r}")
+        return tp(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{_where(source, path)}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} at {path}")  # a programming error, not a user one
+
+
+def from_dict(cls: type, data: Any, source: str, path: str = "") -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys and missing required keys are ConfigErrors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{_where(source, path)}: expected a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        key = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise ConfigError(f"{_where(source, key)}: unknown key (allowed: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, field in fields.items():
+        key = f"{path}.{name}" if path else name
+        if name in data:
+            kwargs[name] = coerce(data[name], hints[name], source, key)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{_where(source, key)}: required key is missing")
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        check(source, path)
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-data view of a dataclass tree (tuples become lists) for hashing, logging and JSON."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c = value` inside nested dicts, creating levels as needed."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {} if child is None else {"name": child}
+            node[part] = child
+        node = child
+    node[leaf] = value
