@@ -1,0 +1,90 @@
+"""Turn a run's data, recipe and sampler settings into train/val DataLoaders (rank-aware)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from zoo.config import RunConfig
+from zoo.data import (
+    MultiScaleBatchSampler,
+    ResolutionDataset,
+    TransformSpec,
+    build_datasets,
+    eval_transform,
+    train_transform,
+)
+from zoo.distributed import DistContext
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    val: DataLoader
+    sampler: MultiScaleBatchSampler
+    num_classes: int
+    skipped_images: int = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+
+class _EvalDataset(Dataset):
+    def __init__(self, base: Dataset, transform):
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image, label = self.base[index]
+        return self.transform(image), label
+
+
+def transform_spec(cfg: RunConfig) -> TransformSpec:
+    r = cfg.recipe
+    return TransformSpec(
+        scale=r.scale,
+        hflip=r.hflip,
+        auto_augment=r.auto_augment,
+        color_jitter=r.color_jitter,
+        re_prob=r.re_prob,
+        re_mode=r.re_mode,
+        interpolation=r.interpolation,
+        crop_pct=cfg.data.eval_crop_pct,
+    )
+
+
+def build_loaders(cfg: RunConfig, ctx: DistContext) -> Loaders:
+    splits = build_datasets(cfg.data.kind, root=cfg.data.root, options=dict(cfg.data.options))
+    spec = transform_spec(cfg)
+    s = cfg.sampler
+    resolutions = s.resolutions if s.name == "multiscale" else (s.base_resolution,)
+    sampler = MultiScaleBatchSampler(
+        len(splits.train),
+        resolutions=resolutions,
+        base_resolution=s.base_resolution,
+        base_batch_size=cfg.batch_size,
+        mode=s.mode,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        seed=cfg.seed,
+        repeats=cfg.recipe.repeated_aug if ctx.distributed else 1,  # DeiT repeats only under DDP
+    )
+    workers = cfg.data.workers
+    pin = ctx.device.type == "cuda"
+    train = DataLoader(
+        ResolutionDataset(splits.train, lambda size: train_transform(spec, size)),
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=workers > 0,
+    )
+    val_set = _EvalDataset(splits.val, eval_transform(spec, s.eval_size))
+    val_sampler = DistributedSampler(val_set, ctx.world_size, ctx.rank, shuffle=False) if ctx.distributed else None
+    val = DataLoader(val_set, batch_size=cfg.batch_size * 2, sampler=val_sampler, num_workers=workers, pin_memory=pin)
+    return Loaders(train, val, sampler, splits.num_classes, getattr(splits, "skipped", 0))
