@@ -6,7 +6,6 @@ The transformer layer takes its token mixer as a module with the call signature
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Protocol, Sequence
 
 import torch
@@ -201,7 +200,8 @@ class MobileViTBlock(nn.Module):
         y = self.to_tokens(self.local_conv(x))
         height, width = y.shape[-2:]
         ph, pw = self.patch
-        padded = (math.ceil(height / ph) * ph, math.ceil(width / pw) * pw)
+        # Next multiple of the patch size, in integer arithmetic (plain ints in export traces too).
+        padded = ((height + ph - 1) // ph * ph, (width + pw - 1) // pw * pw)
         resized = padded != (height, width)
         if resized:
             y = F.interpolate(y, size=padded, mode="bilinear", align_corners=False)
