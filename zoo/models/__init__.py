@@ -11,3 +11,4 @@ from zoo.models.registry import (  # noqa: F401
 
 # Each family module registers its models on import. (Helpers append their imports below.)
 from zoo.models import mobilevit, aft, deit, pit, coatnet, mobilenetv2  # noqa: E402,F401
+from zoo.models.timm_bridge import register_with_timm; register_with_timm()  # noqa: E402,E702
