@@ -1,1 +1,103 @@
-"""Placeholder: this family's models are being written."""
+"""PiT (Heo et al., arXiv 2103.16302) from timm, adapted so one instance runs at any input size.
+
+The only part of timm's PiT tied to the construction size is the learned position-embedding map
+(1, C, H', W') that `forward_features` adds to the patch grid: the overlapping patch conv (kernel 16, stride 8)
+and the depthwise pooling convs work at any size, timm 1.0.31's `ConvEmbedding` has no size assert, and the
+class tokens carry no spatial layout. `AnySizePiT` resizes the map to the token grid of each input, bicubic with
+antialiasing (as timm's `dynamic_img_size` ViTs do, so DeiT and PiT are treated alike). At the construction grid
+the map is used as is, so the logits equal timm's exactly. The resize is not cached: it is a few microseconds
+and, since the map is a trained parameter, a cache would go stale after every optimiser step.
+
+Inputs must be at least 16 pixels (one patch).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.models.pit import PoolingVisionTransformer
+
+from zoo.models.registry import Published, register
+from zoo.models.timm_bridge import create_timm_model
+
+
+class AnySizePiT(PoolingVisionTransformer):
+    """timm's PiT with the position-embedding map resized to each input's token grid.
+
+    It adds no parameters or buffers, so its state_dict is timm's, key for key.
+    """
+
+    @classmethod
+    def from_timm(cls, model: PoolingVisionTransformer) -> "AnySizePiT":
+        # timm built and initialised the network; the subclass only adds behaviour (no state), so re-classing
+        # the instance keeps timm's weights, state_dict keys and methods (reset_classifier, no_weight_decay...).
+        model.__class__ = cls
+        if isinstance(getattr(model, "pretrained_cfg", None), dict):
+            model.pretrained_cfg["fixed_input_size"] = False  # tells timm's data helpers any size is fine
+        return model
+
+    def position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The (1, C, *grid) position-embedding map for a token grid."""
+        if tuple(self.pos_embed.shape[-2:]) == grid:
+            return self.pos_embed
+        return F.interpolate(self.pos_embed, size=grid, mode="bicubic", align_corners=False, antialias=True)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        x = self.pos_drop(x + self.position_embedding(tuple(x.shape[-2:])))
+        cls_tokens = self.cls_token.expand(x.shape[0], -1, -1)
+        _, cls_tokens = self.transformers((x, cls_tokens))
+        return self.norm(cls_tokens)
+
+    def token_grid(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """The patch grid the overlapping patch conv makes from an image of `image_size` (H, W)."""
+        conv = self.patch_embed.conv
+        return tuple(  # type: ignore[return-value]
+            (size + 2 * pad - kernel) // stride + 1
+            for size, kernel, stride, pad in zip(image_size, conv.kernel_size, conv.stride, conv.padding)
+        )
+
+    def forward_intermediates(self, x: torch.Tensor, *args: Any, **kwargs: Any):  # type: ignore[override]
+        # timm's version adds the fixed-size map, so it is only right at the construction grid: say so plainly.
+        grid = self.token_grid(tuple(x.shape[-2:]))
+        if grid != tuple(self.pos_embed.shape[-2:]):
+            raise NotImplementedError(
+                f"forward_intermediates runs only at the construction size (token grid "
+                f"{tuple(self.pos_embed.shape[-2:])}, got {grid}); forward and forward_features take any size."
+            )
+        return super().forward_intermediates(x, *args, **kwargs)
+
+
+def _any_size_pit(
+    variant: str, num_classes: int, drop_path_rate: float, drop_rate: float | None, knobs: dict[str, Any]
+) -> AnySizePiT:
+    model = create_timm_model(
+        variant, num_classes=num_classes, drop_path_rate=drop_path_rate, drop_rate=drop_rate, **knobs
+    )
+    return AnySizePiT.from_timm(model)
+
+
+@register(
+    "pit_ti",
+    family="pit",
+    published=Published(params_m=4.9, gmacs=0.70, resolution=224, top1=73.0, source="PiT-Ti, arXiv 2103.16302"),
+    description="PiT-Ti: base dim 32, depths (2, 6, 4), heads (2, 4, 8), pooling between stages (timm pit_ti_224)",
+)
+def pit_ti(
+    num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any
+) -> nn.Module:
+    return _any_size_pit("pit_ti_224", num_classes, drop_path_rate, drop_rate, knobs)
+
+
+@register(
+    "pit_xs",
+    family="pit",
+    published=Published(params_m=10.6, gmacs=1.40, resolution=224, top1=78.1, source="PiT-XS, arXiv 2103.16302"),
+    description="PiT-XS: base dim 48, depths (2, 6, 4), heads (2, 4, 8), pooling between stages (timm pit_xs_224)",
+)
+def pit_xs(
+    num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any
+) -> nn.Module:
+    return _any_size_pit("pit_xs_224", num_classes, drop_path_rate, drop_rate, knobs)
