@@ -18,6 +18,7 @@ from zoo.wandb_offline import (
     iter_records,
     read_offline_run,
     resolve_run_file,
+    wait_until_finished,
 )
 
 BIG_TEXT = "0123456789abcdef" * 5000  # 80 KB: one record split over three 32 KiB blocks
@@ -50,6 +51,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         run.log({"cells": wandb.Table(columns=["model", "top1"], data=[["a", 1.5], ["b", 2.5]])}, step=12)
         run.finish(exit_code=3)
     (found,) = find_offline_runs(root)
+    assert wait_until_finished(found).finished  # wandb-core writes the file out just after finish() returns
     return found
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import wandb
+from wandb.sdk.lib.config_util import save_config_file_from_dict
 
 from zoo.log import WandbSink, effective_mode, sweep_params
 from zoo.wandb_offline import find_offline_runs, read_offline_run
@@ -132,10 +133,11 @@ def test_two_sinks_in_one_process_make_two_runs(root: Path) -> None:
         ids.append(sink.run_id)
         sink.finish()
     assert len(set(ids)) == 2
-    runs = [read_offline_run(d) for d in find_offline_runs(root)]
-    assert [r.run_id for r in runs] == ids
-    assert [r.name for r in runs] == ["cell-0", "cell-1"]
-    assert [r.history[0]["index"] for r in runs] == [0, 1]
+    # Both may start within the same second, so the folder order (by start time) can tie: key by run id.
+    runs = {r.run_id: r for r in map(read_offline_run, find_offline_runs(root))}
+    assert sorted(runs) == sorted(ids)
+    assert [runs[run_id].name for run_id in ids] == ["cell-0", "cell-1"]
+    assert [runs[run_id].history[0]["index"] for run_id in ids] == [0, 1]
 
 
 def test_mode_resolution(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,9 +159,11 @@ def test_mode_resolution(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_sweep_params_from_the_agent_param_file(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert sweep_params() == {}
-    param_file = root / "config-run1.yaml"
-    # What `wandb agent` writes (config_util.save_config_file_from_dict) before starting the program.
-    param_file.write_text("lr:\n  value: 0.004\nrecipe.mixup:\n  value: 0.5\namp:\n  value: false\n")
+    param_file = root / "sweep-abc123" / "config-run1.yaml"
+    # What `wandb agent` writes before starting the program, with the agent's own writer.
+    save_config_file_from_dict(str(param_file), {"lr": {"value": 0.004}, "recipe.mixup": {"value": 0.5},
+                                                 "amp": {"value": False}})
+    assert param_file.read_text().startswith("wandb_version: 1")
     monkeypatch.setenv("WANDB_SWEEP_PARAM_PATH", str(param_file))
     assert sweep_params() == {}  # not under an agent: ignore stale files
     monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")

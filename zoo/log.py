@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-import yaml
-
 Mode = Literal["online", "offline", "disabled"]
 _MODE_RANK = {"disabled": 0, "offline": 1, "online": 2}
 DEFAULT_INIT_TIMEOUT_S = 30.0  # wandb's own default (90 s) is a long stall per matrix cell when offline-by-accident
 DEFAULT_FINISH_TIMEOUT_S = 120.0  # online: give up uploading after this, the files stay on disk for `wandb sync`
+FLUSH_TIMEOUT_S = 10.0  # offline: how long finish() waits for wandb-core to write the run file out
 
 
 def api_key_configured() -> bool:
@@ -71,7 +70,7 @@ def sweep_params() -> dict[str, Any]:
 
     In-process agents (`wandb.agent(function=...)`) have already called `wandb.init`: read `wandb.config`. The
     command-line agent also passes the point as `--key=value` arguments and in the yaml file named by
-    WANDB_SWEEP_PARAM_PATH (`{key: {value: v}}`), which is read here without starting a run.
+    WANDB_SWEEP_PARAM_PATH, which is read here (with wandb's reader) without starting a run.
     """
     try:
         import wandb
@@ -85,9 +84,13 @@ def sweep_params() -> dict[str, Any]:
     param_path = os.environ.get("WANDB_SWEEP_PARAM_PATH")
     if not in_sweep_agent() or not param_path or not Path(param_path).is_file():
         return {}
-    data = yaml.safe_load(Path(param_path).read_text()) or {}
-    return {k: v["value"] if isinstance(v, dict) and "value" in v else v for k, v in data.items()
-            if not k.startswith("_")}
+    try:
+        from wandb.sdk.lib.config_util import dict_from_config_file  # the agent's own format and reader
+
+        return {k: v for k, v in (dict_from_config_file(param_path) or {}).items() if not k.startswith("_")}
+    except Exception as err:
+        warnings.warn(f"W&B: could not read the sweep point {param_path}: {err}", RuntimeWarning, stacklevel=2)
+        return {}
 
 
 class WandbSink:
@@ -164,9 +167,20 @@ class WandbSink:
         if run is None or not self._owns_run:
             return
         try:
+            sync_dir = Path(run.settings.sync_dir)
             run.finish(exit_code=exit_code)
+            if self.mode == "offline":
+                self._wait_for_run_file(sync_dir)
         except Exception as err:
             self._warn(err)
+
+    @staticmethod
+    def _wait_for_run_file(sync_dir: Path) -> None:
+        """wandb-core flushes the run file just after finish() returns; wait so a reader sees the whole run."""
+        from zoo.wandb_offline import wait_until_finished
+
+        if not wait_until_finished(sync_dir, timeout_s=FLUSH_TIMEOUT_S).finished:
+            raise TimeoutError(f"{sync_dir}: the run file has no exit record {FLUSH_TIMEOUT_S:.0f} s after finish")
 
     def __enter__(self) -> WandbSink:
         return self

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -299,6 +300,27 @@ def read_offline_run(path_or_run_dir: str | Path) -> OfflineRun:
     run.config.pop("_wandb", None)
     run.torn, run.skipped_chunks = state.torn, state.skipped_chunks
     return run
+
+
+def wait_until_finished(path_or_run_dir: str | Path, timeout_s: float = 10.0, poll_s: float = 0.05) -> OfflineRun:
+    """Read a run once its exit record is on disk (or the timeout passes; check `.finished`).
+
+    `run.finish()` returns before wandb-core has flushed the transaction log: for a moment after it the file can
+    hold only its header. Callers that read a run right after finishing it wait here.
+    """
+    path = resolve_run_file(path_or_run_dir)
+    deadline = time.monotonic() + timeout_s
+    last_size = -1
+    while True:
+        size = path.stat().st_size
+        if size != last_size:  # parse only when something new arrived
+            run = read_offline_run(path)
+            if run.finished:
+                return run
+            last_size = size
+        if time.monotonic() >= deadline:
+            return run
+        time.sleep(poll_s)
 
 
 def find_offline_runs(wandb_dir: str | Path, include_online: bool = False) -> list[Path]:
