@@ -1,0 +1,404 @@
+"""Data sources: train/val splits of (PIL RGB image, int label); transforms are applied later, per resolution.
+
+Public API
+----------
+``build_datasets(kind, *, root=None, options=None) -> DataSplits``
+``DataSplits(train, val, num_classes, class_names, skipped=0, skipped_files=())``
+``DATASET_KINDS`` — the kinds below. ``DataError`` (a ``ConfigError``: the CLI reports it and exits 2) for a
+bad kind, option or path; ``CorruptImageError`` (an ``OSError`` naming the file) for an image that cannot be read.
+
+Kinds and their ``options`` (unknown options are errors that list the allowed ones):
+
+* ``digits`` — scikit-learn's bundled 8×8 handwritten digits (offline, 1797 images, 10 classes), scaled 0..16 ->
+  0..255, upsampled once (bilinear) to ``source_size`` px (default 32) so random-resized-crop has pixels to work
+  with, as 3-channel images; a fixed stratified split: ``val_fraction`` (0.2), ``split_seed`` (0). ``root`` unused.
+* ``imagefolder`` — ``root/<train_dir>/<class>/*`` and ``root/<val_dir>/<class>/*`` (defaults "train", "val");
+  the class lists must agree. Images are decoded lazily; an unreadable one raises ``CorruptImageError`` naming it.
+  ``skip_corrupt=True`` checks every file up front (PIL open + verify, on threads), drops the bad ones and reports
+  them in ``DataSplits.skipped`` / ``skipped_files``; ``verify=True`` checks up front and raises listing them.
+  (verify catches broken headers and most damage; a JPEG truncated mid-stream can still fail at decode time.)
+* ``cifar10`` / ``cifar100`` — the python-pickle release in ``root/cifar-10-batches-py`` (or
+  ``root/cifar-100-python``); ``download=True`` fetches it through torchvision first (needs network). ``root``
+  defaults to ``data/``.
+* ``hf`` — a Hugging Face ``datasets`` data set on local disk (offline only): a ``save_to_disk`` folder, or a folder
+  ``load_dataset`` understands (imagefolder, parquet, ...). Options ``image_column`` ("image"), ``label_column``
+  ("label"), ``train_split`` ("train"), ``val_split`` ("validation"), ``data_dir``, ``cache_dir``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from zoo.typed import ConfigError, from_dict
+
+DATASET_KINDS = ("digits", "imagefolder", "cifar10", "cifar100", "hf")
+
+
+class DataError(ConfigError):
+    """A user error about data: unknown kind or option, missing folder or file, inconsistent classes."""
+
+
+class CorruptImageError(OSError):
+    """An image file PIL cannot read; the message names the file."""
+
+
+@dataclass
+class DataSplits:
+    """Train and val data sets of (PIL RGB image, int label), plus what the harness logs about them."""
+
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    class_names: tuple[str, ...]
+    skipped: int = 0  # images dropped by skip_corrupt
+    skipped_files: tuple[str, ...] = ()
+
+
+def build_datasets(
+    kind: str, *, root: str | os.PathLike[str] | None = None, options: dict[str, Any] | None = None
+) -> DataSplits:
+    """Build the train/val splits of data set `kind` (see the module docstring for kinds and options)."""
+    builders = {
+        "digits": _build_digits,
+        "imagefolder": _build_imagefolder,
+        "cifar10": _build_cifar,
+        "cifar100": _build_cifar,
+        "hf": _build_hf,
+    }
+    if kind not in builders:
+        raise DataError(f"data.kind: unknown kind {kind!r} (allowed: {', '.join(DATASET_KINDS)})")
+    return builders[kind](kind, None if root is None else Path(root).expanduser(), dict(options or {}))
+
+
+def _parse_options(cls: type, kind: str, options: dict[str, Any]) -> Any:
+    try:
+        return from_dict(cls, options, source=f"data (kind={kind})", path="options")
+    except DataError:
+        raise
+    except ConfigError as err:  # re-raise as the data flavour so callers can catch either
+        raise DataError(str(err)) from None
+
+
+def _require_root(kind: str, root: Path | None) -> Path:
+    if root is None:
+        raise DataError(f"data.root: kind {kind!r} needs a root folder")
+    if not root.is_dir():
+        raise DataError(f"data.root: folder {str(root)!r} does not exist (kind {kind!r})")
+    return root
+
+
+def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
+    """Open an image file as RGB, or raise CorruptImageError naming it."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise CorruptImageError(f"cannot read image {str(path)!r}: {err}") from err
+
+
+class ArrayImages(Dataset):
+    """In-memory uint8 images (N, H, W) or (N, H, W, 3) with int labels; PIL images are made on access."""
+
+    def __init__(self, images: np.ndarray, labels: Sequence[int]) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"ArrayImages: {len(images)} images but {len(labels)} labels")
+        self.images = np.ascontiguousarray(images, dtype=np.uint8)
+        self.labels = [int(label) for label in labels]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        image = Image.fromarray(self.images[index])
+        return image.convert("RGB"), self.labels[index]
+
+
+class ImageFiles(Dataset):
+    """Image files on disk with int labels, decoded on access."""
+
+    def __init__(self, samples: Sequence[tuple[str, int]]) -> None:
+        self.samples = list(samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        path, label = self.samples[index]
+        return load_rgb(path), label
+
+
+# --- digits -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DigitsOptions:
+    source_size: int = 32
+    val_fraction: float = 0.2
+    split_seed: int = 0
+
+    def validate(self, source: str, path: str) -> None:
+        if self.source_size < 8:
+            raise DataError(f"{source}: {path}.source_size: must be >= 8 (the digits are 8x8), got {self.source_size}")
+        if not 0 < self.val_fraction < 1:
+            raise DataError(f"{source}: {path}.val_fraction: must be within (0, 1), got {self.val_fraction}")
+
+
+def _build_digits(kind: str, root: Path | None, options: dict[str, Any]) -> DataSplits:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    opts: DigitsOptions = _parse_options(DigitsOptions, kind, options)
+    digits = load_digits()
+    pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 intensities -> 0..255
+    size = opts.source_size
+    upsampled = np.stack([np.asarray(Image.fromarray(p).resize((size, size), Image.BILINEAR)) for p in pixels])
+    rgb = np.repeat(upsampled[..., None], 3, axis=-1)
+    labels = digits.target.astype(int)
+    train_idx, val_idx = train_test_split(
+        np.arange(len(labels)), test_size=opts.val_fraction, stratify=labels, random_state=opts.split_seed
+    )
+    train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)
+    return DataSplits(
+        train=ArrayImages(rgb[train_idx], labels[train_idx]),
+        val=ArrayImages(rgb[val_idx], labels[val_idx]),
+        num_classes=10,
+        class_names=tuple(str(d) for d in range(10)),
+    )
+
+
+# --- imagefolder --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageFolderOptions:
+    train_dir: str = "train"
+    val_dir: str = "val"
+    skip_corrupt: bool = False
+    verify: bool = False
+    verify_threads: int = 8
+
+
+def _scan_split(split_dir: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    if not split_dir.is_dir():
+        raise DataError(f"data.root: folder {str(split_dir)!r} does not exist (expected <class>/<image> inside)")
+    try:
+        classes, class_to_idx = find_classes(str(split_dir))
+        samples = make_dataset(str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    except FileNotFoundError as err:
+        raise DataError(f"data.root: {err}") from None
+    if not samples:
+        raise DataError(f"data.root: no images ({', '.join(IMG_EXTENSIONS)}) under {str(split_dir)!r}")
+    return classes, samples
+
+
+def _unreadable(paths: Sequence[str], threads: int) -> list[str]:
+    """Files PIL cannot open and verify (threads: the work is mostly file I/O)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def broken(path: str) -> bool:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+            return False
+        except Exception:  # PIL raises many types for damaged files; any of them means "skip it"
+            return True
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        flags = list(pool.map(broken, paths, chunksize=64))
+    return [path for path, bad in zip(paths, flags) if bad]
+
+
+def _build_imagefolder(kind: str, root: Path | None, options: dict[str, Any]) -> DataSplits:
+    opts: ImageFolderOptions = _parse_options(ImageFolderOptions, kind, options)
+    base = _require_root(kind, root)
+    train_classes, train_samples = _scan_split(base / opts.train_dir)
+    val_classes, val_samples = _scan_split(base / opts.val_dir)
+    if train_classes != val_classes:
+        only_train = sorted(set(train_classes) - set(val_classes))
+        only_val = sorted(set(val_classes) - set(train_classes))
+        raise DataError(
+            f"data.root: class folders of {str(base / opts.train_dir)!r} and {str(base / opts.val_dir)!r} differ: "
+            f"only in train: {only_train[:10] or 'none'}, only in val: {only_val[:10] or 'none'}"
+        )
+    bad: list[str] = []
+    if opts.skip_corrupt or opts.verify:
+        bad = _unreadable([path for path, _ in train_samples + val_samples], opts.verify_threads)
+        if bad and not opts.skip_corrupt:
+            listed = ", ".join(repr(path) for path in bad[:10])
+            raise DataError(
+                f"data.root: {len(bad)} unreadable image(s): {listed} (options.skip_corrupt=true skips them)"
+            )
+        bad_set = set(bad)
+        train_samples = [s for s in train_samples if s[0] not in bad_set]
+        val_samples = [s for s in val_samples if s[0] not in bad_set]
+    return DataSplits(
+        train=ImageFiles(train_samples),
+        val=ImageFiles(val_samples),
+        num_classes=len(train_classes),
+        class_names=tuple(train_classes),
+        skipped=len(bad),
+        skipped_files=tuple(bad),
+    )
+
+
+# --- cifar --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CifarOptions:
+    download: bool = False
+
+
+@dataclass(frozen=True)
+class _CifarLayout:
+    folder: str
+    train_files: tuple[str, ...]
+    val_files: tuple[str, ...]
+    meta_file: str
+    label_key: str
+    names_key: str
+    url: str
+
+
+_CIFAR = {
+    "cifar10": _CifarLayout(
+        "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "batches.meta",
+        "labels", "label_names", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    ),
+    "cifar100": _CifarLayout(
+        "cifar-100-python", ("train",), ("test",), "meta",
+        "fine_labels", "fine_label_names", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    ),
+}
+
+
+def _read_pickle(path: Path) -> dict[str, Any]:
+    import pickle
+
+    with open(path, "rb") as handle:
+        return pickle.load(handle, encoding="latin1")
+
+
+def _read_cifar_batches(folder: Path, files: Sequence[str], label_key: str) -> ArrayImages:
+    images, labels = [], []
+    for name in files:
+        batch = _read_pickle(folder / name)
+        # rows are 3072 bytes: the 32x32 red plane, then green, then blue
+        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.extend(batch[label_key])
+    return ArrayImages(np.concatenate(images), labels)
+
+
+def _build_cifar(kind: str, root: Path | None, options: dict[str, Any]) -> DataSplits:
+    opts: CifarOptions = _parse_options(CifarOptions, kind, options)
+    layout = _CIFAR[kind]
+    base = root if root is not None else Path("data")
+    folder = base / layout.folder
+    needed = [*layout.train_files, *layout.val_files, layout.meta_file]
+    download_error = ""
+    if opts.download and not all((folder / name).is_file() for name in needed):
+        from torchvision.datasets import CIFAR10, CIFAR100
+
+        try:
+            (CIFAR10 if kind == "cifar10" else CIFAR100)(str(base), train=True, download=True)
+        except Exception as err:  # offline: DNS/connection errors; fall through to the clear message below
+            download_error = f" (download failed: {type(err).__name__}: {err})"
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        raise DataError(
+            f"data.root: {kind} files missing in {str(folder)!r}: {', '.join(missing)}{download_error}. "
+            f"Download {layout.url} on a machine with network, extract it into {str(base)!r} so that "
+            f"{str(folder)!r} holds the batches, or set data.options.download=true when online."
+        )
+    meta = _read_pickle(folder / layout.meta_file)
+    class_names = tuple(meta[layout.names_key])
+    return DataSplits(
+        train=_read_cifar_batches(folder, layout.train_files, layout.label_key),
+        val=_read_cifar_batches(folder, layout.val_files, layout.label_key),
+        num_classes=len(class_names),
+        class_names=class_names,
+    )
+
+
+# --- Hugging Face datasets ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HFOptions:
+    image_column: str = "image"
+    label_column: str = "label"
+    train_split: str = "train"
+    val_split: str = "validation"
+    data_dir: str | None = None
+    cache_dir: str | None = None
+
+
+class HFImages(Dataset):
+    """Rows of a `datasets.Dataset` as (PIL RGB image, int label)."""
+
+    def __init__(self, table: Any, image_column: str, label_column: str) -> None:
+        self.table, self.image_column, self.label_column = table, image_column, label_column
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        row = self.table[int(index)]
+        image = row[self.image_column]
+        if not isinstance(image, Image.Image):  # an undecoded column, e.g. {"bytes": ..., "path": ...} or a path
+            raise TypeError(
+                f"hf: column {self.image_column!r} holds {type(image).__name__}, not images (cast it to datasets.Image)"
+            )
+        return image.convert("RGB"), int(row[self.label_column])
+
+
+def _build_hf(kind: str, root: Path | None, options: dict[str, Any]) -> DataSplits:
+    opts: HFOptions = _parse_options(HFOptions, kind, options)
+    base = _require_root(kind, root)
+    # offline only: set before `datasets` is imported (it reads the flag at import time)
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    saved = (base / "dataset_dict.json").is_file() or (base / "state.json").is_file()
+    try:
+        if saved:
+            loaded = datasets.load_from_disk(str(base))
+        else:
+            loaded = datasets.load_dataset(str(base), data_dir=opts.data_dir, cache_dir=opts.cache_dir)
+    except Exception as err:
+        raise DataError(f"data.root: cannot load a Hugging Face data set from {str(base)!r}: {err}") from err
+    if not isinstance(loaded, datasets.DatasetDict):
+        raise DataError(f"data.root: {str(base)!r} holds a single split; save a DatasetDict with train and val splits")
+    splits = {}
+    for option, name in (("train_split", opts.train_split), ("val_split", opts.val_split)):
+        if name not in loaded:
+            raise DataError(f"data.options.{option}: no split {name!r} in {str(base)!r} (splits: {', '.join(loaded)})")
+        splits[option] = loaded[name]
+    train = splits["train_split"]
+    for option, column in (("image_column", opts.image_column), ("label_column", opts.label_column)):
+        if column not in train.column_names:
+            raise DataError(
+                f"data.options.{option}: no column {column!r} (columns: {', '.join(train.column_names)})"
+            )
+    label_feature = train.features[opts.label_column]
+    if isinstance(label_feature, datasets.ClassLabel):
+        class_names = tuple(label_feature.names)
+    else:  # plain ints: classes are 0..max
+        top = max(max(train[opts.label_column]), max(splits["val_split"][opts.label_column]))
+        class_names = tuple(str(i) for i in range(int(top) + 1))
+    return DataSplits(
+        train=HFImages(train, opts.image_column, opts.label_column),
+        val=HFImages(splits["val_split"], opts.image_column, opts.label_column),
+        num_classes=len(class_names),
+        class_names=class_names,
+    )
