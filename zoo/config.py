@@ -64,6 +64,8 @@ class DataConfig:
     root: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # kind-specific, checked by zoo.data
     workers: int = 0
+    max_train_samples: int | None = None  # evenly spaced subset, for smoke tests and quick looks
+    max_val_samples: int | None = None
     eval_crop_pct: float = 0.875  # resize to size / crop_pct, centre-crop size (paper: 288 -> 256 = 0.889)
 
 

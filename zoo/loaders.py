@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from zoo.config import RunConfig
 from zoo.data import (
@@ -45,6 +46,14 @@ class _EvalDataset(Dataset):
         return self.transform(image), label
 
 
+def _limit(dataset: Dataset, limit: int | None) -> Dataset:
+    """An evenly spaced subset (keeps the class mix of a sorted or stratified data set)."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    step = len(dataset) / limit
+    return Subset(dataset, [int(i * step) for i in range(limit)])
+
+
 def transform_spec(cfg: RunConfig) -> TransformSpec:
     r = cfg.recipe
     return TransformSpec(
@@ -61,11 +70,13 @@ def transform_spec(cfg: RunConfig) -> TransformSpec:
 
 def build_loaders(cfg: RunConfig, ctx: DistContext) -> Loaders:
     splits = build_datasets(cfg.data.kind, root=cfg.data.root, options=dict(cfg.data.options))
+    train_set = _limit(splits.train, cfg.data.max_train_samples)
+    val_set = _limit(splits.val, cfg.data.max_val_samples)
     spec = transform_spec(cfg)
     s = cfg.sampler
     resolutions = s.resolutions if s.name == "multiscale" else (s.base_resolution,)
     sampler = MultiScaleBatchSampler(
-        len(splits.train),
+        len(train_set),
         resolutions=resolutions,
         base_resolution=s.base_resolution,
         base_batch_size=cfg.batch_size,
@@ -78,13 +89,13 @@ def build_loaders(cfg: RunConfig, ctx: DistContext) -> Loaders:
     workers = cfg.data.workers
     pin = ctx.device.type == "cuda"
     train = DataLoader(
-        ResolutionDataset(splits.train, lambda size: train_transform(spec, size)),
+        ResolutionDataset(train_set, partial(train_transform, spec)),  # picklable for workers
         batch_sampler=sampler,
         num_workers=workers,
         pin_memory=pin,
         persistent_workers=workers > 0,
     )
-    val_set = _EvalDataset(splits.val, eval_transform(spec, s.eval_size))
+    val_set = _EvalDataset(val_set, eval_transform(spec, s.eval_size))
     val_sampler = DistributedSampler(val_set, ctx.world_size, ctx.rank, shuffle=False) if ctx.distributed else None
     val = DataLoader(val_set, batch_size=cfg.batch_size * 2, sampler=val_sampler, num_workers=workers, pin_memory=pin)
     return Loaders(train, val, sampler, splits.num_classes, getattr(splits, "skipped", 0))

@@ -9,15 +9,12 @@ leaderboard sees it. Under a W&B sweep agent, `wandb.config` parameters are merg
 from __future__ import annotations
 
 import sys
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 from zoo.config import (
-    ExecConfig,
     MatrixConfig,
     RunConfig,
-    WandbConfig,
     load_matrix,
     load_recipe,
     run_config,
@@ -79,9 +76,8 @@ def resolve(pairs: dict[str, str]) -> tuple[RunConfig, MatrixConfig]:
     model = inner.get("model", matrix.models[0])
     recipe_name = inner.get("recipe", matrix.recipes[0])
     recipe_overrides = {k.split(".", 1)[1]: v for k, v in inner.items() if k.startswith("recipe.")}
-    typed_overrides = {k: v for k, v in recipe_overrides.items()}
     recipe = load_recipe(recipe_name, {k: parse_scalar_text(v) if k not in ("name", "source") else v
-                                       for k, v in typed_overrides.items()})
+                                       for k, v in recipe_overrides.items()})
     base = to_dict(run_config(matrix, model, recipe, inner.get("sampler", matrix.samplers[0]), matrix.seeds[0]))
     base["model_kwargs"] = dict(matrix.model_kwargs.get(model, {}))
     for key, value in inner.items():
@@ -103,11 +99,7 @@ def resolve(pairs: dict[str, str]) -> tuple[RunConfig, MatrixConfig]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from zoo.distributed import init_distributed
-    from zoo.execute import execute_run
     from zoo.log import sweep_params
-    from zoo.results import ResultsStore
-    from zoo.run import workspace_for
 
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
@@ -121,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    # Heavy imports only once the command line is known to be good.
+    from zoo.distributed import init_distributed
+    from zoo.execute import execute_run
+    from zoo.results import ResultsStore
+    from zoo.run import workspace_for
+
     ctx = init_distributed(matrix.execution.device)
     ws = workspace_for(matrix, Path.cwd())
     try:

@@ -81,7 +81,7 @@ def coerce(value: Any, tp: Any, source: str, path: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{_where(source, path)}: expected {len(args)} items, got {len(value)}")
-            return tuple(coerce(v, a, source, f"{path}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+            return tuple(coerce(v, a, source, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
         item_type = args[0] if args else Any
         items = [coerce(v, item_type, source, f"{path}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items

@@ -1,0 +1,53 @@
+"""`python -m zoo.train --key=value`: every field settable, typed as the field, W&B-agent spellings accepted."""
+import subprocess
+import sys
+
+import pytest
+
+from zoo.train import resolve, split_argv
+from zoo.typed import ConfigError
+
+
+def run_cfg(*args: str):
+    return resolve(split_argv(list(args)))
+
+
+def test_values_are_parsed_by_field_type_including_agent_spellings():
+    cfg, matrix = run_cfg("--model=deit_tiny", "--recipe=advanced", "--sampler=multiscale", "--lr=0.002",
+                          "--amp=False", "--epochs", "3", "--recipe.mixup=0.5", "--sampler.mode=v0.1",
+                          "--model_kwargs.img_size=64", "--seed=7", "--betas=(0.9, 0.99)")
+    assert (cfg.model, cfg.recipe.name, cfg.sampler.name, cfg.sampler.mode) == ("deit_tiny", "advanced", "multiscale", "v0.1")
+    assert cfg.lr == 0.002 and cfg.amp is False and cfg.epochs == 3 and cfg.seed == 7 and cfg.betas == (0.9, 0.99)
+    assert cfg.recipe.mixup == 0.5 and cfg.recipe.cutmix == 1.0  # override on top of the recipe file
+    assert cfg.model_kwargs == {"img_size": 64}
+    assert matrix.models == ("deit_tiny",)
+
+
+def test_aliases_and_outer_keys():
+    cfg, matrix = run_cfg("--model=mobilevit_xs", "--weight_decay=0.02", "--patch_size=[4, 4, 4]",
+                          "--wandb.mode=disabled", "--store_dir=/tmp/x", "--execution.device=cpu")
+    assert cfg.recipe.weight_decay == 0.02 and cfg.model_kwargs["patch_size"] == [4, 4, 4]
+    assert matrix.wandb.mode == "disabled" and matrix.store_dir == "/tmp/x" and matrix.execution.device == "cpu"
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--lrr=0.1"], "--lrr: unknown key"),
+        (["--lr=fast"], "lr: expected a number"),
+        (["--amp=maybe"], "amp: expected"),
+        (["--recipe=fancy"], "allowed: advanced, basic"),
+        (["--sampler=random"], "'fixed', 'multiscale'"),
+        (["--recipe.mixupp=1"], "mixupp: unknown key"),
+        (["lr=0.1"], "expected --key=value"),
+    ],
+)
+def test_bad_keys_and_values_are_clear_errors(args, needle):
+    with pytest.raises(ConfigError, match=None) as err:
+        run_cfg(*args)
+    assert needle in str(err.value)
+
+
+def test_cli_exit_code_2_on_bad_value(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "zoo.train", "--lr=fast"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "lr" in proc.stderr and "Traceback" not in proc.stderr
