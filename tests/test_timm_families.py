@@ -35,6 +35,7 @@ def _param_count_m(model: torch.nn.Module) -> float:
         ("pit_xs", 10.6, 0.02),
         ("mobilenetv2_100", 3.50, 0.01),
         ("coatnet_nano", 15.15, 0.005),  # timm's table for coatnet_rmlp_nano_rw_224
+        ("coatnet_pico", 10.85, 0.005),  # timm's coatnet_pico_rw_224
     ],
 )
 def test_params_with_1000_classes_match_published(name: str, paper_params_m: float, rel_tol: float) -> None:
@@ -48,7 +49,9 @@ def _same_weights_in_timm(zoo_model: torch.nn.Module, timm_variant: str) -> torc
     return reference.eval()
 
 
-@pytest.mark.parametrize(("name", "timm_variant"), [("pit_ti", "pit_ti_224"), ("coatnet_nano", "coatnet_rmlp_nano_rw_224")])
+@pytest.mark.parametrize(
+    ("name", "timm_variant"), [("pit_ti", "pit_ti_224"), ("coatnet_nano", "coatnet_rmlp_nano_rw_224")]
+)
 def test_adapted_model_equals_unmodified_timm_at_construction_size(name: str, timm_variant: str) -> None:
     torch.manual_seed(0)
     model = zm.create(name, num_classes=10).eval()

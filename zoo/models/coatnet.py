@@ -22,6 +22,9 @@ ran at every size 32..320; neither timm model runs at 48 or 80 even when built f
 Also size-dependent in timm: the feature sizes it precomputes round up ((r - 1) // 2 + 1) while the 2x2 average
 pools of the 'T' blocks round down, so even a model built for 48 or 80 pixels fails; reading the size from the
 tensor each call fixes that as well (odd maps lose their last row/column in the pool, as in timm).
+
+Registered: `coatnet_nano` (timm coatnet_rmlp_nano_rw_224) and `coatnet_pico`, timm's pico layout given the
+same MLP bias (timm has no rmlp pico; the parameter count moves by 0.001 M).
 """
 from __future__ import annotations
 
@@ -131,3 +134,23 @@ def coatnet_nano(
     num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any
 ) -> nn.Module:
     return _any_size_coatnet("coatnet_rmlp_nano_rw_224", num_classes, drop_path_rate, drop_rate, knobs)
+
+
+@register(
+    "coatnet_pico",
+    family="coatnet",
+    published=Published(
+        params_m=10.85,
+        gmacs=2.05,
+        resolution=224,
+        source="timm coatnet_pico_rw_224 (table bias, untrained in timm); here with the rmlp MLP bias: +0.001 M",
+    ),
+    description="CoAtNet pico C-C-T-T, widths (64, 128, 256, 512), depths (2, 3, 5, 2), MLP relative-position "
+    "bias (timm coatnet_pico_rw_224 with transformer_rel_pos_type='mlp', as in the rmlp nano)",
+)
+def coatnet_pico(
+    num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any
+) -> nn.Module:
+    # timm has no rmlp pico, so the pico layout takes the nano rmlp's bias MLP (hidden 384) through timm's overlay.
+    knobs = {"transformer_rel_pos_type": "mlp", "transformer_rel_pos_dim": 384, **knobs}
+    return _any_size_coatnet("coatnet_pico_rw_224", num_classes, drop_path_rate, drop_rate, knobs)
