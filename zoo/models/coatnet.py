@@ -90,19 +90,17 @@ def _follow_feature_size(attn: nn.Module, args: tuple[Any, ...]) -> None:
 
 def make_any_size(model: MaxxVit) -> MaxxVit:
     """Adapt a timm CoAtNet with MLP relative-position bias, in place, to run at any input size."""
-    adapted = 0
-    for module in model.modules():
-        if isinstance(module, TransformerBlock2d):
-            attn: Attention2d = module.attn
-            if not isinstance(attn.rel_pos, RelPosMlp):
-                raise TypeError(f"expected timm's RelPosMlp (an 'rmlp' CoAtNet), got {type(attn.rel_pos).__name__}")
-            attn.rel_pos = AnySizeRelPosMlp(attn.rel_pos)
-            attn.register_forward_pre_hook(_follow_feature_size)
-            adapted += 1
-        elif hasattr(module, "set_partition_size"):
-            raise TypeError("window/grid partition blocks (MaxViT) are not CoAtNet blocks; not supported here")
-    if adapted == 0:
+    if any(hasattr(module, "set_partition_size") for module in model.modules()):
+        raise TypeError("window/grid partition blocks (MaxViT) are not CoAtNet blocks; not supported here")
+    blocks = [module for module in model.modules() if isinstance(module, TransformerBlock2d)]
+    if not blocks:
         raise TypeError("no CoAtNet transformer blocks found")
+    for block in blocks:
+        attn: Attention2d = block.attn
+        if not isinstance(attn.rel_pos, RelPosMlp):
+            raise TypeError(f"expected timm's RelPosMlp (an 'rmlp' CoAtNet), got {type(attn.rel_pos).__name__}")
+        attn.rel_pos = AnySizeRelPosMlp(attn.rel_pos)
+        attn.register_forward_pre_hook(_follow_feature_size)
     if isinstance(getattr(model, "pretrained_cfg", None), dict):
         model.pretrained_cfg["fixed_input_size"] = False  # tells timm's data helpers any size is fine
     return model
