@@ -91,3 +91,16 @@ def test_invalid_specs_are_rejected():
         TransformSpec(auto_augment="randaug9")
     with pytest.raises(ValueError, match="size"):
         train_transform(BASIC, 0)
+
+
+def test_posterize_at_full_magnitude_gives_black_instead_of_crashing():
+    # Pillow >= 13 rejects 0 bits; timm's increasing posterize asks for 0 bits at magnitude 10 (m9 ± 0.5 reaches it)
+    spec = TransformSpec(auto_augment="rand-m10-mstd0-inc1")
+    augment = next(step for step in train_transform(spec, 32).transforms if isinstance(step, RandAugment))
+    posterize = next(op for op in augment.ops if op.name == "PosterizeIncreasing")
+    posterize.prob = 1.0
+    try:
+        out = posterize(_image())
+    finally:
+        posterize.prob = 0.5  # the transform is cached: leave it as built
+    assert out.size == _image().size and out.getextrema() == ((0, 0), (0, 0), (0, 0))

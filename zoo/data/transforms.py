@@ -11,6 +11,10 @@ Public API
 
 Mixup/CutMix mix whole batches, so they live in the training loop (timm's ``Mixup``), not here.
 
+Pillow >= 13 rejects ``ImageOps.posterize(img, 0)``, which timm's "increasing" posterize asks for at magnitude 10
+(DeiT's ``rand-m9-mstd0.5`` draws that ~2% of the time): the stock pipeline crashes a data worker within an epoch.
+The augment ops built here get a posterize that keeps Pillow < 13's meaning of 0 bits (a black image).
+
 Colour jitter follows timm (and therefore DeiT, which trained through timm): it is *not* applied when an
 auto-augment string is set (RandAugment already changes colour), unless ``force_color_jitter`` is true.
 """
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
+from PIL import Image, ImageOps
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.data.transforms_factory import transforms_imagenet_train
 from timm.data.transforms import str_to_interp_mode
@@ -66,6 +71,26 @@ class TransformSpec:
                 ) from None
 
 
+def _posterize(img: Image.Image, bits_to_keep: int, **_: object) -> Image.Image:
+    """Posterize valid for 0..8 bits: 0 bits keeps no bits, i.e. black, as Pillow < 13 computed it."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _fix_posterize(transform: T.Compose) -> T.Compose:
+    """Point every posterize op of the (Rand/Auto/AugMix) augment step at `_posterize` (see the module docstring)."""
+    for step in transform.transforms:
+        ops = list(getattr(step, "ops", ()))  # RandAugment, AugMixAugment
+        ops += [op for sub_policy in getattr(step, "policy", ()) for op in sub_policy]  # AutoAugment
+        for op in ops:
+            if op.name.startswith("Posterize"):
+                op.aug_fn = _posterize
+    return transform
+
+
 def _check_size(size: int) -> None:
     if not isinstance(size, int) or size <= 0:
         raise ValueError(f"transform size: need a positive int, got {size!r}")
@@ -76,7 +101,7 @@ def train_transform(spec: TransformSpec, size: int) -> T.Compose:
     """Training transform at `size`×`size` (RandAugment's translate range scales with the size, hence per size)."""
     _check_size(size)
     # transforms_imagenet_train is what timm's create_transform calls; it also takes force_color_jitter
-    return transforms_imagenet_train(
+    transform = transforms_imagenet_train(
         img_size=size,
         scale=spec.scale,
         ratio=spec.ratio,
@@ -92,6 +117,7 @@ def train_transform(spec: TransformSpec, size: int) -> T.Compose:
         re_mode=spec.re_mode,
         re_count=spec.re_count,
     )
+    return _fix_posterize(transform)
 
 
 @lru_cache(maxsize=64)
