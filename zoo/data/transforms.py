@@ -4,8 +4,8 @@ Public API
 ----------
 ``TransformSpec`` — frozen (hashable) dataclass of the recipe's per-image augmentation and the eval crop.
 ``train_transform(spec, size)`` — timm's ImageNet training pipeline (``transforms_imagenet_train``):
-    RandomResizedCrop(size, scale, ratio, interpolation) -> horizontal flip -> [RandAugment / AutoAugment string] -> [colour jitter] -> tensor ->
-    normalise -> [random erasing]. Cached per (spec, size), so the multi-scale sampler reuses one per resolution.
+    RandomResizedCrop(size, scale, ratio, interpolation) -> horizontal flip -> [RandAugment / AutoAugment string]
+    -> [colour jitter] -> tensor -> normalise -> [random erasing]. Cached per (spec, size), so the multi-scale sampler reuses one per resolution.
 ``eval_transform(spec, size)`` — resize the shorter side to ``round(size / crop_pct)``, centre-crop ``size``,
     tensor, normalise. Cached likewise.
 
