@@ -29,8 +29,10 @@ TINY_RUN = {  # added to a sweep point so it trains in seconds on the bundled di
     "sampler.base_resolution": 32,
     "sampler.resolutions": [32],
     "execution.device": "cpu",
+    "execution.threads": 1,  # pytest runs two workers on two cores
     "execution.progress": False,
     "wandb.mode": "offline",
+    "recipe.ema": False,  # one evaluation per epoch instead of two
 }
 
 
@@ -315,26 +317,28 @@ def test_cli_prints_server_instructions_dry_runs_and_rejects_bad_files(
 
 
 @pytest.mark.slow
-def test_local_sweep_trains_two_tiny_runs_with_zoo_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The agent's command for a real sweep file's points, executed: two tiny trainings, two records, two W&B runs."""
-    pytest.importorskip("zoo.execute", reason="the training harness is not importable yet", exc_type=ImportError)
+def test_agent_command_for_a_real_sweep_point_trains_a_tiny_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real sweep file's first point, shrunk by TINY_RUN, run locally exactly as the agent would run it."""
+    pytest.importorskip(TRAIN_MODULE)
     from zoo.results import ResultsStore
     from zoo.wandb_offline import find_offline_runs, read_offline_run
 
     spec = yaml.safe_load((REPO_ROOT / "sweeps" / "mobilevit_xs_basic_lr_wd.yaml").read_text())
     params = {k: v for k, v in spec["parameters"].items() if k not in TINY_RUN}
-    params["lr"] = {"values": params["lr"]["values"][:2]}  # a 2-point grid
-    params["recipe.weight_decay"] = {"value": params["recipe.weight_decay"]["values"][0]}
     params.update({k: {"value": v} for k, v in TINY_RUN.items()})
     params.update({"output_dir": {"value": str(tmp_path / "out")}, "store_dir": {"value": str(tmp_path / "store")}})
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump({**spec, "parameters": params}))
     monkeypatch.chdir(REPO_ROOT)
 
-    results = run_local(path, interpreter=sys.executable, log=lambda line: None)
-    assert [r.returncode for r in results] == [0, 0]
-    records = ResultsStore(tmp_path / "store").records()
-    assert sorted(r["config"]["lr"] for r in records) == sorted(spec["parameters"]["lr"]["values"][:2])
-    runs = [read_offline_run(d) for d in find_offline_runs(tmp_path / "out")]
-    assert sorted(r.config["lr"] for r in runs) == sorted(spec["parameters"]["lr"]["values"][:2])
-    assert all(METRIC_NAME in r.summary for r in runs)
+    (result,) = run_local(path, count=1, interpreter=sys.executable, log=lambda line: None)
+    assert result.returncode == 0
+    lr, weight_decay = result.point["lr"], result.point["recipe.weight_decay"]
+    (record,) = ResultsStore(tmp_path / "store").records()
+    assert record["status"] == "finished"
+    assert (record["config"]["lr"], record["config"]["recipe"]["weight_decay"]) == (lr, weight_decay)
+    (run,) = [read_offline_run(d) for d in find_offline_runs(tmp_path / "out")]
+    assert (run.config["lr"], run.config["recipe"]["weight_decay"]) == (lr, weight_decay)
+    assert METRIC_NAME in run.summary and run.finished
