@@ -55,7 +55,8 @@ def effective_mode(requested: str) -> Mode:
     mode: str = requested
     if mode == "offline" and in_sweep_agent():
         mode = "online"
-    env_mode = {"dryrun": "offline"}.get(os.environ.get("WANDB_MODE", ""), os.environ.get("WANDB_MODE", ""))
+    env_mode = os.environ.get("WANDB_MODE", "")
+    env_mode = "offline" if env_mode == "dryrun" else env_mode  # wandb's old name for offline
     if env_mode in ("offline", "disabled") and _MODE_RANK[env_mode] < _MODE_RANK[mode]:
         mode = env_mode
     if mode == "online" and not api_key_configured():
