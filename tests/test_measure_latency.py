@@ -1,0 +1,194 @@
+"""Latency backends on a tiny model: statistics, thread handling, ONNX parity, CUDA skip, Core ML export."""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from zoo.measure.backends import BACKEND_NAMES, UnknownBackendError, get_backend
+from zoo.measure.latency import (
+    BackendSkip,
+    LatencyStats,
+    TimedBackend,
+    TimingConfig,
+    measure_interleaved,
+    summarize_rounds,
+)
+from zoo.measure.machine import machine_info, usable_cpus
+
+FAST = TimingConfig(rounds=2, min_round_s=0.05, warmup_calls=1, min_samples_per_round=3)
+SHAPE = (1, 3, 32, 32)
+
+
+class TinyAttentionNet(nn.Module):
+    """Conv stem, one attention layer, linear head; with the shape arithmetic and clamp that trip coremltools."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.norm = nn.LayerNorm(16)
+        self.qkv = nn.Linear(16, 48)
+        self.gain = nn.Parameter(torch.tensor(0.5))
+        self.head = nn.Linear(16, classes)
+        self.threads_seen: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.threads_seen.append(torch.get_num_threads())
+        x = self.stem(x)
+        b, c, h, w = x.shape
+        tokens = x.reshape(b, c, int(h * w)).transpose(1, 2)  # traced as aten::Int on a length-1 tensor
+        q, k, v = self.qkv(self.norm(tokens)).reshape(b, -1, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        mixed = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, c)
+        tokens = tokens + mixed * (1 + self.gain.clamp_min(0))  # clamp with an int bound on a float tensor
+        return self.head(tokens.mean(dim=1))
+
+
+def _check_stats(stats: LatencyStats, config: TimingConfig = FAST) -> None:
+    assert stats.median_ms > 0 and stats.min_ms > 0 and stats.iqr_ms >= 0
+    assert stats.min_ms <= stats.median_ms <= stats.max_ms
+    assert stats.rounds == config.rounds
+    assert stats.runs >= config.rounds * config.min_samples_per_round
+    assert len(stats.round_medians_ms) == config.rounds
+
+
+def test_summarize_rounds_pools_round_medians_and_sample_iqr() -> None:
+    stats = summarize_rounds([[0.001, 0.002, 0.003], [0.004, 0.005, 0.006], [0.007, 0.008, 0.009]], batch_size=1)
+    assert stats.median_ms == pytest.approx(5.0)  # median of the round medians 2, 5, 8
+    assert stats.iqr_ms == pytest.approx(4.0)  # 7 - 3 over the pooled samples
+    assert (stats.min_ms, stats.max_ms, stats.runs, stats.rounds) == (pytest.approx(1.0), pytest.approx(9.0), 9, 3)
+    with pytest.raises(ValueError):
+        summarize_rounds([[], []], batch_size=1)
+
+
+@pytest.mark.parametrize(("backend_name", "threads"), [("cpu-eager-1t", 1), ("cpu-eager", usable_cpus())])
+def test_cpu_eager_times_with_its_threads_and_restores_the_count(backend_name: str, threads: int) -> None:
+    model = TinyAttentionNet()
+    previous = torch.get_num_threads()
+    other = 3 if threads != 3 else 2
+    torch.set_num_threads(other)  # a count the backend must not keep, nor time with
+    try:
+        stats = get_backend(backend_name).measure(model, SHAPE, FAST)
+        assert torch.get_num_threads() == other
+    finally:
+        torch.set_num_threads(previous)
+    _check_stats(stats)
+    assert set(model.threads_seen) == {threads}
+
+
+class _LoggingBackend(TimedBackend):
+    """Fake backend: records the order models are timed in; 'broken' fails to prepare, 'mac' is skipped."""
+
+    name = "logging"
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    def prepare(self, model, input_shape, workdir, config):
+        if model.tag == "broken":
+            raise RuntimeError("cannot export this one")
+        if model.tag == "mac":
+            raise BackendSkip("needs macOS", {"exported": True})
+        backend = self
+
+        class Runner:
+            details = {"tag": model.tag}
+
+            def time_round(self, config: TimingConfig) -> list[float]:
+                backend.log.append(model.tag)
+                return [0.001, 0.002, 0.003]
+
+            def close(self) -> None:
+                pass
+
+        return Runner()
+
+
+def _tagged(tag: str) -> nn.Module:
+    module = nn.Identity()
+    module.tag = tag
+    return module
+
+
+def test_models_are_interleaved_in_rounds_and_failures_stay_per_model() -> None:
+    backend = _LoggingBackend()
+    names = ["a", "broken", "b", "mac", "c"]
+    outcomes = measure_interleaved(
+        backend, {n: _tagged(n) for n in names}, {n: SHAPE for n in names}, TimingConfig(rounds=3)
+    )
+    assert backend.log == ["a", "b", "c"] * 3
+    assert list(outcomes) == names
+    assert outcomes["broken"].status == "failed" and "cannot export" in outcomes["broken"].reason
+    assert outcomes["mac"].status == "skipped" and outcomes["mac"].details == {"exported": True}
+    assert outcomes["a"].status == "ok" and outcomes["a"].stats.median_ms == pytest.approx(2.0)
+
+
+def test_onnxruntime_matches_pytorch_and_times(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    outcome = measure_interleaved(get_backend("onnxruntime-cpu-1t"), {"tiny": TinyAttentionNet()}, {"tiny": SHAPE},
+                                  FAST, tmp_path)["tiny"]
+    assert outcome.status == "ok", outcome.reason
+    _check_stats(outcome.stats)
+    assert outcome.details["threads"] == 1
+    assert outcome.details["parity_max_abs_err"] <= outcome.details["parity_tolerance"] <= 1e-3
+    assert Path(outcome.details["onnx_path"]).is_file()
+
+
+class _DriftingNet(nn.Module):
+    """Each call scales its output by how often it was called: the export bakes in another factor than eager."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(32, 4)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.linear(x.flatten(1)[:, :32]) * float(self.calls)
+
+
+def test_onnxruntime_reports_an_output_mismatch_as_failed(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    outcome = measure_interleaved(get_backend("onnxruntime-cpu-1t"), {"drift": _DriftingNet()}, {"drift": SHAPE},
+                                  FAST, tmp_path)["drift"]
+    assert outcome.status == "failed"
+    assert "differs from PyTorch" in outcome.reason
+
+
+def test_cuda_backends_time_on_a_gpu_or_say_why_not() -> None:
+    for name in ("cuda", "cuda-bf16"):
+        backend = get_backend(name)
+        assert backend.batch_sizes == (1, 32)
+        outcome = measure_interleaved(backend, {"tiny": TinyAttentionNet()}, {"tiny": SHAPE}, FAST)["tiny"]
+        if torch.cuda.is_available():
+            assert outcome.status == "ok", outcome.reason
+            _check_stats(outcome.stats)
+        else:
+            assert (outcome.status, outcome.reason) == ("skipped", "no CUDA device")
+            assert machine_info().gpu is None
+
+
+def test_coreml_exports_an_mlpackage(tmp_path: Path) -> None:
+    pytest.importorskip("coremltools")
+    backend = get_backend("coreml")
+    outcome = measure_interleaved(backend, {"tiny": TinyAttentionNet()}, {"tiny": SHAPE}, FAST, tmp_path)["tiny"]
+    if platform.system() == "Darwin":
+        assert outcome.status == "ok", outcome.reason
+        return
+    assert outcome.status == "skipped", outcome.reason
+    assert "prediction needs macOS" in outcome.reason
+    package = Path(outcome.details["artifact"])
+    assert package.suffix == ".mlpackage" and (package / "Manifest.json").is_file()
+    assert outcome.details["size_bytes"] > 1000
+
+
+def test_backend_names_resolve_and_unknown_names_list_the_known() -> None:
+    assert {"cpu-eager-1t", "cpu-eager", "onnxruntime-cpu", "onnxruntime-cpu-1t", "cuda", "coreml"} <= set(
+        BACKEND_NAMES
+    )
+    assert all(get_backend(name).name == name for name in BACKEND_NAMES)
+    with pytest.raises(UnknownBackendError, match="cpu-eager-1t"):
+        get_backend("tpu")

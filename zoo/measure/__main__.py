@@ -1,0 +1,88 @@
+"""`python -m zoo.measure`: measure params, GMACs and latency of zoo models, store them, print a table."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tabulate import tabulate
+from tqdm import tqdm
+
+from zoo.measure.backends import BACKEND_NAMES, UnknownBackendError, available_backends
+from zoo.measure.latency import TimingConfig
+from zoo.measure.suite import expected_steps, measure_models
+
+DEFAULT_STORE = "leaderboard/measurements.jsonl"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m zoo.measure", description=__doc__)
+    parser.add_argument("--models", nargs="+", help="zoo model names (default: every registered model)")
+    parser.add_argument("--res", type=int, help="input resolution for all models (default: each one's published)")
+    parser.add_argument(
+        "--backends", nargs="+", help=f"of {', '.join(BACKEND_NAMES)} (default: those available here)"
+    )
+    parser.add_argument("--store", default=DEFAULT_STORE, help=f"JSON-lines store (default {DEFAULT_STORE})")
+    parser.add_argument("--num-classes", type=int, default=1000, help="classifier head size (default 1000)")
+    parser.add_argument("--force", action="store_true", help="re-measure even when the store has a record")
+    parser.add_argument("--rounds", type=int, default=TimingConfig.rounds, help="interleaved timing rounds")
+    parser.add_argument("--round-seconds", type=float, default=TimingConfig.min_round_s, help="time per round")
+    parser.add_argument("--artifacts", help="folder for exported ONNX / Core ML files (default: beside the store)")
+    return parser.parse_args(argv)
+
+
+def _cell(value: Any, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(records: Sequence[dict[str, Any]]) -> str:
+    rows = [
+        [
+            r["model"],
+            r["resolution"],
+            r["backend"],
+            r["batch_size"],
+            _cell(r["params"] / 1e6 if r.get("params") is not None else None, 3),
+            _cell(r["params_1k"] / 1e6 if r.get("params_1k") is not None else None, 3),
+            _cell(r.get("gmacs"), 3),
+            _cell(r.get("median_ms"), 2),
+            _cell(r.get("iqr_ms"), 2),
+            r.get("runs") or "",
+            r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason', '')[:60]}",
+        ]
+        for r in records
+    ]
+    headers = ["model", "res", "backend", "batch", "params M", "params M (1k)", "GMACs", "median ms", "IQR ms",
+               "runs", "status"]
+    return tabulate(rows, headers=headers, disable_numparse=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from zoo.models import UnknownModelError, list_models
+
+    models = args.models or list_models()
+    backends = args.backends or available_backends()
+    timing = TimingConfig(rounds=args.rounds, min_round_s=args.round_seconds)
+    try:
+        with tqdm(total=expected_steps(models, backends, timing), desc="measuring", unit="step") as bar:
+
+            def advance(what: str) -> None:
+                bar.set_postfix_str(what)
+                bar.update(1)
+
+            records = measure_models(
+                models, args.res, backends, args.store, num_classes=args.num_classes, force=args.force,
+                timing=timing, artifacts_dir=args.artifacts, on_progress=advance,
+            )
+    except (UnknownModelError, UnknownBackendError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(format_table(records))
+    print(f"\nstore: {args.store}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

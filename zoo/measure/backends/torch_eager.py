@@ -1,0 +1,125 @@
+"""PyTorch eager backends: CPU with one thread or all usable threads; CUDA in fp32 or bf16 autocast.
+
+Timed with `torch.utils.benchmark.Timer.blocked_autorange`, which picks a block size so that timer overhead is
+negligible, sets the thread count for the measurement and restores it, and synchronises the accelerator around
+each block (so CUDA timings are of finished work, not of queued kernels).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.utils import benchmark
+
+from zoo.measure.latency import TimedBackend, TimingConfig
+from zoo.measure.machine import usable_cpus
+
+__all__ = ["CpuEagerBackend", "CudaBackend", "torch_threads"]
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run with `count` intra-op threads and restore the previous count afterwards, even on error."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class _EagerRunner:
+    def __init__(
+        self,
+        model: nn.Module,
+        example: torch.Tensor,
+        threads: int,
+        autocast_dtype: torch.dtype | None,
+        config: TimingConfig,
+    ) -> None:
+        self.model = model
+        self.was_training = model.training
+        model.eval()
+        self.threads = threads
+        device_type = example.device.type
+
+        def run() -> None:
+            autocast = (
+                torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+            )
+            with torch.inference_mode(), autocast:
+                model(example)
+
+        with torch_threads(threads):
+            for _ in range(config.warmup_calls):
+                run()
+        self.timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=threads)
+        self.details: dict = {"threads": threads, "device": str(example.device)}
+        if autocast_dtype is not None:
+            self.details["autocast"] = str(autocast_dtype).removeprefix("torch.")
+
+    def time_round(self, config: TimingConfig) -> list[float]:
+        times = list(self.timer.blocked_autorange(min_run_time=config.min_round_s).times)
+        # A model slower than the round time yields one block: add single calls up to the minimum sample count.
+        while len(times) < config.min_samples_per_round:
+            times.extend(self.timer.timeit(number=1).times)
+        return times
+
+    def close(self) -> None:
+        self.model.train(self.was_training)
+
+
+class CpuEagerBackend(TimedBackend):
+    """PyTorch eager on CPU, batch 1: `threads=1` ('cpu-eager-1t') or all usable cores ('cpu-eager')."""
+
+    def __init__(self, threads: int | None = None, name: str | None = None) -> None:
+        self.threads = threads
+        self.name = name or ("cpu-eager-1t" if threads == 1 else "cpu-eager")
+        self.batch_sizes = (1,)
+
+    def _thread_count(self) -> int:
+        return self.threads or usable_cpus()
+
+    def prepare(
+        self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path, config: TimingConfig
+    ) -> _EagerRunner:
+        device = next(model.parameters()).device
+        if device.type != "cpu":
+            raise ValueError(f"{self.name} times CPU models; this one is on {device}")
+        example = torch.randn(input_shape)
+        return _EagerRunner(model, example, self._thread_count(), None, config)
+
+
+class CudaBackend(TimedBackend):
+    """PyTorch eager on the first CUDA device, batch 1 and 32, fp32 ('cuda') or bf16 autocast ('cuda-bf16').
+
+    The model is copied to the GPU, so the caller's CPU model is left as it was.
+    """
+
+    def __init__(self, autocast_dtype: torch.dtype | None = None, batch_sizes: tuple[int, ...] = (1, 32)) -> None:
+        self.autocast_dtype = autocast_dtype
+        short = {None: "", torch.bfloat16: "-bf16", torch.float16: "-fp16"}
+        if autocast_dtype not in short:
+            raise ValueError(f"autocast dtype must be bfloat16 or float16, got {autocast_dtype}")
+        self.name = "cuda" + short[autocast_dtype]
+        self.batch_sizes = batch_sizes
+
+    def available(self) -> tuple[bool, str]:
+        if not torch.cuda.is_available():
+            return False, "no CUDA device"
+        if self.autocast_dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            return False, f"{torch.cuda.get_device_name(0)} has no bf16 support"
+        return True, ""
+
+    def prepare(
+        self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path, config: TimingConfig
+    ) -> _EagerRunner:
+        gpu_model = copy.deepcopy(model).to("cuda")
+        example = torch.randn(input_shape, device="cuda")
+        runner = _EagerRunner(gpu_model, example, torch.get_num_threads(), self.autocast_dtype, config)
+        runner.details.update(gpu=torch.cuda.get_device_name(0), matmul_precision=torch.get_float32_matmul_precision())
+        return runner

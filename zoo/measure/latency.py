@@ -1,0 +1,216 @@
+"""Latency measurement: one small backend interface, interleaved rounds, robust statistics.
+
+A backend turns a model into a `PreparedModel` (export, session, warm-up) and a prepared model times itself for
+one round. `measure_interleaved` prepares every model first, then runs rounds A, B, C, A, B, C, ... and pools the
+per-round medians, so slow drift of a shared machine (other jobs, thermal state) hits every model alike instead
+of favouring whichever ran in the quiet minute.
+
+Reported: `median_ms` = median of the per-round medians (robust to a bad round); `iqr_ms` = interquartile range
+of all samples pooled (the noise a reader should expect); min/max of the samples; `runs` = number of samples.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch.nn as nn
+
+__all__ = [
+    "BackendSkip",
+    "LatencyBackend",
+    "LatencyStats",
+    "Outcome",
+    "PreparedModel",
+    "TimedBackend",
+    "TimingConfig",
+    "measure_interleaved",
+    "summarize_rounds",
+]
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """How long to time: `rounds` rounds of at least `min_round_s` seconds each, after `warmup_calls` calls."""
+
+    rounds: int = 5
+    min_round_s: float = 0.4
+    warmup_calls: int = 3
+    min_samples_per_round: int = 3
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency of one forward pass of a whole batch, in milliseconds."""
+
+    median_ms: float
+    iqr_ms: float
+    min_ms: float
+    max_ms: float
+    runs: int
+    rounds: int
+    batch_size: int
+    round_medians_ms: tuple[float, ...] = ()
+
+
+class BackendSkip(Exception):
+    """Raised by `prepare` when the model cannot be timed here for a reason that is not an error
+    (e.g. a Core ML package exported fine but prediction needs macOS). `details` is kept in the record."""
+
+    def __init__(self, reason: str, details: Mapping[str, object] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.details = dict(details or {})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Result of measuring one model on one backend: ok with stats, skipped or failed with a reason."""
+
+    status: Literal["ok", "skipped", "failed"]
+    reason: str = ""
+    stats: LatencyStats | None = None
+    details: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class PreparedModel(Protocol):
+    """A model made ready on a backend. `details` carries backend facts (exporter, parity error, threads...)."""
+
+    details: dict
+
+    def time_round(self, config: TimingConfig) -> list[float]:
+        """Time one round; return per-call latencies in seconds (one per sample)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class LatencyBackend(Protocol):
+    name: str
+    batch_sizes: tuple[int, ...]
+
+    def available(self) -> tuple[bool, str]:
+        """(True, "") when usable here, else (False, why not)."""
+        ...
+
+    def prepare(
+        self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path, config: TimingConfig
+    ) -> PreparedModel:
+        """Make `model` ready (export, session) and warm it up; raise BackendSkip if it cannot be timed here."""
+        ...
+
+    def measure(
+        self, model: nn.Module, input_shape: tuple[int, ...], config: TimingConfig = ..., workdir: Path | None = ...
+    ) -> LatencyStats: ...
+
+
+def summarize_rounds(rounds_s: Sequence[Sequence[float]], batch_size: int) -> LatencyStats:
+    """Pool per-round samples (seconds) into LatencyStats (milliseconds)."""
+    rounds_ms = [np.asarray(r, dtype=float) * 1e3 for r in rounds_s if len(r)]
+    if not rounds_ms:
+        raise ValueError("no timing samples")
+    pooled = np.concatenate(rounds_ms)
+    round_medians = [float(np.median(r)) for r in rounds_ms]
+    q25, q75 = np.percentile(pooled, [25, 75])
+    return LatencyStats(
+        median_ms=float(statistics.median(round_medians)),
+        iqr_ms=float(q75 - q25),
+        min_ms=float(pooled.min()),
+        max_ms=float(pooled.max()),
+        runs=int(pooled.size),
+        rounds=len(rounds_ms),
+        batch_size=batch_size,
+        round_medians_ms=tuple(round(m, 4) for m in round_medians),
+    )
+
+
+def _failure_reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
+
+
+def measure_interleaved(
+    backend: LatencyBackend,
+    models: Mapping[str, nn.Module],
+    input_shapes: Mapping[str, tuple[int, ...]],
+    config: TimingConfig = TimingConfig(),
+    workdir: Path | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Outcome]:
+    """Measure every model on `backend` in interleaved rounds. Errors are caught per model (status 'failed').
+
+    Exported files go under `workdir/<backend>/<model>/` (a temporary folder, deleted afterwards, when None).
+    """
+    ok, why_not = backend.available()
+    if not ok:
+        return {name: Outcome("skipped", why_not) for name in models}
+    if workdir is None:  # exports go to a throwaway folder, removed when done
+        with tempfile.TemporaryDirectory(prefix="zoo-measure-") as scratch:
+            return measure_interleaved(backend, models, input_shapes, config, Path(scratch), on_progress)
+    outcomes: dict[str, Outcome] = {}
+    prepared: dict[str, PreparedModel] = {}
+    for name, model in models.items():
+        try:
+            prepared[name] = backend.prepare(model, input_shapes[name], workdir / backend.name / name, config)
+        except BackendSkip as skip:
+            outcomes[name] = Outcome("skipped", skip.reason, details=skip.details)
+        except Exception as error:  # a model that does not export/run is recorded, the others go on
+            outcomes[name] = Outcome("failed", _failure_reason(error))
+        if on_progress:
+            on_progress(name)
+    samples: dict[str, list[list[float]]] = {name: [] for name in prepared}
+    try:
+        for _ in range(config.rounds):
+            for name, runner in list(prepared.items()):
+                if name in outcomes:
+                    continue
+                try:
+                    samples[name].append(runner.time_round(config))
+                except Exception as error:
+                    outcomes[name] = Outcome("failed", _failure_reason(error), details=runner.details)
+            if on_progress:
+                on_progress("round")
+    finally:
+        for runner in prepared.values():
+            runner.close()
+    for name, runner in prepared.items():
+        if name not in outcomes:
+            stats = summarize_rounds(samples[name], batch_size=input_shapes[name][0])
+            outcomes[name] = Outcome("ok", stats=stats, details=runner.details)
+    return {name: outcomes[name] for name in models}
+
+
+class TimedBackend:
+    """Base class giving every backend the single-model `measure` on top of its `prepare`."""
+
+    name: str = ""
+    batch_sizes: tuple[int, ...] = (1,)
+
+    def available(self) -> tuple[bool, str]:
+        return True, ""
+
+    def prepare(
+        self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path, config: TimingConfig
+    ) -> PreparedModel:
+        raise NotImplementedError
+
+    def measure(
+        self,
+        model: nn.Module,
+        input_shape: tuple[int, ...],
+        config: TimingConfig = TimingConfig(),
+        workdir: Path | None = None,
+    ) -> LatencyStats:
+        """Time one model; raises BackendSkip when it cannot be timed here, RuntimeError when it failed."""
+        outcome = measure_interleaved(self, {"model": model}, {"model": input_shape}, config, workdir)["model"]
+        if outcome.status == "skipped":
+            raise BackendSkip(outcome.reason, outcome.details)
+        if outcome.status == "failed" or outcome.stats is None:
+            raise RuntimeError(f"{self.name}: {outcome.reason}")
+        return outcome.stats
