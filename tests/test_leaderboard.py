@@ -33,7 +33,7 @@ def make_store(path: Path) -> Path:
                 f.write(json.dumps({
                     "run_id": f"{model}-{recipe}-{sampler}-{seed}", "status": "finished", "model": model,
                     "recipe": recipe, "sampler": sampler, "seed": seed, "dataset": "digits", "eval_resolution": 48,
-                    "epochs": 4, "global_batch": 64, "config": {"lr": 0.002}, "git_commit": "abc1234",
+                    "epochs": 4, "global_batch": 64, "num_classes": 10, "config": {"lr": 0.002}, "git_commit": "abc1234",
                     "top1": top1, "top5": 1.0, "updates": 100 if sampler == "fixed" else 60,
                     "train_time_s": 30.0, "train_img_per_s": 250.0,
                 }) + "\n")
@@ -42,10 +42,12 @@ def make_store(path: Path) -> Path:
     with open(path / "measurements.jsonl", "w") as f:
         for model, (params, gmacs, lat1, lat2) in MODELS.items():
             for backend, lat in (("cpu-eager-1t", lat1), ("onnxruntime-cpu", lat2)):
-                f.write(json.dumps({"model": model, "resolution": 48, "backend": backend, "batch": 1,
-                                    "status": "ok", "params": params, "params_1k": params * 1.2, "gmacs": gmacs,
+                f.write(json.dumps({"model": model, "resolution": 48, "backend": backend, "batch_size": 1,
+                                    "num_classes": 10, "status": "ok", "params": params, "gmacs": gmacs,
                                     "median_ms": lat, "iqr_ms": 0.1, "runs": 30,
-                                    "machine": {"cpu": "Test CPU"}}) + "\n")
+                                    "machine": {"cpu_model": "Test CPU", "cpus": 2}}) + "\n")
+            f.write(json.dumps({"model": model, "resolution": 224, "backend": "flops", "batch_size": 1,
+                                "num_classes": 1000, "status": "ok", "params": params * 1.2, "gmacs": gmacs * 20}) + "\n")
     return path
 
 
@@ -79,6 +81,10 @@ def test_leaderboard_tables_and_cells(tmp_path):
     corr = row_of(text, "## 4.", "cpu-eager-1t")
     expected = rank_agreement([0.09, 0.05, 0.02, 0.03], [4.0, 3.9, 6.0, 9.0])
     assert corr[2] == f"{expected.spearman:+.2f}" and corr[3] == f"{expected.kendall:+.2f}"
+    # Reproduction: deit_tiny measured 6.6 M / 1.8 GMACs at 224 against the paper's 5.7 M / 1.26
+    repro = row_of(text, "## 5.", "deit_tiny")
+    assert repro[1:8] == ["224", "6.600", "5.700", "+15.8", "1.800", "1.26", "+42.9"]
+    assert "Test CPU (2 cores)" in text
     assert (tmp_path / "board" / "top1_vs_latency.png").stat().st_size > 1000
     assert (tmp_path / "board" / "gmacs_vs_latency.png").is_file()
 

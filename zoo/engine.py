@@ -125,7 +125,9 @@ def train_run(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model, ctx.world_size)
-    updates_per_epoch = max(1, loaders.batches_per_epoch // cfg.accum_steps)
+    # Multi-scale epochs differ in batch count: size the schedule from the sampler's exact total.
+    total_updates = loaders.sampler.total_updates(cfg.epochs) // cfg.accum_steps
+    updates_per_epoch = max(1, math.ceil(total_updates / cfg.epochs))
     scheduler = build_scheduler(cfg, optimizer, updates_per_epoch)
     ema = build_ema(cfg, model)
     mixup = build_mixup(cfg, loaders.num_classes)

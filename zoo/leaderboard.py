@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,41 +26,55 @@ from zoo.report.tables import (
 from zoo.results import ResultsStore, read_jsonl
 
 MEASUREMENTS_FILE = "measurements.jsonl"
-BACKEND_ORDER = ["cpu-eager-1t", "cpu-eager", "onnxruntime-cpu-1t", "onnxruntime-cpu", "cuda-b1", "cuda-b32", "cuda"]
+BACKEND_ORDER = ["cpu-eager-1t", "cpu-eager", "onnxruntime-cpu-1t", "onnxruntime-cpu", "cuda", "cuda b32",
+                 "cuda-bf16", "cuda-bf16 b32"]
+PAPER_FLOPS_BACKEND = "flops"  # records of params/GMACs at the paper's resolution with 1000 classes (no timing)
 
 
 def _latest_by_key(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """Newest record per (model, resolution, backend, batch, classes), whatever machine measured it."""
     latest: dict[tuple, dict[str, Any]] = {}
     for rec in records:
-        key = (rec.get("model"), rec.get("resolution"), rec.get("backend"), rec.get("batch", 1))
+        key = (rec.get("model"), rec.get("resolution"), rec.get("backend"), rec.get("batch_size", 1),
+               rec.get("num_classes", 1000))
         latest[key] = rec
     return latest
 
 
+def column_name(backend: str, batch: int) -> str:
+    return backend if batch == 1 else f"{backend} b{batch}"
+
+
 def load_inputs(store_dir: Path) -> tuple[BoardInputs, list[dict[str, Any]]]:
-    """The finished runs plus costs/latency at each model's evaluation resolution."""
+    """The finished runs, plus costs/latency at each model's evaluation resolution and its paper figures."""
     from zoo.models import get_entry, list_models
 
     runs = list(ResultsStore(store_dir).finished())
-    eval_res = {r["model"]: r["eval_resolution"] for r in sorted(runs, key=lambda r: r["run_id"])}
+    trained = {r["model"]: (r["eval_resolution"], r.get("num_classes")) for r in sorted(runs, key=lambda r: r["run_id"])}
     measurements = read_jsonl(store_dir / MEASUREMENTS_FILE)
     costs: dict[str, Cost] = {}
+    paper_costs: dict[str, Cost] = {}
     latency: dict[tuple[str, str], Latency] = {}
-    backends: set[str] = set()
-    for (model, res, backend, _), rec in sorted(_latest_by_key(measurements).items(), key=lambda kv: str(kv[0])):
-        if model not in eval_res or res != eval_res[model] or rec.get("status") != "ok":
+    columns: set[str] = set()
+    used: list[dict[str, Any]] = []
+    for (model, res, backend, batch, classes), rec in sorted(_latest_by_key(measurements).items(), key=lambda kv: str(kv[0])):
+        params = rec["params"] / 1e6 if rec.get("params") else None
+        if backend == PAPER_FLOPS_BACKEND:
+            paper_costs[model] = Cost(params, rec.get("gmacs"), res)
             continue
-        if rec.get("gmacs") is not None or rec.get("params") is not None:
-            costs[model] = Cost(rec.get("params", 0) / 1e6 if rec.get("params") else None,
-                                rec.get("params_1k", 0) / 1e6 if rec.get("params_1k") else None,
-                                rec.get("gmacs"), res)
-        if rec.get("median_ms") is not None:
-            latency[(model, backend)] = Latency(rec["median_ms"], rec.get("iqr_ms", 0.0), rec.get("runs", 0))
-            backends.add(backend)
+        if model not in trained or (res, classes) != trained[model]:
+            continue
+        if rec.get("gmacs") is not None:
+            costs[model] = Cost(params, rec["gmacs"], res)
+        if rec.get("status") == "ok" and rec.get("median_ms") is not None:
+            name = column_name(backend, batch)
+            latency[(model, name)] = Latency(rec["median_ms"], rec.get("iqr_ms") or 0.0, rec.get("runs") or 0)
+            columns.add(name)
+            used.append(rec)
     known = set(list_models())
-    published = {m: get_entry(m).published for m in costs if m in known}
-    ordered = [b for b in BACKEND_ORDER if b in backends] + sorted(backends - set(BACKEND_ORDER))
-    return BoardInputs(runs, costs, latency, ordered, published), measurements
+    published = {m: get_entry(m).published for m in set(costs) | set(paper_costs) if m in known}
+    ordered = [b for b in BACKEND_ORDER if b in columns] + sorted(columns - set(BACKEND_ORDER))
+    return BoardInputs(runs, costs, paper_costs, latency, ordered, published), used
 
 
 def _header(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str) -> str:
@@ -69,8 +82,9 @@ def _header(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str)
     datasets = sorted({r["dataset"] for r in runs})
     budgets = sorted({(r["epochs"], r["global_batch"], r["config"]["lr"]) for r in runs})
     commits = sorted({r.get("git_commit") or "?" for r in runs})
-    machines = Counter(m.get("machine", {}).get("cpu", "?") if isinstance(m.get("machine"), dict) else "?"
-                       for m in measurements)
+    machines = {f"{m['machine'].get('cpu_model', '?')} ({m['machine'].get('cpus', '?')} cores"
+                + (f", {m['machine']['gpu']}" if m["machine"].get("gpu") else "") + ")"
+                for m in measurements if isinstance(m.get("machine"), dict)}
     seeds = sorted({r["seed"] for r in runs})
     lines = [
         f"# zoo leaderboard: {title}",

@@ -27,6 +27,13 @@ def workspace_for(matrix: MatrixConfig, base: Path) -> Workspace:
     return Workspace(resolve(matrix.output_dir), resolve(matrix.store_dir), matrix.wandb, matrix.execution, matrix.name)
 
 
+def check_data(matrix: MatrixConfig) -> None:
+    """Open the data set once before training, so a wrong path is a user error (exit 2), not a failed run."""
+    from zoo.data import build_datasets
+
+    build_datasets(matrix.data.kind, root=matrix.data.root, options=dict(matrix.data.options))
+
+
 def _raise_interrupt(signum, frame):  # SIGTERM (e.g. a cluster pre-emption) is recorded like Ctrl-C
     raise KeyboardInterrupt
 
@@ -49,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         ws = workspace_for(matrix, Path.cwd())
         store = ResultsStore(ws.store_dir)
         plan = build_plan(matrix, store, args.only)
+        if not args.dry_run and any(not spec.done for spec in plan):
+            check_data(matrix)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -14,10 +14,9 @@ DASH = "–"
 
 @dataclass(frozen=True)
 class Cost:
-    """A model's size and work at its evaluation resolution, as measured by zoo.measure."""
+    """A model's size and work at one resolution, as measured by zoo.measure."""
 
-    params_m: float | None = None  # with the trained head
-    params_1k_m: float | None = None  # with a 1000-class head, comparable with papers
+    params_m: float | None = None
     gmacs: float | None = None
     resolution: int | None = None
 
@@ -32,7 +31,8 @@ class Latency:
 @dataclass
 class BoardInputs:
     runs: list[dict[str, Any]]  # finished records of the results store
-    costs: dict[str, Cost] = field(default_factory=dict)  # model -> cost
+    costs: dict[str, Cost] = field(default_factory=dict)  # model -> cost at its eval resolution, trained head
+    paper_costs: dict[str, Cost] = field(default_factory=dict)  # model -> cost at the paper's resolution, 1000 classes
     latency: dict[tuple[str, str], Latency] = field(default_factory=dict)  # (model, backend) -> latency
     backends: list[str] = field(default_factory=list)  # latency columns, in order
     published: dict[str, Any] = field(default_factory=dict)  # model -> registry Published
@@ -148,17 +148,17 @@ def flops_latency_table(data: BoardInputs) -> tuple[str, str]:
 
 
 def reproduction_table(data: BoardInputs) -> str:
-    """Our measured params (1000-class head) and GMACs against the papers' figures."""
+    """Our params and GMACs (1000-class head, the paper's resolution) against the papers' figures."""
     rows = []
-    for model in sorted(data.costs):
-        cost, pub = data.costs[model], data.published.get(model)
-        p_params = getattr(pub, "params_m", None)
-        p_gmacs = getattr(pub, "gmacs", None)
+    for model in sorted(data.paper_costs):
+        cost, pub = data.paper_costs[model], data.published.get(model)
+        p_params, p_gmacs = getattr(pub, "params_m", None), getattr(pub, "gmacs", None)
         rows.append([
-            model, _num(cost.params_1k_m, ".3f"), _num(p_params, ".3f"),
-            _num(100 * (cost.params_1k_m / p_params - 1) if cost.params_1k_m and p_params else None, "+.1f"),
-            _num(cost.resolution, "d"), _num(cost.gmacs_1k if hasattr(cost, "gmacs_1k") else cost.gmacs, ".3f"),
-            _num(p_gmacs, ".2f"), _num(getattr(pub, "resolution", None), "d"), getattr(pub, "source", "") or DASH,
+            model, _num(cost.resolution, "d"), _num(cost.params_m, ".3f"), _num(p_params, ".3f"),
+            _num(100 * (cost.params_m / p_params - 1) if cost.params_m and p_params else None, "+.1f"),
+            _num(cost.gmacs, ".3f"), _num(p_gmacs, ".2f"),
+            _num(100 * (cost.gmacs / p_gmacs - 1) if cost.gmacs and p_gmacs else None, "+.1f"),
+            getattr(pub, "source", "") or DASH,
         ])
-    return md(rows, ["model", "params 1k (M)", "paper params (M)", "Δ %", "our res", "our GMACs",
-                     "paper GMACs", "paper res", "source"])
+    return md(rows, ["model", "res", "params (M)", "paper params (M)", "Δ %", "GMACs", "paper GMACs", "Δ %",
+                     "source"])
