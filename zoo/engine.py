@@ -180,8 +180,9 @@ def train_run(
                 images = images.contiguous(memory_format=torch.channels_last)
             if mixup is not None and images.shape[0] % 2 == 0:  # timm's batch Mixup needs an even batch
                 images, targets = mixup(images, targets)
-            elif mixup is not None:
-                targets = F.one_hot(targets, loaders.num_classes).float()
+            elif mixup is not None:  # odd last batch: same soft-target loss, smoothed, without mixing
+                smoothing = cfg.recipe.label_smoothing
+                targets = F.one_hot(targets, loaders.num_classes).float() * (1 - smoothing) + smoothing / loaders.num_classes
             boundary = (micro_step + 1) % cfg.accum_steps == 0
             sync = contextlib.nullcontext() if boundary or not ctx.distributed else train_model.no_sync()
             with sync:
