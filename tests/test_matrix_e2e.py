@@ -64,14 +64,15 @@ def test_tiny_matrix_trains_reruns_nothing_and_writes_leaderboard(tmp_path):
 @pytest.mark.slow
 def test_kill_9_mid_matrix_then_rerun_finishes_the_work(tmp_path):
     path = tiny_matrix(tmp_path, budget={"epochs": 2, "batch_size": 16, "lr_scaling": "none", "warmup_epochs": 0},
-                       models=["mobilevit_xxs_aft"], recipes=["basic"])
+                       models=["mobilevit_xxs_aft"], model_kwargs={}, recipes=["basic"])
     proc = subprocess.Popen([sys.executable, "-m", "zoo.run", str(path)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     checkpoints = []
     while time.time() < deadline and not checkpoints:  # kill once the first epoch's checkpoint exists
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
         checkpoints = list((tmp_path / "out").rglob("checkpoint.pt"))
-        time.sleep(0.2)
+        time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert checkpoints, "no checkpoint appeared"
