@@ -76,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 models, args.res, backends, args.store, num_classes=args.num_classes, force=args.force,
                 timing=timing, artifacts_dir=args.artifacts, on_progress=advance,
             )
+            bar.update(bar.total - bar.n)  # reused records take no steps
     except (UnknownModelError, UnknownBackendError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

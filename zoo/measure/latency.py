@@ -37,8 +37,10 @@ __all__ = [
 class TimingConfig:
     """How long to time: `rounds` rounds of at least `min_round_s` seconds each, after `warmup_calls` calls."""
 
-    rounds: int = 5
-    min_round_s: float = 0.4
+    # Many short rounds rather than few long ones: on a shared machine the load changes within seconds, and the
+    # median of many round medians follows it less than the median of a few.
+    rounds: int = 8
+    min_round_s: float = 0.3
     warmup_calls: int = 3
     min_samples_per_round: int = 3
 
