@@ -4,7 +4,6 @@ Trains a tiny BatchNorm-free model for a few steps with deterministic data and w
 training loss after every optimiser step plus the (resolution, indices) each step saw.
 """
 import json
-import os
 import sys
 from pathlib import Path
 

@@ -1,14 +1,13 @@
-"""Shared test settings: W&B offline in a temp dir, one torch thread per xdist worker (2 cores, 2 workers)."""
+"""Shared test settings: W&B offline in a temp dir, one torch thread per test process (2 cores, 2 workers)."""
 import os
 
 import pytest
 import torch
 
 # Two xdist workers on two cores: more threads than cores makes OpenMP regions wait on descheduled threads
-# (we measured 5-25x slowdowns), so every worker and every subprocess it starts uses one thread.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
+# (we measured 5-25x slowdowns), so every test process and every subprocess it starts uses one thread.
+torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True)

@@ -27,14 +27,6 @@ from zoo.models.aft_layers import (
 PairBias = Callable[[int, int], torch.Tensor]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 cores shared by several processes: extra intra-op threads only spin.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def direct_aft(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: PairBias) -> torch.Tensor:
     """The paper's formula with loops over t and t' (one sample, [T, C] each, K already one value per channel):

@@ -28,14 +28,6 @@ def _batch_for(size: int) -> int:
     return BATCH if size < min(MULTI_SCALE_SIZES) else 1
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 cores shared by several processes: more threads than cores makes these forwards several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @functools.cache
 def _instance(name: str) -> torch.nn.Module:

@@ -1,5 +1,4 @@
 """`python -m zoo.run` on a tiny matrix: trains 2 models x 2 recipes x 2 samplers, reruns skip, a kill resumes."""
-import json
 import os
 import signal
 import subprocess

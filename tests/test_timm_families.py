@@ -14,14 +14,6 @@ from zoo.models.coatnet import AnySizeRelPosMlp
 from zoo.models.timm_bridge import NoPretrainedWeightsError, register_with_timm
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 cores shared by several processes: more threads than cores makes these forwards several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _param_count_m(model: torch.nn.Module) -> float:
     return sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6

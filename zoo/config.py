@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,20 +94,14 @@ class WandbConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Everything that decides one run's result (budget fields are flat so `--lr=0.002` works from a CLI)."""
+class BudgetConfig:
+    """The shared budget of a matrix: every recipe and sampler runs under the same one."""
 
-    model: str
-    recipe: RecipeConfig
-    sampler: SamplerConfig
-    data: DataConfig = field(default_factory=DataConfig)
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
     epochs: int = 300
-    batch_size: int = 128  # per process, at the base resolution
-    accum_steps: int = 1  # gradient accumulation: global batch = batch_size * world_size * accum_steps
+    batch_size: int = 128
+    accum_steps: int = 1
     lr: float = 0.002
-    lr_reference_batch: int = 1024  # `lr` is the rate for this global batch
+    lr_reference_batch: int = 1024
     lr_scaling: Literal["none", "linear", "sqrt"] = "linear"
     min_lr: float = 0.0002
     warmup_lr: float = 0.0002
@@ -116,6 +110,19 @@ class RunConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     grad_clip: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig(BudgetConfig):
+    """Everything that decides one run's result: the shared budget (flat, so `--lr=0.002` works from a CLI) plus
+    the model, recipe, sampler, data and seed of one matrix cell."""
+
+    model: str
+    recipe: RecipeConfig
+    sampler: SamplerConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
     amp: bool | None = None  # None: bf16 autocast on CUDA only
     channels_last: bool | None = None  # None: on CUDA only
 
@@ -135,25 +142,6 @@ class RunConfig:
         ratio = self.global_batch(world_size) / self.lr_reference_batch
         factor = {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[self.lr_scaling]
         return self.lr * factor
-
-
-@dataclass(frozen=True)
-class BudgetConfig:
-    """The shared budget of a matrix: every recipe and sampler runs under the same one."""
-
-    epochs: int = 300
-    batch_size: int = 128
-    accum_steps: int = 1
-    lr: float = 0.002
-    lr_reference_batch: int = 1024
-    lr_scaling: Literal["none", "linear", "sqrt"] = "linear"
-    min_lr: float = 0.0002
-    warmup_lr: float = 0.0002
-    warmup_epochs: float = 1.0
-    optimizer: str = "adamw"
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    grad_clip: float | None = None
 
 
 @dataclass(frozen=True)
@@ -246,7 +234,6 @@ def load_matrix(path: str | Path) -> MatrixConfig:
 
 def run_config(matrix: MatrixConfig, model: str, recipe: RecipeConfig, sampler: str, seed: int) -> RunConfig:
     """The resolved config of one matrix cell."""
-    budget = to_dict(matrix.budget)
     return RunConfig(
         model=model,
         recipe=recipe,
@@ -256,5 +243,5 @@ def run_config(matrix: MatrixConfig, model: str, recipe: RecipeConfig, sampler: 
         seed=seed,
         amp=matrix.execution.amp,
         channels_last=matrix.execution.channels_last,
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in budget.items()},
+        **{f.name: getattr(matrix.budget, f.name) for f in fields(BudgetConfig)},
     )

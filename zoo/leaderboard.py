@@ -115,7 +115,7 @@ def _plots(inputs: BoardInputs, out_dir: Path) -> list[str]:
                 points.setdefault(f"{recipe}/{sampler}", []).append((model, lat.median_ms, stat.mean))
         if points:
             accuracy_vs_latency(points, backend, out_dir / "top1_vs_latency.png")
-            links.append(f"![top-1 vs latency](top1_vs_latency.png)")
+            links.append("![top-1 vs latency](top1_vs_latency.png)")
         per_backend = {
             b: [(m, inputs.costs[m].gmacs, inputs.latency[(m, b)].median_ms)
                 for m in sorted(inputs.costs) if inputs.costs[m].gmacs and (m, b) in inputs.latency]
