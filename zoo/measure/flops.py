@@ -8,8 +8,8 @@ Built on `torch.utils.flop_counter.FlopCounterMode`, with two fixes for traps of
    path: the model then runs exactly the kernels it runs in production, and the count is the same two matmuls
    the math path would show (softmax and scaling are not MACs in either case).
 2. `no_grad` breaks the module tracker. FlopCounterMode's ModuleTracker registers autograd hooks on every module
-   input that requires grad; under `no_grad` such a tensor (PiT passes one between stages) has no grad_fn and the
-   tracker raises. We instead switch off `requires_grad` on the parameters for the duration of the count: no
+   input that requires grad; under `no_grad` such a tensor (PiT hands its class-token parameter to its
+   transformer stages) yields no grad_fn and the tracker raises. We instead switch off `requires_grad` on the parameters for the duration of the count: no
    tensor needs grad, so no hooks and no autograd graph (the memory of `no_grad`), and every model works.
 
 GMACs = FLOPs / 2, the unit the papers use.
