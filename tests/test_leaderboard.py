@@ -97,6 +97,23 @@ def test_leaderboard_is_byte_identical_on_regeneration(tmp_path):
     assert first == second and plot == (store / "top1_vs_latency.png").read_bytes()
 
 
+def test_leaderboard_is_logged_to_wandb_as_tables_and_images(tmp_path):
+    from zoo.config import WandbConfig
+    from zoo.wandb_offline import find_offline_runs, read_offline_run
+
+    store = make_store(tmp_path / "board")
+    write_leaderboard(store, title="fixture", wandb=WandbConfig(mode="offline"), wandb_dir=tmp_path / "wb")
+    (run_dir,) = find_offline_runs(tmp_path / "wb")
+    run = read_offline_run(run_dir)
+    assert run.job_type == "leaderboard" and run.name == "fixture-leaderboard"
+    columns, rows = run.table("recipes")
+    assert columns[:4] == ["model", "sampler", "basic top-1 %", "advanced top-1 %"]
+    assert ["deit_tiny", "fixed", "81.0 ± 1.4 (n=2)", "72.0 ± 2.8 (n=2)", "-9.0", ""] in rows
+    board_columns, _ = run.table("board/basic-fixed")
+    assert "cpu-eager-1t (ms)" in board_columns
+    assert "plots/top1_vs_latency" in run.summary
+
+
 def test_leaderboard_cli_missing_store(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "zoo.leaderboard", str(tmp_path / "none")],
                           capture_output=True, text=True)

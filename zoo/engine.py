@@ -119,6 +119,8 @@ def train_run(
     channels_last = cfg.channels_last if cfg.channels_last is not None else ctx.device.type == "cuda"
     ckpt_path = run_dir / "checkpoint.pt"
 
+    if ctx.device.type == "cpu":
+        torch.set_flush_denormal(True)  # tiny weights late in training otherwise hit x86's slow denormal path
     seed_everything(cfg.seed)  # identical initial weights on every rank and every attempt
     loaders = build_loaders(cfg, ctx)
     model = build_model(cfg, loaders.num_classes).to(ctx.device)

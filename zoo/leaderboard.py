@@ -10,11 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from zoo.config import WandbConfig
+from zoo.log import WandbSink
 from zoo.report.plots import accuracy_vs_latency, gmacs_vs_latency
 from zoo.report.tables import (
     BoardInputs,
     Cost,
     Latency,
+    Table,
     flops_latency_table,
     group_runs,
     main_boards,
@@ -115,7 +118,7 @@ def _plots(inputs: BoardInputs, out_dir: Path) -> list[str]:
                 points.setdefault(f"{recipe}/{sampler}", []).append((model, lat.median_ms, stat.mean))
         if points:
             accuracy_vs_latency(points, backend, out_dir / "top1_vs_latency.png")
-            links.append("![top-1 vs latency](top1_vs_latency.png)")
+            links.append("top1_vs_latency.png")
         per_backend = {
             b: [(m, inputs.costs[m].gmacs, inputs.latency[(m, b)].median_ms)
                 for m in sorted(inputs.costs) if inputs.costs[m].gmacs and (m, b) in inputs.latency]
@@ -123,48 +126,83 @@ def _plots(inputs: BoardInputs, out_dir: Path) -> list[str]:
         }
         if any(per_backend.values()):
             gmacs_vs_latency(per_backend, out_dir / "gmacs_vs_latency.png")
-            links.append("![GMACs vs latency](gmacs_vs_latency.png)")
+            links.append("gmacs_vs_latency.png")
     return links
 
 
-def render(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str, out_dir: Path) -> str:
-    parts = [_header(inputs, measurements, title), ""]
-    parts.append("## 1. Main boards (sorted by top-1)\n")
-    for board_title, table in main_boards(inputs):
-        parts += [f"### {board_title}\n", table, ""]
-    parts += ["## 2. Basic vs advanced recipe\n", recipe_table(inputs), ""]
-    parts += ["## 3. Fixed resolution vs multi-scale sampler\n", sampler_table(inputs), ""]
+def tables(inputs: BoardInputs) -> list[tuple[str, str, Table]]:
+    """(section heading, key, table) in README order; the key names the table in W&B."""
     flops, corr = flops_latency_table(inputs)
-    parts += ["## 4. FLOPs vs measured latency\n",
-              "Rank agreement between GMACs and latency per backend (1 = FLOPs predict the latency order):\n",
-              corr, "", flops, ""]
-    parts += ["## 5. Reproduction: our params and GMACs against the papers\n", reproduction_table(inputs), ""]
+    out = [(f"### {title}", "board/" + title.replace(" recipe, ", "-").replace(" sampler", ""), table)
+           for title, table in main_boards(inputs)]
+    return out + [
+        ("## 2. Basic vs advanced recipe", "recipes", recipe_table(inputs)),
+        ("## 3. Fixed resolution vs multi-scale sampler", "samplers", sampler_table(inputs)),
+        ("## 4. FLOPs vs measured latency", "flops_vs_latency/correlation", corr),
+        ("", "flops_vs_latency/ranks", flops),
+        ("## 5. Reproduction: our params and GMACs against the papers", "reproduction", reproduction_table(inputs)),
+    ]
+
+
+def render(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str, out_dir: Path,
+           sections: list[tuple[str, str, Table]]) -> str:
+    parts = [_header(inputs, measurements, title), "", "## 1. Main boards (sorted by top-1)\n"]
+    for heading, key, table in sections:
+        if heading.startswith("## 4."):
+            heading += ("\n\nRank agreement between GMACs and latency per backend "
+                        "(1 = FLOPs predict the latency order):\n")
+        if heading:
+            parts.append(heading + "\n")
+        parts += [table.markdown(), ""]
     links = _plots(inputs, out_dir)
     if links:
-        parts += ["## Plots\n", *[f"{link}\n" for link in links]]
+        parts += ["## Plots\n", *[f"![{name}]({name})\n" for name in links]]
     return "\n".join(parts).rstrip() + "\n"
 
 
-def write_leaderboard(store_dir: str | Path, title: str | None = None, wandb_mode: str | None = None) -> Path:
+def write_leaderboard(store_dir: str | Path, title: str | None = None, wandb: WandbConfig | None = None,
+                      wandb_dir: str | Path | None = None) -> Path:
+    """Regenerate README.md and plots; with `wandb`, also log the tables and plots to a summary W&B run."""
     store_dir = Path(store_dir)
     store_dir.mkdir(parents=True, exist_ok=True)
     inputs, measurements = load_inputs(store_dir)
-    text = render(inputs, measurements, title or store_dir.name, store_dir)
+    sections = tables(inputs)
+    text = render(inputs, measurements, title or store_dir.name, store_dir, sections)
     path = store_dir / "README.md"
     path.write_text(text)
+    if wandb is not None and wandb.mode != "disabled":
+        log_to_wandb(sections, store_dir, title or store_dir.name, wandb, Path(wandb_dir or store_dir))
     return path
+
+
+def log_to_wandb(sections: list[tuple[str, str, Table]], store_dir: Path, title: str, cfg: WandbConfig,
+                 wandb_dir: Path) -> str | None:
+    """One summary run per matrix (job_type "leaderboard"): every table as a wandb.Table, the plots as images."""
+    sink = WandbSink.open(project=cfg.project, entity=cfg.entity, group=cfg.group or title, name=f"{title}-leaderboard",
+                          tags=["leaderboard", *cfg.tags], config={"title": title}, mode=cfg.mode,
+                          dir=str(wandb_dir), job_type="leaderboard")
+    for _, key, table in sections:
+        sink.log_table(key, table.headers, table.rows)
+    for image in sorted(store_dir.glob("*.png")):
+        sink.log_image(f"plots/{image.stem}", image)
+    run_id = sink.run_id
+    sink.finish()
+    return run_id
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.leaderboard", description=__doc__.splitlines()[0])
     parser.add_argument("store_dir", nargs="?", default="leaderboard")
     parser.add_argument("--title", default=None)
+    parser.add_argument("--wandb", choices=["online", "offline"], help="also log the tables to a W&B summary run")
+    parser.add_argument("--wandb-project", default="zoo")
     args = parser.parse_args(argv)
     if not (Path(args.store_dir) / "results.jsonl").is_file():
         print(f"error: {args.store_dir}/results.jsonl not found (train with `python -m zoo.run runs.yaml`)",
               file=sys.stderr)
         return 2
-    print(write_leaderboard(args.store_dir, args.title))
+    wandb = WandbConfig(project=args.wandb_project, mode=args.wandb) if args.wandb else None
+    print(write_leaderboard(args.store_dir, args.title, wandb, wandb_dir=Path(args.store_dir).parent / "out"))
     return 0
 
 

@@ -103,7 +103,7 @@ def _after_training(matrix: MatrixConfig, ws: Workspace, args: argparse.Namespac
     if not args.no_leaderboard:
         from zoo.leaderboard import write_leaderboard
 
-        path = write_leaderboard(ws.store_dir, title=matrix.name)
+        path = write_leaderboard(ws.store_dir, title=matrix.name, wandb=matrix.wandb, wandb_dir=ws.output_dir)
         print(f"leaderboard: {path}")
 
 

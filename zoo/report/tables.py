@@ -38,8 +38,19 @@ class BoardInputs:
     published: dict[str, Any] = field(default_factory=dict)  # model -> registry Published
 
 
-def md(rows: list[list[Any]], headers: list[str]) -> str:
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+@dataclass(frozen=True)
+class Table:
+    """Rows of strings under headers: rendered as markdown for the README and sent as-is to W&B."""
+
+    headers: list[str]
+    rows: list[list[str]]
+
+    def markdown(self) -> str:
+        return tabulate(self.rows, headers=self.headers, tablefmt="github", disable_numparse=True)
+
+
+def md(rows: list[list[Any]], headers: list[str]) -> Table:
+    return Table(list(headers), [[str(cell) for cell in row] for row in rows])
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -64,7 +75,7 @@ def _mean(records: list[dict[str, Any]], key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def main_boards(data: BoardInputs) -> list[tuple[str, str]]:
+def main_boards(data: BoardInputs) -> list[tuple[str, Table]]:
     """One board per (recipe, sampler), sorted by top-1 (best first). Returns (title, markdown) pairs."""
     groups = group_runs(data.runs)
     cells = sorted({(recipe, sampler) for (_, recipe, sampler) in groups})
@@ -96,7 +107,7 @@ def main_boards(data: BoardInputs) -> list[tuple[str, str]]:
     return boards
 
 
-def recipe_table(data: BoardInputs) -> str:
+def recipe_table(data: BoardInputs) -> Table:
     """Top-1 per model under each recipe (same sampler), and advanced − basic."""
     groups = group_runs(data.runs)
     rows = []
@@ -109,7 +120,7 @@ def recipe_table(data: BoardInputs) -> str:
     return md(rows, ["model", "sampler", "basic top-1 %", "advanced top-1 %", "Δ (pts)", "note"])
 
 
-def sampler_table(data: BoardInputs) -> str:
+def sampler_table(data: BoardInputs) -> Table:
     """Fixed vs multi-scale: accuracy, optimiser updates and training time per model and recipe."""
     groups = group_runs(data.runs)
     rows = []
@@ -127,7 +138,7 @@ def sampler_table(data: BoardInputs) -> str:
                      "fixed updates", "multi-scale updates", "fixed train (s)", "multi-scale train (s)"])
 
 
-def flops_latency_table(data: BoardInputs) -> tuple[str, str]:
+def flops_latency_table(data: BoardInputs) -> tuple[Table, Table]:
     """Per backend: rank by GMACs vs rank by measured latency, latency per GMAC, and the rank correlations."""
     rows, summary = [], []
     for backend in data.backends:
@@ -147,7 +158,7 @@ def flops_latency_table(data: BoardInputs) -> tuple[str, str]:
     return table, corr
 
 
-def reproduction_table(data: BoardInputs) -> str:
+def reproduction_table(data: BoardInputs) -> Table:
     """Our params and GMACs (1000-class head, the paper's resolution) against the papers' figures."""
     rows = []
     for model in sorted(data.paper_costs):
