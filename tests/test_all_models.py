@@ -17,7 +17,7 @@ import zoo.models as zm
 
 MODELS = zm.list_models()
 MULTI_SCALE_SIZES = (160, 192, 224, 256, 288, 320)
-SMALL_SIZES = (32, 48, 64, 80, 96)  # the default data set's sizes; 48 and 80 are not multiples of 32
+SMALL_SIZES = (24, 32, 40, 48, 64, 80, 96)  # the default data set's sizes; 24, 40, 48, 80 are not multiples of 32
 BACKWARD_SIZES = (48, 160)
 NUM_CLASSES = 10
 BATCH = 2  # > 1 so a lost batch dimension shows, and batch norm can train on 1x1 maps

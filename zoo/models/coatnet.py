@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import RelPosMlp, gen_relative_log_coords, gen_relative_position_index
 from timm.models.maxxvit import Attention2d, MaxxVit, TransformerBlock2d
 
@@ -88,6 +89,16 @@ def _follow_feature_size(attn: nn.Module, args: tuple[Any, ...]) -> None:
     attn.rel_pos.feature_size = tuple(args[0].shape[-2:])
 
 
+MIN_INPUT = 32  # the total stride: below it a stage's 2x2 pool meets a 1x1 map
+
+
+def _pad_to_min_size(model: nn.Module, args: tuple[Any, ...]) -> tuple[torch.Tensor] | None:
+    # Zero-pad (bottom/right) inputs smaller than the total stride, e.g. the 24 px of a small multi-scale set.
+    x = args[0]
+    pad_h, pad_w = max(0, MIN_INPUT - x.shape[-2]), max(0, MIN_INPUT - x.shape[-1])
+    return (F.pad(x, (0, pad_w, 0, pad_h)),) if pad_h or pad_w else None
+
+
 def make_any_size(model: MaxxVit) -> MaxxVit:
     """Adapt a timm CoAtNet with MLP relative-position bias, in place, to run at any input size."""
     if any(hasattr(module, "set_partition_size") for module in model.modules()):
@@ -101,6 +112,7 @@ def make_any_size(model: MaxxVit) -> MaxxVit:
             raise TypeError(f"expected timm's RelPosMlp (an 'rmlp' CoAtNet), got {type(attn.rel_pos).__name__}")
         attn.rel_pos = AnySizeRelPosMlp(attn.rel_pos)
         attn.register_forward_pre_hook(_follow_feature_size)
+    model.register_forward_pre_hook(_pad_to_min_size)
     if isinstance(getattr(model, "pretrained_cfg", None), dict):
         model.pretrained_cfg["fixed_input_size"] = False  # tells timm's data helpers any size is fine
     return model
