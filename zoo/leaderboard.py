@@ -18,6 +18,7 @@ from zoo.report.tables import (
     Cost,
     Latency,
     Table,
+    exports_table,
     flops_latency_table,
     group_runs,
     main_boards,
@@ -60,6 +61,7 @@ def load_inputs(store_dir: Path) -> tuple[BoardInputs, list[dict[str, Any]]]:
     latency: dict[tuple[str, str], Latency] = {}
     columns: set[str] = set()
     used: list[dict[str, Any]] = []
+    exports: dict[str, dict[str, tuple[str, str]]] = {}
     for (model, res, backend, batch, classes), rec in sorted(_latest_by_key(measurements).items(), key=lambda kv: str(kv[0])):
         params = rec["params"] / 1e6 if rec.get("params") else None
         if backend == PAPER_FLOPS_BACKEND:
@@ -74,10 +76,22 @@ def load_inputs(store_dir: Path) -> tuple[BoardInputs, list[dict[str, Any]]]:
             latency[(model, name)] = Latency(rec["median_ms"], rec.get("iqr_ms") or 0.0, rec.get("runs") or 0)
             columns.add(name)
             used.append(rec)
+        if backend.startswith("onnxruntime") or backend == "coreml":
+            exports.setdefault(model, {})["onnx" if backend != "coreml" else "coreml"] = _export_status(rec)
     known = set(list_models())
     published = {m: get_entry(m).published for m in set(costs) | set(paper_costs) if m in known}
     ordered = [b for b in BACKEND_ORDER if b in columns] + sorted(columns - set(BACKEND_ORDER))
-    return BoardInputs(runs, costs, paper_costs, latency, ordered, published), used
+    return BoardInputs(runs, costs, paper_costs, latency, ordered, published, exports), used
+
+
+def _export_status(rec: dict[str, Any]) -> tuple[str, str]:
+    details = rec.get("details") or {}
+    if rec.get("status") == "failed":
+        return "failed", (rec.get("reason") or "").splitlines()[0][:90]
+    if rec["backend"] == "coreml":
+        return ("exported", f"{details['size_bytes'] / 2**20:.1f} MiB") if details.get("exported") else ("skipped", rec.get("reason") or "")
+    err = details.get("parity_max_abs_err")
+    return "ok", f"{details.get('exporter', '')}, max abs err vs torch {err:.1e}" if err is not None else ""
 
 
 def _header(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str) -> str:
@@ -141,6 +155,8 @@ def tables(inputs: BoardInputs) -> list[tuple[str, str, Table]]:
         ("## 4. FLOPs vs measured latency", "flops_vs_latency/correlation", corr),
         ("", "flops_vs_latency/ranks", flops),
         ("## 5. Reproduction: our params and GMACs against the papers", "reproduction", reproduction_table(inputs)),
+        ("## 6. Exports (at the evaluation resolution; Core ML predictions need macOS: time them on an iPhone "
+         "with Xcode's performance report)", "exports", exports_table(inputs.exports)),
     ]
 
 

@@ -32,7 +32,7 @@ def accuracy_vs_latency(
     ax.set_ylabel("top-1 (%)")
     ax.set_title("Accuracy vs measured latency (dashed: Pareto front)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.savefig(path, **_SAVE)
     plt.close(fig)
     return path

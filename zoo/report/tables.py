@@ -36,6 +36,7 @@ class BoardInputs:
     latency: dict[tuple[str, str], Latency] = field(default_factory=dict)  # (model, backend) -> latency
     backends: list[str] = field(default_factory=list)  # latency columns, in order
     published: dict[str, Any] = field(default_factory=dict)  # model -> registry Published
+    exports: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)  # model -> kind -> (status, why)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def main_boards(data: BoardInputs) -> list[tuple[str, Table]]:
             latencies = [data.latency.get((model, b)) for b in data.backends]
             train_time = _mean(recs, "train_time_s")
             rows.append([
-                i + 1, model, _num(cost.params_m, ".3f"), _num(cost.gmacs, ".3f"),
+                i + 1, model, _num(cost.params_m, ".3f"), _num(cost.gmacs, ".4f"),
                 (stat.format() + mark) if stat else DASH,
                 _num(100 * m if (m := _mean(recs, "top5")) is not None else None, ".1f"),
                 *[_num(lat.median_ms if lat else None, ".2f") for lat in latencies],
@@ -114,7 +115,12 @@ def recipe_table(data: BoardInputs) -> Table:
     for model, sampler in sorted({(m, s) for (m, _, s) in groups}):
         basic, advanced = top1_stat(groups.get((model, "basic", sampler), [])), top1_stat(groups.get((model, "advanced", sampler), []))
         delta = (advanced.mean - basic.mean) * 100 if basic and advanced else None
-        noise = "within noise" if basic and advanced and basic.overlaps(advanced) else ""
+        noise = ""
+        if basic and advanced:
+            if min(basic.n, advanced.n) < 2:
+                noise = "single seed: untested"
+            elif basic.overlaps(advanced):
+                noise = "within noise"
         rows.append([model, sampler, basic.format() if basic else DASH, advanced.format() if advanced else DASH,
                      _num(delta, "+.1f"), noise])
     return md(rows, ["model", "sampler", "basic top-1 %", "advanced top-1 %", "Δ (pts)", "note"])
@@ -149,7 +155,7 @@ def flops_latency_table(data: BoardInputs) -> tuple[Table, Table]:
         lat = [data.latency[(m, backend)].median_ms for m in models]
         g_rank, l_rank = ranks(gmacs), ranks(lat)
         for m, g, l, gr, lr in sorted(zip(models, gmacs, lat, g_rank, l_rank), key=lambda t: (t[3], t[0])):
-            rows.append([backend, m, f"{g:.3f}", f"{gr:g}", f"{l:.2f}", f"{lr:g}", f"{l / g:.2f}"])
+            rows.append([backend, m, f"{g:.4f}", f"{gr:g}", f"{l:.2f}", f"{lr:g}", f"{l / g:.1f}"])
         agreement = rank_agreement(gmacs, lat)
         summary.append([backend, len(models), _num(agreement.spearman if agreement else None, "+.2f"),
                         _num(agreement.kendall if agreement else None, "+.2f")])
@@ -173,3 +179,15 @@ def reproduction_table(data: BoardInputs) -> Table:
         ])
     return md(rows, ["model", "res", "params (M)", "paper params (M)", "Δ %", "GMACs", "paper GMACs", "Δ %",
                      "source"])
+
+
+def exports_table(exports: dict[str, dict[str, tuple[str, str]]]) -> Table:
+    """model -> {"onnx": (status, detail), "coreml": (status, detail)}: which exports worked, and why not."""
+    rows = []
+    for model in sorted(exports):
+        cells = [model]
+        for kind in ("onnx", "coreml"):
+            status, detail = exports[model].get(kind, ("not tried", ""))
+            cells.append(f"{status}: {detail}" if detail else status)
+        rows.append(cells)
+    return md(rows, ["model", "ONNX (onnxruntime)", "Core ML (.mlpackage)"])
