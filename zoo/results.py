@@ -15,25 +15,20 @@ TERMINAL = ("finished", "diverged")  # reruns skip these; "failed"/"interrupted"
 RESULTS_FILE = "results.jsonl"
 
 
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+def append_jsonl(path: Path, record: dict[str, Any], *, allow_nan: bool = True) -> None:
     """Append one record as one line, durably; never leaves a partial line behind a complete one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    line = (json.dumps(record, sort_keys=True, default=str, allow_nan=allow_nan) + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         # A torn line left by an earlier kill would glue onto ours: start on a fresh line.
-        if os.fstat(fd).st_size and not _ends_with_newline(path):
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
             line = b"\n" + line
         os.write(fd, line)
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

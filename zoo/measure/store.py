@@ -10,12 +10,13 @@ on a fresh line, so a torn fragment never swallows the next record.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from zoo.results import append_jsonl, read_jsonl
 
 __all__ = ["MeasurementKey", "MeasurementStore", "STATUSES"]
 
@@ -54,16 +55,9 @@ class MeasurementStore:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Every complete record in file order; torn or corrupt lines are skipped."""
-        if not self.path.exists():
-            return
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(record, dict) and {"model", "resolution", "backend", "machine_id"} <= record.keys():
-                    yield record
+        for record in read_jsonl(self.path):
+            if isinstance(record, dict) and {"model", "resolution", "backend", "machine_id"} <= record.keys():
+                yield record
 
     def records(self) -> list[dict[str, Any]]:
         return list(self)
@@ -80,18 +74,4 @@ class MeasurementStore:
         MeasurementKey.of(record)  # refuse a record without its key fields
         if record.get("status") not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {record.get('status')!r}")
-        line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            if _ends_without_newline(fd):
-                line = "\n" + line
-            os.write(fd, line.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _ends_without_newline(fd: int) -> bool:
-    size = os.fstat(fd).st_size
-    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        append_jsonl(self.path, record, allow_nan=False)
