@@ -1,6 +1,6 @@
 """Harness overhead and the multi-scale sampler's effect, measured side by side in one process.
 
-1. Training img/s of the harness (zoo.engine.train_run: EMA, scheduler, loss checks, logging hooks) vs a bare
+1. Training img/s of the harness (zoo.training.engine.train_run: EMA, scheduler, loss checks, logging hooks) vs a bare
    forward+backward+AdamW loop over the same DataLoader, model, batch and data. Target: harness >= 0.9x bare.
 2. Epoch time and optimiser updates with the multi-scale sampler vs the fixed resolution.
 
@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from zoo.config import DataConfig, RunConfig, SamplerConfig, load_recipe
-from zoo.distributed import DistContext
-from zoo.engine import seed_everything, train_run
-from zoo.loaders import build_loaders
-from zoo.components import build_model
+from zoo.training.distributed import DistContext
+from zoo.training.engine import seed_everything, train_run
+from zoo.training.loaders import build_loaders
+from zoo.training.components import build_model
 
 
 def config(args, sampler: str) -> RunConfig:

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from zoo.config import DataConfig, RunConfig, SamplerConfig, load_recipe
-from zoo.distributed import init_distributed
-from zoo.engine import train_run
+from zoo.training.distributed import init_distributed
+from zoo.training.engine import train_run
 
 
 def main(out_dir: str, batch_size: int, sampler: str) -> None:
@@ -26,7 +26,7 @@ def main(out_dir: str, batch_size: int, sampler: str) -> None:
     losses = []
     outcome = train_run(cfg, ctx, Path(out_dir) / f"run{ctx.world_size}", progress=False, log_every=1,
                         log=lambda m, step: losses.append(m["train/loss"]) if "train/loss" in m else None)
-    from zoo.loaders import build_loaders
+    from zoo.training.loaders import build_loaders
 
     loaders = build_loaders(cfg, ctx)
     loaders.set_epoch(0)

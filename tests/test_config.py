@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from zoo.config import RunConfig, load_matrix, load_recipe
-from zoo.typed import ConfigError
+from zoo.config.typed import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from zoo.data import CorruptImageError, DataError, build_datasets
-from zoo.typed import ConfigError
+from zoo.config.typed import ConfigError
 
 # --- digits -------------------------------------------------------------------------------------------------
 

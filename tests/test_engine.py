@@ -7,9 +7,9 @@ import torch
 import torch.nn as nn
 
 from zoo.config import DataConfig, ExecConfig, RunConfig, SamplerConfig, WandbConfig, load_recipe
-from zoo.distributed import DistContext
-from zoo.engine import train_run
-from zoo.execute import Workspace, execute_run
+from zoo.training.distributed import DistContext
+from zoo.training.engine import train_run
+from zoo.runner.execute import Workspace, execute_run
 from zoo.models.registry import _REGISTRY, register
 from zoo.results import ResultsStore
 
@@ -77,7 +77,7 @@ def test_divergence_is_recorded_with_its_step_and_the_next_run_goes_on(tmp_path,
 
 
 def test_record_has_metrics_provenance_and_matches_wandb(tmp_path):
-    from zoo.wandb_offline import find_offline_runs, read_offline_run
+    from zoo.tracking.offline import find_offline_runs, read_offline_run
 
     store = ResultsStore(tmp_path / "store")
     record = execute_run(tiny_cfg(recipe=load_recipe("advanced"), epochs=1), workspace(tmp_path), DistContext(), store)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo.leaderboard import write_leaderboard
+from zoo.report.leaderboard import write_leaderboard
 from zoo.report.stats import SeedStat, pareto_front, rank_agreement, ranks
 
 MODELS = {  # model: (params, gmacs, latency ms on cpu-eager-1t, latency on onnxruntime-cpu)
@@ -99,7 +99,7 @@ def test_leaderboard_is_byte_identical_on_regeneration(tmp_path):
 
 def test_leaderboard_is_logged_to_wandb_as_tables_and_images(tmp_path):
     from zoo.config import WandbConfig
-    from zoo.wandb_offline import find_offline_runs, read_offline_run
+    from zoo.tracking.offline import find_offline_runs, read_offline_run
 
     store = make_store(tmp_path / "board")
     write_leaderboard(store, title="fixture", wandb=WandbConfig(mode="offline"), wandb_dir=tmp_path / "wb")

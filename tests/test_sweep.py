@@ -1,4 +1,4 @@
-"""zoo.sweep: W&B sweep files, their local grid/random search, and the exact commands a W&B agent would run."""
+"""zoo.sweeps: W&B sweep files, their local grid/random search, and the exact commands a W&B agent would run."""
 from __future__ import annotations
 
 import json
@@ -11,14 +11,15 @@ from typing import Any
 import pytest
 import yaml
 
-from zoo.sweep import PointResult, agent_command, iterate_points, load_sweep, main, parse_sweep, run_local
-from zoo.typed import ConfigError
+from zoo.sweeps.local import PointResult, agent_command, iterate_points, load_sweep, main, parse_sweep, run_local
+from zoo.config.typed import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SWEEP_FILES = sorted((REPO_ROOT / "sweeps").glob("*.yaml"))
 # The names the training CLI uses today; a rename in zoo.train/zoo.config is a one-line change here.
 METRIC_NAME = "epoch/val_top1"
 TRAIN_MODULE = "zoo.train"
+CLI_MODULE = "zoo.config.cli"  # where zoo.train parses its command line
 NAME_FIELDS = {"recipe": "name", "sampler": "name"}  # `--recipe=basic` picks the recipe by name
 TINY_RUN = {  # added to a sweep point so it trains in seconds on the bundled digits data
     "config": "runs.yaml",
@@ -70,7 +71,7 @@ def _config_value(cfg: Any, key: str) -> Any:
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
 def test_every_parameter_reaches_a_real_config_field(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each point's agent command is parsed by the real training CLI, and every value lands where it should."""
-    train = pytest.importorskip(TRAIN_MODULE)
+    train = pytest.importorskip(CLI_MODULE)
     from zoo.models import create
 
     monkeypatch.chdir(REPO_ROOT)  # sweep files name matrix files relative to the checkout, as the agent runs them
@@ -323,7 +324,7 @@ def test_agent_command_for_a_real_sweep_point_trains_a_tiny_run(
     """A real sweep file's first point, shrunk by TINY_RUN, run locally exactly as the agent would run it."""
     pytest.importorskip(TRAIN_MODULE)
     from zoo.results import ResultsStore
-    from zoo.wandb_offline import find_offline_runs, read_offline_run
+    from zoo.tracking.offline import find_offline_runs, read_offline_run
 
     spec = yaml.safe_load((REPO_ROOT / "sweeps" / "mobilevit_xs_basic_lr_wd.yaml").read_text())
     params = {k: v for k, v in spec["parameters"].items() if k not in TINY_RUN}

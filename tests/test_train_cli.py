@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from zoo.train import resolve, split_argv
-from zoo.typed import ConfigError
+from zoo.config.typed import ConfigError
 
 
 def run_cfg(*args: str):

@@ -1,4 +1,4 @@
-"""zoo.wandb_offline: parse real wandb 0.31 offline run files, and survive torn or corrupted ones."""
+"""zoo.tracking.offline: parse real wandb 0.31 offline run files, and survive torn or corrupted ones."""
 from __future__ import annotations
 
 import shutil
@@ -10,7 +10,7 @@ import pytest
 import wandb
 from wandb.proto import wandb_internal_pb2 as pb
 
-from zoo.wandb_offline import (
+from zoo.tracking.offline import (
     BLOCK_SIZE,
     ScanState,
     WandbFileError,

@@ -1,4 +1,4 @@
-"""zoo.log.WandbSink: offline runs read back with zoo.wandb_offline, failures that never stop training."""
+"""zoo.tracking.wandb_sink.WandbSink: offline runs read back with zoo.tracking.offline, failures that never stop training."""
 from __future__ import annotations
 
 import warnings
@@ -9,8 +9,8 @@ import pytest
 import wandb
 from wandb.sdk.lib.config_util import save_config_file_from_dict
 
-from zoo.log import WandbSink, effective_mode, sweep_params
-from zoo.wandb_offline import find_offline_runs, read_offline_run
+from zoo.tracking.wandb_sink import WandbSink, effective_mode, sweep_params
+from zoo.tracking.offline import find_offline_runs, read_offline_run
 
 CONFIG = {"model": "mobilevit_xs", "lr": 0.002, "recipe": {"name": "basic", "mixup": 0.0}, "amp": None}
 

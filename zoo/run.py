@@ -12,26 +12,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from zoo.config import MatrixConfig, load_matrix
-from zoo.distributed import DistContext, barrier, init_distributed
-from zoo.execute import Workspace, execute_run
-from zoo.plan import build_plan, format_plan
+from zoo.training.distributed import DistContext, barrier, init_distributed
+from zoo.runner.execute import execute_run
+from zoo.runner.workspace import Workspace, check_data, workspace_for
+from zoo.runner.plan import build_plan, format_plan
 from zoo.results import ResultsStore
-from zoo.typed import ConfigError
-
-
-def workspace_for(matrix: MatrixConfig, base: Path) -> Workspace:
-    def resolve(p: str) -> Path:
-        path = Path(p)
-        return path if path.is_absolute() else base / path
-
-    return Workspace(resolve(matrix.output_dir), resolve(matrix.store_dir), matrix.wandb, matrix.execution, matrix.name)
-
-
-def check_data(matrix: MatrixConfig) -> None:
-    """Open the data set once before training, so a wrong path is a user error (exit 2), not a failed run."""
-    from zoo.data import build_datasets
-
-    build_datasets(matrix.data.kind, root=matrix.data.root, options=dict(matrix.data.options))
+from zoo.config.typed import ConfigError
 
 
 def _raise_interrupt(signum, frame):  # SIGTERM (e.g. a cluster pre-emption) is recorded like Ctrl-C
@@ -97,11 +83,11 @@ def _one_line(record: dict) -> str:
 def _after_training(matrix: MatrixConfig, ws: Workspace, args: argparse.Namespace) -> None:
     """Measurement and the leaderboard read the store, so they also cover runs of earlier invocations."""
     if matrix.measure.enabled and not args.no_measure:
-        from zoo.measure_runs import measure_matrix
+        from zoo.measure.runs import measure_matrix
 
         measure_matrix(matrix, ws)
     if not args.no_leaderboard:
-        from zoo.leaderboard import write_leaderboard
+        from zoo.report.leaderboard import write_leaderboard
 
         path = write_leaderboard(ws.store_dir, title=matrix.name, wandb=matrix.wandb, wandb_dir=ws.output_dir)
         print(f"leaderboard: {path}")

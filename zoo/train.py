@@ -12,94 +12,12 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from zoo.config import (
-    MatrixConfig,
-    RunConfig,
-    load_matrix,
-    load_recipe,
-    run_config,
-)
-from zoo.typed import ConfigError, from_dict, parse_scalar_text, set_dotted, to_dict
-
-# Short names users (and sweep files) reach for, mapped onto the real fields.
-ALIASES = {
-    "weight_decay": "recipe.weight_decay",
-    "mixup": "recipe.mixup",
-    "cutmix": "recipe.cutmix",
-    "drop_path": "recipe.drop_path",
-    "label_smoothing": "recipe.label_smoothing",
-    "patch_size": "model_kwargs.patch_size",
-}
-# Keys that configure where/how the run executes rather than what it computes.
-OUTER_KEYS = ("config", "output_dir", "store_dir", "wandb", "execution")
-FREE_FORM = ("model_kwargs.", "data.options.")  # Any-typed values: parse Python literals here
-
-
-def split_argv(argv: list[str]) -> dict[str, str]:
-    """`--a.b=1 --c 2` -> {"a.b": "1", "c": "2"}; clear errors for anything else."""
-    pairs: dict[str, str] = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--") or arg == "--":
-            raise ConfigError(f"command line: {arg!r}: expected --key=value")
-        key, sep, value = arg[2:].partition("=")
-        if not sep:
-            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                raise ConfigError(f"command line: --{key}: missing a value (use --{key}=VALUE)")
-            value, i = argv[i + 1], i + 1
-        pairs[ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))] = value
-        i += 1
-    return pairs
-
-
-def _matrix_defaults(config_path: str | None) -> tuple[MatrixConfig, str]:
-    if config_path:
-        return load_matrix(config_path), config_path
-    if Path("runs.yaml").is_file():
-        return load_matrix("runs.yaml"), "runs.yaml"
-    return MatrixConfig(), "<defaults>"
-
-
-def resolve(pairs: dict[str, str]) -> tuple[RunConfig, MatrixConfig]:
-    """Command-line pairs -> the run's config and the matrix settings (paths, W&B, execution) it runs under."""
-    matrix, source = _matrix_defaults(pairs.get("config"))
-    source = "command line"
-    outer = {k: v for k, v in pairs.items() if k.split(".")[0] in OUTER_KEYS and k != "config"}
-    inner = {k: v for k, v in pairs.items() if k.split(".")[0] not in OUTER_KEYS}
-    run_fields = {f.name for f in fields(RunConfig)}
-    for key in inner:
-        if key.split(".")[0] not in run_fields:
-            allowed = sorted(run_fields | set(ALIASES) | set(OUTER_KEYS))
-            raise ConfigError(f"{source}: --{key}: unknown key (allowed: {', '.join(allowed)})")
-
-    model = inner.get("model", matrix.models[0])
-    recipe_name = inner.get("recipe", matrix.recipes[0])
-    recipe_overrides = {k.split(".", 1)[1]: v for k, v in inner.items() if k.startswith("recipe.")}
-    recipe = load_recipe(recipe_name, {k: parse_scalar_text(v) if k not in ("name", "source") else v
-                                       for k, v in recipe_overrides.items()})
-    base = to_dict(run_config(matrix, model, recipe, inner.get("sampler", matrix.samplers[0]), matrix.seeds[0]))
-    base["model_kwargs"] = dict(matrix.model_kwargs.get(model, {}))
-    for key, value in inner.items():
-        if key in ("recipe", "sampler") or key.startswith("recipe."):
-            continue
-        set_dotted(base, key, parse_scalar_text(value) if key.startswith(FREE_FORM) else value)
-    if "sampler" in inner:
-        base["sampler"]["name"] = inner["sampler"]
-    cfg = from_dict(RunConfig, base, source)
-
-    matrix_dict = to_dict(matrix)
-    for key, value in outer.items():
-        set_dotted(matrix_dict, key, value)
-    matrix_dict["models"] = [cfg.model]
-    matrix_dict["model_kwargs"] = {}
-    matrix_dict["recipes"] = [recipe_name]
-    matrix_overrides = from_dict(MatrixConfig, matrix_dict, source)
-    return cfg, matrix_overrides
+from zoo.config.cli import ALIASES, resolve, split_argv
+from zoo.config.typed import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
-    from zoo.log import sweep_params
+    from zoo.tracking.wandb_sink import sweep_params
 
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
@@ -114,10 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     # Heavy imports only once the command line is known to be good.
-    from zoo.distributed import init_distributed
-    from zoo.execute import execute_run
+    from zoo.training.distributed import init_distributed
+    from zoo.runner.execute import execute_run
     from zoo.results import ResultsStore
-    from zoo.run import workspace_for
+    from zoo.runner.workspace import workspace_for
 
     ctx = init_distributed(matrix.execution.device)
     ws = workspace_for(matrix, Path.cwd())

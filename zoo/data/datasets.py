@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from zoo.typed import ConfigError, from_dict
+from zoo.config.typed import ConfigError, from_dict
 
 DATASET_KINDS = ("digits", "imagefolder", "cifar10", "cifar100", "hf")
 

@@ -18,6 +18,9 @@ from typing import Any
 
 from zoo.results import append_jsonl, read_jsonl
 
+MEASUREMENTS_FILE = "measurements.jsonl"  # beside results.jsonl in a matrix's store_dir
+PAPER_FLOPS_BACKEND = "flops"  # records of params/GMACs at the paper's resolution with 1000 classes (no timing)
+
 __all__ = ["MeasurementKey", "MeasurementStore", "STATUSES"]
 
 STATUSES = ("ok", "skipped", "failed")

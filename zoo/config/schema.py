@@ -1,4 +1,4 @@
-"""Typed configuration: runs.yaml (the matrix), recipes/*.yaml (regularisation) and one run's resolved config.
+"""The config types: runs.yaml (the matrix), recipes/*.yaml (regularisation) and one run's resolved config.
 
 A recipe never names a model and a model never names a recipe: the matrix crosses them. Everything that decides a
 run's result lives in `RunConfig`, whose hash identifies the run in the results store.
@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import yaml
 
-from zoo.typed import ConfigError, from_dict, to_dict
+from zoo.config.typed import ConfigError, to_dict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RECIPES_DIR = REPO_ROOT / "recipes"
-DATASET_KINDS = ("digits", "imagefolder", "cifar10", "cifar100", "hf")
-SAMPLER_NAMES = ("fixed", "multiscale")
+# The one list of data set kinds and sampler names; zoo.data and the CLI read them from these types.
+DatasetKind = Literal["digits", "imagefolder", "cifar10", "cifar100", "hf"]
+SamplerName = Literal["fixed", "multiscale"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,7 @@ class RecipeConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    kind: Literal["digits", "imagefolder", "cifar10", "cifar100", "hf"] = "digits"
+    kind: DatasetKind = "digits"
     root: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # kind-specific, checked by zoo.data
     workers: int = 0
@@ -73,7 +70,7 @@ class DataConfig:
 class SamplerConfig:
     """`fixed`: every batch at base_resolution. `multiscale`: the paper's variable-batch sampler over resolutions."""
 
-    name: Literal["fixed", "multiscale"] = "fixed"
+    name: SamplerName = "fixed"
     base_resolution: int = 256
     resolutions: tuple[int, ...] = (160, 192, 256, 288, 320)
     mode: Literal["scaled", "v0.1"] = "scaled"
@@ -173,7 +170,7 @@ class MatrixConfig:
     models: tuple[str, ...] = ("mobilevit_xxs",)
     model_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     recipes: tuple[str, ...] = ("basic", "advanced")
-    samplers: tuple[Literal["fixed", "multiscale"], ...] = ("fixed", "multiscale")
+    samplers: tuple[SamplerName, ...] = ("fixed", "multiscale")
     resolution: SamplerConfig = field(default_factory=SamplerConfig)
     seeds: tuple[int, ...] = (0,)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
@@ -184,6 +181,7 @@ class MatrixConfig:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 
     def validate(self, source: str, path: str) -> None:
+        from zoo.config.files import available_recipes
         from zoo.models import list_models
 
         known = list_models()
@@ -202,46 +200,3 @@ class MatrixConfig:
         for key in ("models", "recipes", "samplers", "seeds"):
             if not getattr(self, key):
                 raise ConfigError(f"{source}: {key}: must not be empty")
-
-
-def available_recipes(recipes_dir: Path = RECIPES_DIR) -> list[str]:
-    return sorted(p.stem for p in recipes_dir.glob("*.yaml"))
-
-
-def load_yaml(path: Path) -> Any:
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-
-
-def load_recipe(name: str, overrides: dict[str, Any] | None = None, recipes_dir: Path = RECIPES_DIR) -> RecipeConfig:
-    path = recipes_dir / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"recipe {name!r}: {path} not found (allowed: {', '.join(available_recipes(recipes_dir))})")
-    data = load_yaml(path) or {}
-    data.setdefault("name", name)
-    data.update(overrides or {})
-    return from_dict(RecipeConfig, data, str(path))
-
-
-def load_matrix(path: str | Path) -> MatrixConfig:
-    path = Path(path)
-    return from_dict(MatrixConfig, load_yaml(path), str(path))
-
-
-def run_config(matrix: MatrixConfig, model: str, recipe: RecipeConfig, sampler: str, seed: int) -> RunConfig:
-    """The resolved config of one matrix cell."""
-    return RunConfig(
-        model=model,
-        recipe=recipe,
-        sampler=replace(matrix.resolution, name=sampler),
-        data=matrix.data,
-        model_kwargs=dict(matrix.model_kwargs.get(model, {})),
-        seed=seed,
-        amp=matrix.execution.amp,
-        channels_last=matrix.execution.channels_last,
-        **{f.name: getattr(matrix.budget, f.name) for f in fields(BudgetConfig)},
-    )

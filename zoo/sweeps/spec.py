@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import yaml
 
-from zoo.typed import ConfigError
+from zoo.config.typed import ConfigError
 
 METHODS = ("grid", "random", "bayes")
 TOP_LEVEL_KEYS = (

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from zoo.config import MatrixConfig, RunConfig, load_recipe, run_config
 from zoo.results import ResultsStore
-from zoo.typed import ConfigError
+from zoo.config.typed import ConfigError
 
 FILTER_KEYS = ("model", "recipe", "sampler", "seed")
 

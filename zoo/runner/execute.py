@@ -7,34 +7,20 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from zoo.config import ExecConfig, RunConfig, WandbConfig
-from zoo.distributed import DistContext
-from zoo.engine import Diverged, RunOutcome, best_of, peak_memory_mb, train_run
-from zoo.log import WandbSink
-from zoo.provenance import git_commit, library_versions
+from zoo.config import RunConfig
+from zoo.runner.workspace import Workspace
+from zoo.training.distributed import DistContext
+from zoo.training.engine import Diverged, RunOutcome, best_of, peak_memory_mb, train_run
+from zoo.tracking.wandb_sink import WandbSink
+from zoo.results.provenance import git_commit, library_versions
 from zoo.results import ResultsStore
-from zoo.typed import to_dict
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """Where runs write: bulky files (checkpoints, W&B) under output_dir, records under store_dir."""
-
-    output_dir: Path
-    store_dir: Path
-    wandb: WandbConfig
-    execution: ExecConfig
-    group: str
-
-    def run_dir(self, cfg: RunConfig) -> Path:
-        return self.output_dir / "runs" / f"{cfg.model}-{cfg.recipe.name}-{cfg.sampler.name}-s{cfg.seed}-{cfg.run_id()}"
+from zoo.config.typed import to_dict
 
 
 def _base_record(cfg: RunConfig, ctx: DistContext) -> dict[str, Any]:

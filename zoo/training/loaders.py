@@ -15,7 +15,7 @@ from zoo.data import (
     eval_transform,
     train_transform,
 )
-from zoo.distributed import DistContext
+from zoo.training.distributed import DistContext
 
 
 @dataclass

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from zoo.checkpoint import load_checkpoint, save_checkpoint
-from zoo.components import (
+from zoo.training.checkpoint import load_checkpoint, save_checkpoint
+from zoo.training.components import (
     build_criterion,
     build_ema,
     build_metrics,
@@ -32,8 +32,8 @@ from zoo.components import (
     build_scheduler,
 )
 from zoo.config import RunConfig
-from zoo.distributed import DistContext, broadcast_flag
-from zoo.loaders import Loaders, build_loaders
+from zoo.training.distributed import DistContext, broadcast_flag
+from zoo.training.loaders import Loaders, build_loaders
 
 
 class Diverged(RuntimeError):

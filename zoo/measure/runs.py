@@ -11,8 +11,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from zoo.config import MatrixConfig
-from zoo.execute import Workspace
-from zoo.leaderboard import MEASUREMENTS_FILE, PAPER_FLOPS_BACKEND
+from zoo.runner.workspace import Workspace
+from zoo.measure.store import MEASUREMENTS_FILE, PAPER_FLOPS_BACKEND
 from zoo.results import ResultsStore
 
 

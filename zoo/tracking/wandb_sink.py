@@ -11,7 +11,7 @@ key, an init timeout, any exception) warns once and turns the sink into a no-op,
 
 Modes: "online" only when a W&B API key is configured (otherwise offline, with a warning: an interactive login
 prompt would hang a batch job); "offline" writes `<dir>/wandb/offline-run-*/run-<id>.wandb` (read it back with
-`zoo.wandb_offline`, upload later with `wandb sync`); "disabled" does not touch wandb at all. WANDB_MODE=offline
+`zoo.tracking.offline`, upload later with `wandb sync`); "disabled" does not touch wandb at all. WANDB_MODE=offline
 or =disabled in the environment can only lower the mode, never raise it.
 
 Under a W&B sweep agent (`wandb agent` sets WANDB_SWEEP_ID) a run must reach the server, so "offline" becomes
@@ -178,7 +178,7 @@ class WandbSink:
     @staticmethod
     def _wait_for_run_file(sync_dir: Path) -> None:
         """wandb-core flushes the run file just after finish() returns; wait so a reader sees the whole run."""
-        from zoo.wandb_offline import wait_until_finished
+        from zoo.tracking.offline import wait_until_finished
 
         if not wait_until_finished(sync_dir, timeout_s=FLUSH_TIMEOUT_S).finished:
             raise TimeoutError(f"{sync_dir}: the run file has no exit record {FLUSH_TIMEOUT_S:.0f} s after finish")

@@ -1,0 +1,57 @@
+"""Reading config files into the types of `zoo.config.schema`: runs.yaml, recipes, and one matrix cell's config."""
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zoo.config.schema import BudgetConfig, MatrixConfig, RecipeConfig, RunConfig
+from zoo.config.typed import ConfigError, from_dict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RECIPES_DIR = REPO_ROOT / "recipes"
+
+
+def available_recipes(recipes_dir: Path = RECIPES_DIR) -> list[str]:
+    return sorted(p.stem for p in recipes_dir.glob("*.yaml"))
+
+
+def load_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+
+
+def load_recipe(name: str, overrides: dict[str, Any] | None = None, recipes_dir: Path = RECIPES_DIR) -> RecipeConfig:
+    path = recipes_dir / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"recipe {name!r}: {path} not found (allowed: {', '.join(available_recipes(recipes_dir))})")
+    data = load_yaml(path) or {}
+    data.setdefault("name", name)
+    data.update(overrides or {})
+    return from_dict(RecipeConfig, data, str(path))
+
+
+def load_matrix(path: str | Path) -> MatrixConfig:
+    path = Path(path)
+    return from_dict(MatrixConfig, load_yaml(path), str(path))
+
+
+def run_config(matrix: MatrixConfig, model: str, recipe: RecipeConfig, sampler: str, seed: int) -> RunConfig:
+    """The resolved config of one matrix cell."""
+    return RunConfig(
+        model=model,
+        recipe=recipe,
+        sampler=replace(matrix.resolution, name=sampler),
+        data=matrix.data,
+        model_kwargs=dict(matrix.model_kwargs.get(model, {})),
+        seed=seed,
+        amp=matrix.execution.amp,
+        channels_last=matrix.execution.channels_last,
+        **{f.name: getattr(matrix.budget, f.name) for f in fields(BudgetConfig)},
+    )

@@ -1,0 +1,225 @@
+"""`python -m zoo.leaderboard [STORE_DIR]`: regenerate STORE_DIR/README.md and its plots from the stores.
+
+Reads `results.jsonl` (training) and `measurements.jsonl` (params, FLOPs, latency) and nothing else, so the same
+stores always give a byte-identical README (no timestamps; rows and columns in a fixed order).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from zoo.config import WandbConfig
+from zoo.tracking.wandb_sink import WandbSink
+from zoo.report.plots import accuracy_vs_latency, gmacs_vs_latency
+from zoo.report.tables import (
+    BoardInputs,
+    Cost,
+    Latency,
+    Table,
+    exports_table,
+    flops_latency_table,
+    group_runs,
+    main_boards,
+    recipe_table,
+    reproduction_table,
+    sampler_table,
+    top1_stat,
+)
+from zoo.measure.store import MEASUREMENTS_FILE, PAPER_FLOPS_BACKEND
+from zoo.results import ResultsStore, read_jsonl
+
+BACKEND_ORDER = ["cpu-eager-1t", "cpu-eager", "onnxruntime-cpu-1t", "onnxruntime-cpu", "cuda", "cuda b32",
+                 "cuda-bf16", "cuda-bf16 b32"]
+
+
+def _latest_by_key(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """Newest record per (model, resolution, backend, batch, classes), whatever machine measured it."""
+    latest: dict[tuple, dict[str, Any]] = {}
+    for rec in records:
+        key = (rec.get("model"), rec.get("resolution"), rec.get("backend"), rec.get("batch_size", 1),
+               rec.get("num_classes", 1000))
+        latest[key] = rec
+    return latest
+
+
+def column_name(backend: str, batch: int) -> str:
+    return backend if batch == 1 else f"{backend} b{batch}"
+
+
+def load_inputs(store_dir: Path) -> tuple[BoardInputs, list[dict[str, Any]]]:
+    """The finished runs, plus costs/latency at each model's evaluation resolution and its paper figures."""
+    from zoo.models import get_entry, list_models
+
+    runs = list(ResultsStore(store_dir).finished())
+    trained = {r["model"]: (r["eval_resolution"], r.get("num_classes")) for r in sorted(runs, key=lambda r: r["run_id"])}
+    measurements = read_jsonl(store_dir / MEASUREMENTS_FILE)
+    costs: dict[str, Cost] = {}
+    paper_costs: dict[str, Cost] = {}
+    latency: dict[tuple[str, str], Latency] = {}
+    columns: set[str] = set()
+    used: list[dict[str, Any]] = []
+    exports: dict[str, dict[str, tuple[str, str]]] = {}
+    for (model, res, backend, batch, classes), rec in sorted(_latest_by_key(measurements).items(), key=lambda kv: str(kv[0])):
+        params = rec["params"] / 1e6 if rec.get("params") else None
+        if backend == PAPER_FLOPS_BACKEND:
+            paper_costs[model] = Cost(params, rec.get("gmacs"), res)
+            continue
+        if model not in trained or (res, classes) != trained[model]:
+            continue
+        if rec.get("gmacs") is not None:
+            costs[model] = Cost(params, rec["gmacs"], res)
+        if rec.get("status") == "ok" and rec.get("median_ms") is not None:
+            name = column_name(backend, batch)
+            latency[(model, name)] = Latency(rec["median_ms"], rec.get("iqr_ms") or 0.0, rec.get("runs") or 0)
+            columns.add(name)
+            used.append(rec)
+        if backend.startswith("onnxruntime") or backend == "coreml":
+            exports.setdefault(model, {})["onnx" if backend != "coreml" else "coreml"] = _export_status(rec)
+    known = set(list_models())
+    published = {m: get_entry(m).published for m in set(costs) | set(paper_costs) if m in known}
+    ordered = [b for b in BACKEND_ORDER if b in columns] + sorted(columns - set(BACKEND_ORDER))
+    return BoardInputs(runs, costs, paper_costs, latency, ordered, published, exports), used
+
+
+def _export_status(rec: dict[str, Any]) -> tuple[str, str]:
+    details = rec.get("details") or {}
+    if rec.get("status") == "failed":
+        return "failed", (rec.get("reason") or "").splitlines()[0][:90]
+    if rec["backend"] == "coreml":
+        return ("exported", f"{details['size_bytes'] / 2**20:.1f} MiB") if details.get("exported") else ("skipped", rec.get("reason") or "")
+    err = details.get("parity_max_abs_err")
+    return "ok", f"{details.get('exporter', '')}, max abs err vs torch {err:.1e}" if err is not None else ""
+
+
+def _header(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str) -> str:
+    runs = inputs.runs
+    datasets = sorted({r["dataset"] for r in runs})
+    budgets = sorted({(r["epochs"], r["global_batch"], r["config"]["lr"]) for r in runs})
+    commits = sorted({r.get("git_commit") or "?" for r in runs})
+    machines = {f"{m['machine'].get('cpu_model', '?')} ({m['machine'].get('cpus', '?')} cores"
+                + (f", {m['machine']['gpu']}" if m["machine"].get("gpu") else "") + ")"
+                for m in measurements if isinstance(m.get("machine"), dict)}
+    seeds = sorted({r["seed"] for r in runs})
+    lines = [
+        f"# zoo leaderboard: {title}",
+        "",
+        "Generated by `python -m zoo.leaderboard` from `results.jsonl` and `measurements.jsonl` in this folder; "
+        "do not edit by hand.",
+        "",
+        f"- **Data set**: {', '.join(datasets) or '–'}; evaluation resolution per model as trained.",
+        "- **Budget**: " + ("; ".join(f"{e} epochs, global batch {b}, lr {lr:g}" for e, b, lr in budgets) or "–")
+        + ". Every model, recipe and sampler shares it: only regularisation (recipe) or sampling differs.",
+        f"- **Runs**: {len(runs)} finished, seeds {seeds or '–'}; commit(s) {', '.join(commits) or '–'}.",
+        "- **Latency machine**: " + ("; ".join(sorted(machines)) if machines else "not measured") + ".",
+        "- Top-1 is micro-averaged (as papers report), of the EMA weights when the recipe uses EMA. "
+        "`¹` = a single seed (no spread known, differences untested); `≈` = mean ± std overlaps the next row's "
+        "(the order of the two is within noise).",
+    ]
+    return "\n".join(lines)
+
+
+def _plots(inputs: BoardInputs, out_dir: Path) -> list[str]:
+    links = []
+    if inputs.backends:
+        backend = inputs.backends[0]
+        points: dict[str, list[tuple[str, float, float]]] = {}
+        for (model, recipe, sampler), recs in group_runs(inputs.runs).items():
+            stat, lat = top1_stat(recs), inputs.latency.get((model, backend))
+            if stat and lat:
+                points.setdefault(f"{recipe}/{sampler}", []).append((model, lat.median_ms, stat.mean))
+        if points:
+            accuracy_vs_latency(points, backend, out_dir / "top1_vs_latency.png")
+            links.append("top1_vs_latency.png")
+        per_backend = {
+            b: [(m, inputs.costs[m].gmacs, inputs.latency[(m, b)].median_ms)
+                for m in sorted(inputs.costs) if inputs.costs[m].gmacs and (m, b) in inputs.latency]
+            for b in inputs.backends
+        }
+        if any(per_backend.values()):
+            gmacs_vs_latency(per_backend, out_dir / "gmacs_vs_latency.png")
+            links.append("gmacs_vs_latency.png")
+    return links
+
+
+def tables(inputs: BoardInputs) -> list[tuple[str, str, Table]]:
+    """(section heading, key, table) in README order; the key names the table in W&B."""
+    flops, corr = flops_latency_table(inputs)
+    out = [(f"### {title}", "board/" + title.replace(" recipe, ", "-").replace(" sampler", ""), table)
+           for title, table in main_boards(inputs)]
+    return out + [
+        ("## 2. Basic vs advanced recipe", "recipes", recipe_table(inputs)),
+        ("## 3. Fixed resolution vs multi-scale sampler", "samplers", sampler_table(inputs)),
+        ("## 4. FLOPs vs measured latency", "flops_vs_latency/correlation", corr),
+        ("", "flops_vs_latency/ranks", flops),
+        ("## 5. Reproduction: our params and GMACs against the papers", "reproduction", reproduction_table(inputs)),
+        ("## 6. Exports (at the evaluation resolution; Core ML predictions need macOS: time them on an iPhone "
+         "with Xcode's performance report)", "exports", exports_table(inputs.exports)),
+    ]
+
+
+def render(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str, out_dir: Path,
+           sections: list[tuple[str, str, Table]]) -> str:
+    parts = [_header(inputs, measurements, title), "", "## 1. Main boards (sorted by top-1)\n"]
+    for heading, key, table in sections:
+        if heading.startswith("## 4."):
+            heading += ("\n\nRank agreement between GMACs and latency per backend "
+                        "(1 = FLOPs predict the latency order):\n")
+        if heading:
+            parts.append(heading + "\n")
+        parts += [table.markdown(), ""]
+    links = _plots(inputs, out_dir)
+    if links:
+        parts += ["## Plots\n", *[f"![{name}]({name})\n" for name in links]]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def write_leaderboard(store_dir: str | Path, title: str | None = None, wandb: WandbConfig | None = None,
+                      wandb_dir: str | Path | None = None) -> Path:
+    """Regenerate README.md and plots; with `wandb`, also log the tables and plots to a summary W&B run."""
+    store_dir = Path(store_dir)
+    store_dir.mkdir(parents=True, exist_ok=True)
+    inputs, measurements = load_inputs(store_dir)
+    sections = tables(inputs)
+    text = render(inputs, measurements, title or store_dir.name, store_dir, sections)
+    path = store_dir / "README.md"
+    path.write_text(text)
+    if wandb is not None and wandb.mode != "disabled":
+        log_to_wandb(sections, store_dir, title or store_dir.name, wandb, Path(wandb_dir or store_dir))
+    return path
+
+
+def log_to_wandb(sections: list[tuple[str, str, Table]], store_dir: Path, title: str, cfg: WandbConfig,
+                 wandb_dir: Path) -> str | None:
+    """One summary run per matrix (job_type "leaderboard"): every table as a wandb.Table, the plots as images."""
+    sink = WandbSink.open(project=cfg.project, entity=cfg.entity, group=cfg.group or title, name=f"{title}-leaderboard",
+                          tags=["leaderboard", *cfg.tags], config={"title": title}, mode=cfg.mode,
+                          dir=str(wandb_dir), job_type="leaderboard")
+    for _, key, table in sections:
+        sink.log_table(key, table.headers, table.rows)
+    for image in sorted(store_dir.glob("*.png")):
+        sink.log_image(f"plots/{image.stem}", image)
+    run_id = sink.run_id
+    sink.finish()
+    return run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zoo.leaderboard", description=__doc__.splitlines()[0])
+    parser.add_argument("store_dir", nargs="?", default="leaderboard")
+    parser.add_argument("--title", default=None)
+    parser.add_argument("--wandb", choices=["online", "offline"], help="also log the tables to a W&B summary run")
+    parser.add_argument("--wandb-project", default="zoo")
+    args = parser.parse_args(argv)
+    if not (Path(args.store_dir) / "results.jsonl").is_file():
+        print(f"error: {args.store_dir}/results.jsonl not found (train with `python -m zoo.run runs.yaml`)",
+              file=sys.stderr)
+        return 2
+    wandb = WandbConfig(project=args.wandb_project, mode=args.wandb) if args.wandb else None
+    print(write_leaderboard(args.store_dir, args.title, wandb, wandb_dir=Path(args.store_dir).parent / "out"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Where a matrix writes (bulky files under output_dir, records under store_dir), and its data checked up front."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from zoo.config import ExecConfig, MatrixConfig, RunConfig, WandbConfig
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where runs write: bulky files (checkpoints, W&B) under output_dir, records under store_dir."""
+
+    output_dir: Path
+    store_dir: Path
+    wandb: WandbConfig
+    execution: ExecConfig
+    group: str
+
+    def run_dir(self, cfg: RunConfig) -> Path:
+        return self.output_dir / "runs" / f"{cfg.model}-{cfg.recipe.name}-{cfg.sampler.name}-s{cfg.seed}-{cfg.run_id()}"
+
+
+def workspace_for(matrix: MatrixConfig, base: Path) -> Workspace:
+    def resolve(p: str) -> Path:
+        path = Path(p)
+        return path if path.is_absolute() else base / path
+
+    return Workspace(resolve(matrix.output_dir), resolve(matrix.store_dir), matrix.wandb, matrix.execution, matrix.name)
+
+
+def check_data(matrix: MatrixConfig) -> None:
+    """Open the data set once before training, so a wrong path is a user error (exit 2), not a failed run."""
+    from zoo.data import build_datasets
+
+    build_datasets(matrix.data.kind, root=matrix.data.root, options=dict(matrix.data.options))
