@@ -18,7 +18,9 @@ import torch.nn.functional as F
 
 from zoo.config import DataConfig, RunConfig, SamplerConfig, load_recipe
 from zoo.training.distributed import DistContext
-from zoo.training.engine import seed_everything, train_run
+from timm.utils import random_seed
+
+from zoo.training.engine import train_run
 from zoo.training.loaders import build_loaders
 from zoo.training.components import build_model
 
@@ -33,7 +35,7 @@ def config(args, sampler: str) -> RunConfig:
 
 
 def bare_img_per_s(cfg: RunConfig) -> float:
-    seed_everything(0)
+    random_seed(0)
     loaders = build_loaders(cfg, DistContext())
     model = build_model(cfg, loaders.num_classes)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)

@@ -34,7 +34,7 @@ def main(out_dir: str, batch_size: int, sampler: str) -> None:
     resolutions = [batch[0][1] for batch in loaders.sampler]
     path = Path(out_dir) / f"ws{ctx.world_size}_rank{ctx.rank}.json"
     path.write_text(json.dumps({"losses": losses, "batches": batches, "resolutions": resolutions,
-                                "top1": outcome.history[-1]["val_top1"], "updates": outcome.updates}))
+                                "top1": outcome.history[-1].val_top1, "updates": outcome.updates}))
 
 
 if __name__ == "__main__":

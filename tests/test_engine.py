@@ -41,7 +41,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     assert resumed.resumed_from_epoch == 1 and resumed.updates == straight.updates
     for a, b in zip(straight.history, resumed.history):
         for key in ("train_loss", "val_top1", "val_loss", "val_ece", "val_top1_raw"):
-            assert a[key] == pytest.approx(b[key], abs=1e-6), key
+            assert getattr(a, key) == pytest.approx(getattr(b, key), abs=1e-6), key
 
 
 class _Exploding(nn.Module):
@@ -70,10 +70,10 @@ def test_divergence_is_recorded_with_its_step_and_the_next_run_goes_on(tmp_path,
     store = ResultsStore(tmp_path / "store")
     ws = workspace(tmp_path)
     bad = execute_run(tiny_cfg(model=exploding_model, sampler=SamplerConfig(base_resolution=32)), ws, DistContext(), store)
-    assert bad["status"] == "diverged" and bad["diverged_step"] == 4 and "nan" in bad["error"]
+    assert bad.status == "diverged" and bad.diverged_step == 4 and "nan" in bad.error
     good = execute_run(tiny_cfg(epochs=1), ws, DistContext(), store)
-    assert good["status"] == "finished"
-    assert store.done_ids() == {bad["run_id"], good["run_id"]}
+    assert good.status == "finished"
+    assert store.done_ids() == {bad.run_id, good.run_id}
 
 
 def test_record_has_metrics_provenance_and_matches_wandb(tmp_path):
@@ -81,16 +81,16 @@ def test_record_has_metrics_provenance_and_matches_wandb(tmp_path):
 
     store = ResultsStore(tmp_path / "store")
     record = execute_run(tiny_cfg(recipe=load_recipe("advanced"), epochs=1), workspace(tmp_path), DistContext(), store)
-    assert record["status"] == "finished", record.get("traceback")
+    assert record.status == "finished", record.traceback
     for key in ("top1", "top5", "best_top1", "val_loss", "ece", "updates", "train_img_per_s", "peak_memory_mb",
                 "wall_time_s", "config_hash", "git_commit", "versions", "params", "config"):
-        assert record.get(key) is not None, key
-    assert 0.0 <= record["top1"] <= record["top5"] <= 1.0 and math.isfinite(record["val_loss"])
-    assert record["config"]["recipe"]["mixup"] == 0.8
+        assert getattr(record, key) is not None, key
+    assert 0.0 <= record.top1 <= record.top5 <= 1.0 and math.isfinite(record.val_loss)
+    assert record.config["recipe"]["mixup"] == 0.8
     runs = find_offline_runs(tmp_path / "out")
     assert len(runs) == 1
     logged = read_offline_run(runs[0])
     assert logged.config["model"] == "mobilevit_xxs_aft" and logged.config["recipe"]["name"] == "advanced"
-    assert logged.summary["top1"] == pytest.approx(record["top1"])
+    assert logged.summary["top1"] == pytest.approx(record.top1)
     assert any("train/loss" in row for row in logged.history)
     assert any("epoch/val_top1" in row for row in logged.history)

@@ -46,8 +46,8 @@ def test_tiny_matrix_trains_reruns_nothing_and_writes_leaderboard(tmp_path):
     proc = zoo_run(str(path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = ResultsStore(tmp_path / "board").latest()
-    assert len(records) == 8 and {r["status"] for r in records.values()} == {"finished"}
-    cells = {(r["model"], r["recipe"], r["sampler"]) for r in records.values()}
+    assert len(records) == 8 and {r.status for r in records.values()} == {"finished"}
+    cells = {(r.model, r.recipe, r.sampler) for r in records.values()}
     assert len(cells) == 8
     board = (tmp_path / "board" / "README.md").read_text()
     assert "basic recipe, multiscale sampler" in board and "deit_tiny" in board
@@ -80,5 +80,5 @@ def test_kill_9_mid_matrix_then_rerun_finishes_the_work(tmp_path):
     rerun = zoo_run(str(path), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     latest = ResultsStore(tmp_path / "board").latest()
-    assert len(latest) == 2 and all(r["status"] == "finished" and r["epochs_done"] == 2 for r in latest.values())
-    assert any(r["resumed_from_epoch"] == 1 for r in latest.values())
+    assert len(latest) == 2 and all(r.status == "finished" and r.epochs_done == 2 for r in latest.values())
+    assert any(r.resumed_from_epoch == 1 for r in latest.values())

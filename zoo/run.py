@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         for spec in tqdm(todo, desc="matrix", unit="run", disable=not (ctx.is_main and matrix.execution.progress)):
             record = execute_run(spec.config, ws, ctx, store)
             if ctx.is_main:
-                tqdm.write(_one_line(record))
+                tqdm.write(record.one_line())
             barrier(ctx)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
@@ -74,18 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _one_line(record: dict) -> str:
-    top1 = record.get("top1")
-    score = f"top1 {top1:.4f}" if isinstance(top1, float) else record.get("error", "")
-    return f"[{record['status']}] {record['label']} {score} ({record.get('wall_time_s', 0):.0f}s)"
-
-
 def _after_training(matrix: MatrixConfig, ws: Workspace, args: argparse.Namespace) -> None:
     """Measurement and the leaderboard read the store, so they also cover runs of earlier invocations."""
     if matrix.measure.enabled and not args.no_measure:
         from zoo.measure.runs import measure_matrix
 
-        measure_matrix(matrix, ws)
+        measure_matrix(matrix, ws.store_dir, ws.output_dir)
     if not args.no_leaderboard:
         from zoo.report.leaderboard import write_leaderboard
 

@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     if ctx.is_main:
-        print(f"[{record['status']}] {cfg.label} top1={record.get('top1')} run_id={record['run_id']}")
-    return 0 if record["status"] == "finished" else 1
+        print(f"{record.one_line()} run_id={record.run_id}")
+    return 0 if record.status == "finished" else 1
 
 
 if __name__ == "__main__":

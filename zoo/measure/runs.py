@@ -11,25 +11,25 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from zoo.config import MatrixConfig
-from zoo.runner.workspace import Workspace
 from zoo.measure.store import MEASUREMENTS_FILE, PAPER_FLOPS_BACKEND
 from zoo.results import ResultsStore
 
 
-def measure_matrix(matrix: MatrixConfig, ws: Workspace) -> None:
+def measure_matrix(matrix: MatrixConfig, store_dir: Path, output_dir: Path) -> None:
+    """Measure the finished runs of `store_dir`'s results store; exports go under `output_dir`/artifacts."""
     from zoo.measure.latency import TimingConfig
     from zoo.measure.suite import expected_steps, measure_models
 
-    runs = list(ResultsStore(ws.store_dir).finished())
-    trained = sorted({(r["model"], r["eval_resolution"], r["num_classes"]) for r in runs})
-    store_path = ws.store_dir / MEASUREMENTS_FILE
+    runs = list(ResultsStore(store_dir).finished())
+    trained = sorted({(r.model, r.eval_resolution, r.num_classes) for r in runs})
+    store_path = store_dir / MEASUREMENTS_FILE
     for num_classes, resolution in sorted({(c, res) for _, res, c in trained}):
         models = [m for m, res, c in trained if (res, c) == (resolution, num_classes)]
         backends = list(matrix.measure.backends)
         steps = tqdm(desc=f"measure {len(models)} models at {resolution}px", unit="step", leave=False,
                      total=expected_steps(models, backends, TimingConfig()), disable=not matrix.execution.progress)
         measure_models(models, resolution, backends, store_path, num_classes=num_classes,
-                       force=matrix.measure.force, artifacts_dir=ws.output_dir / "artifacts",
+                       force=matrix.measure.force, artifacts_dir=output_dir / "artifacts",
                        on_progress=lambda _msg: steps.update())
         steps.close()
     paper_costs(sorted({m for m, _, _ in trained}), store_path, matrix.measure.force)

@@ -53,7 +53,7 @@ def load_inputs(store_dir: Path) -> tuple[BoardInputs, list[dict[str, Any]]]:
     from zoo.models import get_entry, list_models
 
     runs = list(ResultsStore(store_dir).finished())
-    trained = {r["model"]: (r["eval_resolution"], r.get("num_classes")) for r in sorted(runs, key=lambda r: r["run_id"])}
+    trained = {r.model: (r.eval_resolution, r.num_classes) for r in sorted(runs, key=lambda r: r.run_id)}
     measurements = read_jsonl(store_dir / MEASUREMENTS_FILE)
     costs: dict[str, Cost] = {}
     paper_costs: dict[str, Cost] = {}
@@ -95,13 +95,13 @@ def _export_status(rec: dict[str, Any]) -> tuple[str, str]:
 
 def _header(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str) -> str:
     runs = inputs.runs
-    datasets = sorted({r["dataset"] for r in runs})
-    budgets = sorted({(r["epochs"], r["global_batch"], r["config"]["lr"]) for r in runs})
-    commits = sorted({r.get("git_commit") or "?" for r in runs})
+    datasets = sorted({r.dataset for r in runs})
+    budgets = sorted({(r.epochs, r.global_batch, r.config["lr"]) for r in runs})
+    commits = sorted({r.git_commit or "?" for r in runs})
     machines = {f"{m['machine'].get('cpu_model', '?')} ({m['machine'].get('cpus', '?')} cores"
                 + (f", {m['machine']['gpu']}" if m["machine"].get("gpu") else "") + ")"
                 for m in measurements if isinstance(m.get("machine"), dict)}
-    seeds = sorted({r["seed"] for r in runs})
+    seeds = sorted({r.seed for r in runs})
     lines = [
         f"# zoo leaderboard: {title}",
         "",

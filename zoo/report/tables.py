@@ -8,6 +8,7 @@ from typing import Any
 from tabulate import tabulate
 
 from zoo.report.stats import SeedStat, rank_agreement, ranks
+from zoo.results import RunRecord
 
 DASH = "–"
 
@@ -30,7 +31,7 @@ class Latency:
 
 @dataclass
 class BoardInputs:
-    runs: list[dict[str, Any]]  # finished records of the results store
+    runs: list[RunRecord]  # finished records of the results store
     costs: dict[str, Cost] = field(default_factory=dict)  # model -> cost at its eval resolution, trained head
     paper_costs: dict[str, Cost] = field(default_factory=dict)  # model -> cost at the paper's resolution, 1000 classes
     latency: dict[tuple[str, str], Latency] = field(default_factory=dict)  # (model, backend) -> latency
@@ -58,21 +59,21 @@ def _num(value: float | None, fmt: str) -> str:
     return DASH if value is None else format(value, fmt)
 
 
-def group_runs(runs: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+def group_runs(runs: list[RunRecord]) -> dict[tuple[str, str, str], list[RunRecord]]:
     """(model, recipe, sampler) -> its seeds' records, sorted by seed for determinism."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
     for record in runs:
-        groups[(record["model"], record["recipe"], record["sampler"])].append(record)
-    return {key: sorted(recs, key=lambda r: r["seed"]) for key, recs in sorted(groups.items())}
+        groups[(record.model, record.recipe, record.sampler)].append(record)
+    return {key: sorted(recs, key=lambda r: r.seed) for key, recs in sorted(groups.items())}
 
 
-def top1_stat(records: list[dict[str, Any]], key: str = "top1") -> SeedStat | None:
-    values = [r[key] for r in records if r.get(key) is not None]
+def top1_stat(records: list[RunRecord], key: str = "top1") -> SeedStat | None:
+    values = [getattr(r, key) for r in records if getattr(r, key) is not None]
     return SeedStat.of(values) if values else None
 
 
-def _mean(records: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in records if r.get(key) is not None]
+def _mean(records: list[RunRecord], key: str) -> float | None:
+    values = [getattr(r, key) for r in records if getattr(r, key) is not None]
     return sum(values) / len(values) if values else None
 
 

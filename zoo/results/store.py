@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-TERMINAL = ("finished", "diverged")  # reruns skip these; "failed"/"interrupted" runs are tried again
+from zoo.results.record import TERMINAL, RunRecord
+
 RESULTS_FILE = "results.jsonl"
 
 
@@ -48,26 +49,23 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 class ResultsStore:
+    """results.jsonl in a matrix's store_dir, read and written as `RunRecord`s."""
+
     def __init__(self, store_dir: str | Path):
         self.path = Path(store_dir) / RESULTS_FILE
 
-    def append(self, record: dict[str, Any]) -> None:
-        if "run_id" not in record or "status" not in record:
-            raise ValueError("a result record needs run_id and status")
-        append_jsonl(self.path, record)
+    def append(self, record: RunRecord) -> None:
+        append_jsonl(self.path, record.to_json())
 
-    def records(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.path)
+    def records(self) -> list[RunRecord]:
+        return [RunRecord.from_json(data) for data in read_jsonl(self.path) if "run_id" in data and "status" in data]
 
-    def latest(self) -> dict[str, dict[str, Any]]:
+    def latest(self) -> dict[str, RunRecord]:
         """run_id -> its newest record."""
-        newest: dict[str, dict[str, Any]] = {}
-        for record in self.records():
-            newest[record["run_id"]] = record
-        return newest
+        return {record.run_id: record for record in self.records()}
 
     def done_ids(self) -> set[str]:
-        return {rid for rid, rec in self.latest().items() if rec.get("status") in TERMINAL}
+        return {rid for rid, rec in self.latest().items() if rec.status in TERMINAL}
 
-    def finished(self) -> Iterable[dict[str, Any]]:
-        return [r for r in self.latest().values() if r.get("status") == "finished"]
+    def finished(self) -> list[RunRecord]:
+        return [r for r in self.latest().values() if r.status == "finished"]

@@ -5,7 +5,7 @@ import itertools
 from dataclasses import dataclass
 
 from zoo.config import MatrixConfig, RunConfig, load_recipe, run_config
-from zoo.results import ResultsStore
+from zoo.results import TERMINAL, ResultsStore
 from zoo.config.typed import ConfigError
 
 FILTER_KEYS = ("model", "recipe", "sampler", "seed")
@@ -22,7 +22,7 @@ class RunSpec:
 
     @property
     def done(self) -> bool:
-        return self.status in ("finished", "diverged")
+        return self.status in TERMINAL
 
 
 def parse_filters(only: list[str] | None) -> dict[str, set[str]]:
@@ -52,7 +52,7 @@ def build_plan(matrix: MatrixConfig, store: ResultsStore, only: list[str] | None
         if not _keep(cfg, filters):
             continue
         record = latest.get(cfg.run_id())
-        plan.append(RunSpec(cfg, record["status"] if record else "todo"))
+        plan.append(RunSpec(cfg, record.status if record else "todo"))
     return plan
 
 

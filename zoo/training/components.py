@@ -1,9 +1,15 @@
 """Build one run's parts from its config with timm's factories: model, optimiser, schedule, EMA, Mixup, loss, metrics."""
 from __future__ import annotations
 
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn as nn
 from timm.data import Mixup
+from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
@@ -11,8 +17,12 @@ from timm.utils import ModelEmaV3
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
+from torch.nn.parallel import DistributedDataParallel
+
 from zoo.config import RunConfig
 from zoo.models import create
+from zoo.training.distributed import DistContext
+from zoo.training.loaders import Loaders, build_loaders
 
 
 def build_model(cfg: RunConfig, num_classes: int) -> nn.Module:
@@ -86,3 +96,59 @@ def build_metrics(num_classes: int, device: torch.device) -> MetricCollection:
             "ece": MulticlassCalibrationError(num_classes, n_bins=15, norm="l1"),
         }
     ).to(device)
+
+
+@dataclass
+class RunParts:
+    """Everything one run builds once from its config; the engine's functions share it."""
+
+    loaders: Loaders
+    model: nn.Module  # the bare model: what checkpoints and EMA see
+    train_model: nn.Module  # the model the loop calls: DDP-wrapped and/or compiled
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: ModelEmaV3 | None
+    mixup: Mixup | None
+    criterion: nn.Module
+    num_classes: int
+    label_smoothing: float
+    amp: bool
+    channels_last: bool
+
+    def mix(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The recipe's Mixup/CutMix (soft targets), or the hard targets unchanged when the recipe has none."""
+        if self.mixup is None:
+            return images, targets
+        if images.shape[0] % 2 == 0:  # timm's batch Mixup needs an even batch
+            return self.mixup(images, targets)
+        # odd last batch: the same soft-target loss, smoothed, without mixing
+        return images, mixup_target(targets, self.num_classes, lam=1.0, smoothing=self.label_smoothing)
+
+
+def autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build_parts(cfg: RunConfig, ctx: DistContext, compile_model: bool) -> RunParts:
+    """Loaders, model, optimiser, schedule, EMA, mixing and loss of one run, in the order their RNG use requires."""
+    amp = cfg.amp if cfg.amp is not None else ctx.device.type == "cuda"
+    channels_last = cfg.channels_last if cfg.channels_last is not None else ctx.device.type == "cuda"
+    loaders = build_loaders(cfg, ctx)
+    model = build_model(cfg, loaders.num_classes).to(ctx.device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model, ctx.world_size)
+    # Multi-scale epochs differ in batch count: size the schedule from the sampler's exact total.
+    total_updates = loaders.sampler.total_updates(cfg.epochs) // cfg.accum_steps
+    scheduler = build_scheduler(cfg, optimizer, max(1, math.ceil(total_updates / cfg.epochs)))
+    ema = build_ema(cfg, model)
+    mixup = build_mixup(cfg, loaders.num_classes)
+    train_model: nn.Module = model
+    if ctx.distributed:
+        train_model = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+    if compile_model:
+        train_model = torch.compile(train_model)
+    return RunParts(loaders, model, train_model, optimizer, scheduler, ema, mixup, build_criterion(cfg, mixup),
+                    loaders.num_classes, cfg.recipe.label_smoothing, amp, channels_last)

@@ -1,0 +1,106 @@
+"""The typed record of a run in the store: `RunRecord` (with one `EpochMetrics` per evaluated epoch).
+
+Written by `zoo.runner.execute`, read by the plan, the measurement bridge and the leaderboard through attributes.
+JSON lines of any earlier format still load: a missing field takes its default, and keys this version does not know
+are kept in `extra` and written back unchanged, so an older and a newer zoo can share one store.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from zoo.training.epoch import EpochMetrics
+
+RunStatus = Literal["finished", "diverged", "failed", "interrupted"]
+# Reruns skip these; "failed" and "interrupted" runs are tried again (and resume from their checkpoint).
+TERMINAL: tuple[RunStatus, ...] = ("finished", "diverged")
+
+
+def _best(history: list[EpochMetrics], key: str) -> float | None:
+    values = [getattr(row, key) for row in history if not math.isnan(getattr(row, key))]
+    return max(values) if values else None
+
+
+@dataclass
+class RunRecord:
+    """One line of results.jsonl: who the run was, how it ended, and what it measured."""
+
+    run_id: str
+    status: RunStatus
+    label: str = ""
+    model: str = ""
+    recipe: str = ""
+    sampler: str = ""
+    seed: int = 0
+    dataset: str = ""
+    eval_resolution: int | None = None
+    epochs: int = 0
+    world_size: int = 1
+    global_batch: int | None = None
+    device: str = "cpu"
+    device_name: str = "cpu"
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved RunConfig as plain data
+    config_hash: str = ""
+    git_commit: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    # What the run measured (set when it finished).
+    top1: float | None = None
+    top5: float | None = None
+    val_loss: float | None = None
+    ece: float | None = None
+    top1_raw: float | None = None
+    best_top1: float | None = None
+    best_top5: float | None = None
+    epochs_done: int = 0
+    updates: int = 0
+    train_time_s: float = 0.0
+    train_img_per_s: float | None = None
+    params: int | None = None
+    num_classes: int | None = None
+    resumed_from_epoch: int = 0
+    skipped_images: int = 0
+    history: list[EpochMetrics] = field(default_factory=list)
+    # How it ended.
+    error: str | None = None
+    traceback: str | None = None
+    diverged_step: int | None = None
+    diverged_epoch: int | None = None
+    wall_time_s: float = 0.0
+    peak_memory_mb: float | None = None
+    wandb_run_id: str | None = None
+    finished_at: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # keys of other zoo versions, kept verbatim
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    def set_history(self, history: list[EpochMetrics]) -> None:
+        """The final and best figures, from the epoch history (the final epoch is what the board reports)."""
+        self.history = list(history)
+        self.epochs_done = len(history)
+        if not history:
+            return
+        last = history[-1]
+        self.top1, self.top5, self.val_loss = last.val_top1, last.val_top5, last.val_loss
+        self.ece, self.top1_raw = last.val_ece, last.val_top1_raw
+        self.best_top1, self.best_top5 = _best(history, "val_top1"), _best(history, "val_top5")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunRecord":
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "history"}
+        known = {k: v for k, v in data.items() if k in names}
+        extra = {k: v for k, v in data.items() if k not in names and k not in ("history", "extra")}
+        history = [EpochMetrics.from_json(row) for row in data.get("history") or []]
+        return cls(**known, history=history, extra={**data.get("extra", {}), **extra})
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "history")}
+        data["history"] = [row.to_json() for row in self.history]
+        return {**self.extra, **data}
+
+    def one_line(self) -> str:
+        score = f"top1 {self.top1:.4f}" if self.top1 is not None else (self.error or "")
+        return f"[{self.status}] {self.label} {score} ({self.wall_time_s:.0f}s)"
