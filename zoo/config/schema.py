@@ -45,14 +45,29 @@ class RecipeConfig:
     repeated_aug: int = 1  # DeiT's ×3, applied only under DDP
 
     def validate(self, source: str, path: str) -> None:
-        lo, hi = self.scale
-        if not 0 < lo <= hi <= 1:
-            raise ConfigError(f"{source}: {path}scale: need 0 < min <= max <= 1, got {self.scale}")
-        for key in ("hflip", "re_prob", "mixup_prob", "mixup_switch_prob", "label_smoothing", "drop_path"):
+        # Per-image augmentation (crop scale, flip, erasing, the RandAugment string) is checked by the transform
+        # that will apply it, so the rules live in one place; the rest of the recipe is checked here.
+        from zoo.data.transforms import TransformSpec
+
+        at = f"{path}." if path else ""
+
+        try:
+            TransformSpec(scale=self.scale, hflip=self.hflip, auto_augment=self.auto_augment,
+                          color_jitter=self.color_jitter, re_prob=self.re_prob, re_mode=self.re_mode,
+                          interpolation=self.interpolation)
+        except ValueError as err:
+            key, _, message = str(err).removeprefix("TransformSpec.").partition(": ")
+            raise ConfigError(f"{source}: {at}{key}: {message}") from None
+        for key in ("mixup_prob", "mixup_switch_prob", "label_smoothing", "drop_path"):
             if not 0 <= getattr(self, key) <= 1:
-                raise ConfigError(f"{source}: {path}{key}: must be within [0, 1]")
+                raise ConfigError(f"{source}: {at}{key}: must be within [0, 1], got {getattr(self, key)}")
+        for key in ("mixup", "cutmix", "weight_decay"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{source}: {at}{key}: must be >= 0, got {getattr(self, key)}")
+        if self.ema and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"{source}: {at}ema_decay: must be within (0, 1), got {self.ema_decay}")
         if self.repeated_aug < 1:
-            raise ConfigError(f"{source}: {path}repeated_aug: must be >= 1")
+            raise ConfigError(f"{source}: {at}repeated_aug: must be >= 1, got {self.repeated_aug}")
 
 
 @dataclass(frozen=True)

@@ -30,15 +30,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from zoo.config.schema import DatasetKind
 from zoo.config.typed import ConfigError, from_dict
 
-DATASET_KINDS = ("digits", "imagefolder", "cifar10", "cifar100", "hf")
+DATASET_KINDS: tuple[str, ...] = get_args(DatasetKind)  # the one list lives in the config schema
 
 
 class DataError(ConfigError):
