@@ -84,3 +84,45 @@ def test_run_id_is_stable_and_tracks_every_result_field():
     assert RunConfig(model="deit_tiny", recipe=recipe, sampler=SamplerConfig(), lr=0.001).run_id() != a.run_id()
     assert RunConfig(model="deit_tiny", recipe=load_recipe("basic", {"mixup": 0.1}),
                      sampler=SamplerConfig()).run_id() != a.run_id()
+
+
+@pytest.mark.parametrize(
+    "data, key, needle",
+    [
+        (minimal(budget={"epochs": -1}), "budget.epochs", "must be > 0, got -1"),
+        (minimal(budget={"batch_size": 0}), "budget.batch_size", "must be > 0"),
+        (minimal(budget={"batch_size": 33}), "budget.batch_size", "must be even"),
+        (minimal(budget={"accum_steps": 0}), "budget.accum_steps", "must be > 0"),
+        (minimal(budget={"lr": -0.1}), "budget.lr", "must be > 0"),
+        (minimal(budget={"optimizer": "adamz"}), "budget.optimizer", "a timm optimizer name"),
+        (minimal(budget={"epochs": 3, "warmup_epochs": 3}), "budget.warmup_epochs", "shorter than epochs (3)"),
+        (minimal(budget={"ema_time_scale": 0}), "budget.ema_time_scale", "must be > 0"),
+        (minimal(resolution={"resolutions": []}), "resolution.resolutions", "non-empty"),
+        (minimal(resolution={"resolutions": [0, 32]}), "resolution.resolutions", "positive sizes"),
+        (minimal(resolution={"resolutions": [32, 32]}), "resolution.resolutions", "free of duplicates"),
+        (minimal(resolution={"base_resolution": -8}), "resolution.base_resolution", "must be > 0"),
+        (minimal(samplers=["fixed", "fixed"]), "samplers", "free of duplicates"),
+        (minimal(models=["deit_tiny", "deit_tiny"]), "models", "free of duplicates"),
+        (minimal(seeds=[0, 1, 0]), "seeds", "free of duplicates"),
+        (minimal(data={"workers": -1}), "data.workers", "must be >= 0"),
+        (minimal(data={"kind": "imagefolder"}), "data.root", "a folder for data.kind 'imagefolder'"),
+        (minimal(data={"eval_crop_pct": 1.5}), "data.eval_crop_pct", "within (0, 1]"),
+        (minimal(samplers=["multiscale"], budget={"batch_size": 2},
+                 resolution={"base_resolution": 32, "resolutions": [32, 64]}), "budget.batch_size", "at 64 px"),
+    ],
+)
+def test_out_of_range_values_name_file_key_and_what_is_allowed(tmp_path, data, key, needle):
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as err:
+        load_matrix(path)
+    message = str(err.value)
+    assert str(path) in message and f"{key}:" in message and needle in message, message
+
+
+def test_recipe_values_are_checked_with_their_key(tmp_path):
+    for override, needle in [({"scale": [0.9, 0.1]}, "scale: need 0 < min <= max <= 1"),
+                             ({"ema_decay": 1.5}, "ema_decay: must be within (0, 1)"),
+                             ({"mixup": -1}, "mixup: must be >= 0"), ({"re_prob": 2}, "re_prob: must be within")]:
+        with pytest.raises(ConfigError, match=None) as err:
+            load_recipe("advanced", override)
+        assert needle in str(err.value) and "advanced.yaml" in str(err.value)

@@ -94,3 +94,11 @@ def test_record_has_metrics_provenance_and_matches_wandb(tmp_path):
     assert logged.summary["top1"] == pytest.approx(record.top1)
     assert any("train/loss" in row for row in logged.history)
     assert any("epoch/val_top1" in row for row in logged.history)
+
+
+def test_a_rerun_of_the_same_run_continues_its_wandb_run(tmp_path):
+    store = ResultsStore(tmp_path / "store")
+    cfg = tiny_cfg(epochs=1)
+    first = execute_run(cfg, workspace(tmp_path), DistContext(), store)
+    again = execute_run(cfg, workspace(tmp_path), DistContext(), store)  # e.g. after an interruption
+    assert first.wandb_run_id == again.wandb_run_id == first.run_id

@@ -136,3 +136,20 @@ def test_seed_stats_and_pareto():
     assert SeedStat.of([0.5]).std is None
     # (latency, accuracy): the 2nd point is dominated by the 1st (slower and worse)
     assert pareto_front([(1.0, 0.9), (2.0, 0.8), (3.0, 0.95)]) == [0, 2]
+
+
+def test_sweep_points_are_rows_of_their_own_not_extra_seeds(tmp_path):
+    from zoo.results import ResultsStore, RunRecord
+
+    store = ResultsStore(tmp_path)
+    for lr, top1s in ((0.002, [0.90, 0.92]), (0.004, [0.50, 0.52]), (0.008, [0.30])):
+        for seed, top1 in enumerate(top1s):
+            config = {"lr": lr, "seed": seed, "recipe": {"name": "basic", "weight_decay": 0.01}}
+            store.append(RunRecord(f"r{lr}-{seed}", "finished", model="mobilevit_xs", recipe="basic",
+                                   sampler="fixed", seed=seed, dataset="digits", eval_resolution=32, epochs=1,
+                                   global_batch=32, config=config, top1=top1))
+    text = write_leaderboard(tmp_path).read_text()
+    section = "### basic recipe, fixed sampler"
+    assert row_of(text, section, "mobilevit_xs")[4].startswith("91.0 ± 1.4 (n=2)")
+    assert row_of(text, section, "mobilevit_xs [lr=0.004]")[4].startswith("51.0 ± 1.4 (n=2)")
+    assert row_of(text, section, "mobilevit_xs [lr=0.008]")[4].startswith("30.0 (n=1)")

@@ -26,6 +26,7 @@ TINY_RUN = {  # added to a sweep point so it trains in seconds on the bundled di
     "model": "mobilevit_xxs",
     "sampler": "fixed",
     "epochs": 1,
+    "warmup_epochs": 0,  # a warm-up must be shorter than the budget
     "batch_size": 128,
     "sampler.base_resolution": 32,
     "sampler.resolutions": [32],

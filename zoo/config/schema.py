@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 
-from zoo.config.typed import ConfigError, to_dict
+from zoo.config.typed import Checker, ConfigError, to_dict
 
 # The one list of data set kinds and sampler names; zoo.data and the CLI read them from these types.
 DatasetKind = Literal["digits", "imagefolder", "cifar10", "cifar100", "hf"]
@@ -41,7 +41,7 @@ class RecipeConfig:
     drop_path: float = 0.0
     ema: bool = True
     ema_decay: float = 0.9995
-    ema_warmup: bool = True  # ramp the decay up so short budgets still get a meaningful average
+    ema_warmup_epochs: float = 0.0  # 0: the decay is in force from the first update (ml-cvnets and DeiT alike)
     repeated_aug: int = 1  # DeiT's ×3, applied only under DDP
 
     def validate(self, source: str, path: str) -> None:
@@ -66,6 +66,8 @@ class RecipeConfig:
                 raise ConfigError(f"{source}: {at}{key}: must be >= 0, got {getattr(self, key)}")
         if self.ema and not 0 < self.ema_decay < 1:
             raise ConfigError(f"{source}: {at}ema_decay: must be within (0, 1), got {self.ema_decay}")
+        check = Checker(self, source, path)
+        check.non_negative("ema_warmup_epochs")
         if self.repeated_aug < 1:
             raise ConfigError(f"{source}: {at}repeated_aug: must be >= 1, got {self.repeated_aug}")
 
@@ -79,6 +81,14 @@ class DataConfig:
     max_train_samples: int | None = None  # evenly spaced subset, for smoke tests and quick looks
     max_val_samples: int | None = None
     eval_crop_pct: float = 0.875  # resize to size / crop_pct, centre-crop size (paper: 288 -> 256 = 0.889)
+
+    def validate(self, source: str, path: str) -> None:
+        check = Checker(self, source, path)
+        check.non_negative("workers")
+        check.positive("max_train_samples", "max_val_samples")
+        check.require(0 < self.eval_crop_pct <= 1, "eval_crop_pct", "within (0, 1]")
+        check.require(self.kind in ("digits",) or self.root is not None, "root",
+                      f"a folder for data.kind {self.kind!r} (only digits is bundled)")
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,13 @@ class SamplerConfig:
     @property
     def eval_size(self) -> int:
         return self.eval_resolution or self.base_resolution
+
+    def validate(self, source: str, path: str) -> None:
+        check = Checker(self, source, path)
+        check.positive("base_resolution", "eval_resolution")
+        check.require(len(self.resolutions) > 0, "resolutions", "a non-empty list of sizes in pixels")
+        check.require(min(self.resolutions, default=1) > 0, "resolutions", "positive sizes in pixels")
+        check.unique("resolutions")
 
 
 @dataclass(frozen=True)
@@ -122,6 +139,25 @@ class BudgetConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     grad_clip: float | None = None
+    # EMA time constants (1 / (1 - decay)) are multiplied by this: 1 keeps each recipe's decay as named; a budget
+    # far shorter than ImageNet's may shrink them for every recipe alike (the board states it).
+    ema_time_scale: float = 1.0
+
+    def validate(self, source: str, path: str) -> None:
+        from timm.optim import list_optimizers
+
+        check = Checker(self, source, path)
+        check.positive("epochs", "batch_size", "accum_steps", "lr", "lr_reference_batch", "eps", "grad_clip",
+                       "ema_time_scale")
+        check.non_negative("min_lr", "warmup_lr", "warmup_epochs")
+        check.require(self.batch_size % 2 == 0, "batch_size",
+                      "even (Mixup/CutMix pair every image of a batch with another)")
+        check.require(self.warmup_epochs < self.epochs, "warmup_epochs", f"shorter than epochs ({self.epochs})")
+        check.require(self.min_lr <= self.lr, "min_lr", f"<= lr ({self.lr})")
+        check.require(all(0 <= b < 1 for b in self.betas), "betas", "within [0, 1)")
+        known = list_optimizers()
+        check.require(self.optimizer.lower() in known, "optimizer",
+                      f"a timm optimizer name (e.g. adamw, sgd, lamb; all: {', '.join(known)})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,23 +171,46 @@ class RunConfig(BudgetConfig):
     data: DataConfig = field(default_factory=DataConfig)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-    amp: bool | None = None  # None: bf16 autocast on CUDA only
+    # How the run executes, where it changes the numbers: resolved from the device before the run id is taken
+    # (`zoo.config.resolve_execution`), so a 1-GPU result never stands in for an 8-GPU plan.
+    world_size: int | None = None  # processes training the run (global batch = batch_size x world_size x accum)
+    amp: bool | None = None  # None: autocast on CUDA only
+    amp_dtype: Literal["auto", "bfloat16", "float16"] = "auto"  # auto: bf16 where the GPU has it, else fp16
     channels_last: bool | None = None  # None: on CUDA only
 
     def run_id(self) -> str:
-        """Short stable hash of everything that decides the result."""
+        """Short stable hash of everything that decides the result (the config, seed included, as resolved)."""
         blob = json.dumps(to_dict(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def validate(self, source: str, path: str) -> None:
+        super().validate(source, path)
+        check = Checker(self, source, path)
+        check.positive("world_size")
+        check_sampler_batches(check, self.batch_size, self.sampler)
 
     @property
     def label(self) -> str:
         return f"{self.model}/{self.recipe.name}/{self.sampler.name}/s{self.seed}"
 
-    def global_batch(self, world_size: int) -> int:
-        return self.batch_size * world_size * self.accum_steps
+    def resolved(self, device_type: str, world_size: int, bf16: bool) -> "RunConfig":
+        """The config as it will run on `world_size` processes of `device_type` (`bf16`: the GPU supports it)."""
+        if self.world_size is not None and self.world_size != world_size:
+            raise ConfigError(f"{self.label}: planned for {self.world_size} processes, started on {world_size}")
+        amp = self.amp if self.amp is not None else device_type == "cuda"
+        dtype = self.amp_dtype
+        if amp and dtype == "auto":
+            dtype = "bfloat16" if bf16 or device_type != "cuda" else "float16"
+        channels_last = self.channels_last if self.channels_last is not None else device_type == "cuda"
+        return replace(self, world_size=world_size, amp=amp, amp_dtype=dtype, channels_last=channels_last)
 
-    def scaled_lr(self, world_size: int) -> float:
-        ratio = self.global_batch(world_size) / self.lr_reference_batch
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * (self.world_size or 1) * self.accum_steps
+
+    @property
+    def scaled_lr(self) -> float:
+        ratio = self.global_batch / self.lr_reference_batch
         factor = {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[self.lr_scaling]
         return self.lr * factor
 
@@ -212,6 +271,22 @@ class MatrixConfig:
                 raise ConfigError(
                     f"{source}: recipes[{i}]: unknown recipe {recipe!r} (allowed: {', '.join(available)})"
                 )
+        check = Checker(self, source, path)
         for key in ("models", "recipes", "samplers", "seeds"):
-            if not getattr(self, key):
-                raise ConfigError(f"{source}: {key}: must not be empty")
+            check.require(len(getattr(self, key)) > 0, key, "a non-empty list")
+            check.unique(key)
+        multiscale = replace(self.resolution, name="multiscale" if "multiscale" in self.samplers else "fixed")
+        check_sampler_batches(Checker(self, source, "budget"), self.budget.batch_size, multiscale)
+
+
+def check_sampler_batches(check: Checker, batch_size: int, sampler: SamplerConfig) -> None:
+    """Every resolution the sampler may draw must get an even batch of at least 2 images (Mixup pairs them)."""
+    from zoo.data.multiscale import TRAIN_BATCH_MULTIPLE, resolution_batch_pairs
+
+    sizes = sampler.resolutions if sampler.name == "multiscale" else (sampler.base_resolution,)
+    pairs = resolution_batch_pairs(sizes, sampler.base_resolution, batch_size, sampler.mode,
+                                   multiple=TRAIN_BATCH_MULTIPLE)
+    smallest = min(pairs, key=lambda pair: pair[1])
+    check.require(smallest[1] >= 2, "batch_size",
+                  f"large enough for {TRAIN_BATCH_MULTIPLE}+ images at {smallest[0]} px (scaled batch there: "
+                  f"{smallest[1]})", batch_size)

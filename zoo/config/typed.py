@@ -161,3 +161,31 @@ def set_dotted(data: dict, dotted: str, value: Any) -> None:
             node[part] = child
         node = child
     node[leaf] = value
+
+
+class Checker:
+    """Range and consistency checks of one dataclass: `require(ok, key, what)` raises a ConfigError naming the file,
+    the dotted key and what is allowed, with the value found."""
+
+    def __init__(self, obj: Any, source: str, path: str):
+        self.obj, self.source, self.prefix = obj, source, f"{path}." if path else ""
+
+    def require(self, ok: bool, key: str, allowed: str, value: Any = dataclasses.MISSING) -> None:
+        if not ok:
+            found = getattr(self.obj, key.split("[")[0].split(".")[0], None) if value is dataclasses.MISSING else value
+            raise ConfigError(f"{self.source}: {self.prefix}{key}: must be {allowed}, got {found!r}")
+
+    def positive(self, *keys: str) -> None:
+        for key in keys:
+            value = getattr(self.obj, key)
+            self.require(value is None or value > 0, key, "> 0")
+
+    def non_negative(self, *keys: str) -> None:
+        for key in keys:
+            value = getattr(self.obj, key)
+            self.require(value is None or value >= 0, key, ">= 0")
+
+    def unique(self, key: str) -> None:
+        values = list(getattr(self.obj, key))
+        duplicates = sorted({str(v) for v in values if values.count(v) > 1})
+        self.require(not duplicates, key, "free of duplicates", duplicates)

@@ -49,6 +49,9 @@ from torch.utils.data import Dataset, Sampler
 PAPER_RESOLUTIONS: tuple[int, ...] = (160, 192, 256, 288, 320)
 PAPER_BASE_RESOLUTION = 256
 MODES = ("scaled", "v0.1")
+# Training batches are even: timm's batch Mixup/CutMix pairs image i with image n-1-i, so an odd batch could not be
+# mixed, and the advanced recipe would silently become another recipe at some resolutions (327 -> 326 at 160 px).
+TRAIN_BATCH_MULTIPLE = 2
 Mode = Literal["scaled", "v0.1"]
 
 
@@ -66,8 +69,10 @@ def resolution_batch_pairs(
     base_batch_size: int = 128,
     mode: Mode = "scaled",
     batch_divisor: int = 8,
+    multiple: int = 1,
 ) -> list[tuple[int, int]]:
-    """(resolution, per-rank batch size) for every resolution, sorted by resolution; see the module docstring."""
+    """(resolution, per-rank batch size) for every resolution, sorted by resolution; see the module docstring.
+    `multiple` rounds scaled batches down to a multiple of it (0 when fewer pixels than that fit)."""
     if mode not in MODES:
         raise ValueError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
     if not resolutions:
@@ -79,7 +84,7 @@ def resolution_batch_pairs(
     for size in sorted(set(resolutions)):
         exact = base_pixels / (size * size)
         if mode == "scaled":
-            batch = max(1, math.floor(exact))
+            batch = max(1, math.floor(exact)) if multiple == 1 else math.floor(exact / multiple) * multiple
         else:
             # v0.1 truncated the ratio (after rounding it to 2 decimals) and never went below the base batch
             batch = _round_to_multiple(max(base_batch_size, int(round(exact, 2))), batch_divisor)
@@ -104,6 +109,7 @@ class MultiScaleBatchSampler(Sampler[list[tuple[int, int]]]):
         repeats: int = 1,
         drop_last: bool = False,
         batch_divisor: int = 8,
+        multiple: int = 1,
     ) -> None:
         if num_samples < 0:
             raise ValueError(f"num_samples: must be >= 0, got {num_samples}")
@@ -112,7 +118,10 @@ class MultiScaleBatchSampler(Sampler[list[tuple[int, int]]]):
         if repeats < 1:
             raise ValueError(f"repeats: must be >= 1, got {repeats}")
         self.num_samples = num_samples
-        self.pairs = resolution_batch_pairs(resolutions, base_resolution, base_batch_size, mode, batch_divisor)
+        self.pairs = resolution_batch_pairs(resolutions, base_resolution, base_batch_size, mode, batch_divisor,
+                                            multiple)
+        if min(batch for _, batch in self.pairs) < 1:
+            raise ValueError(f"base_batch_size {base_batch_size} gives an empty batch at some resolution: {self.pairs}")
         self.mode = mode
         self.rank = rank
         self.world_size = world_size
@@ -188,9 +197,11 @@ class MultiScaleBatchSampler(Sampler[list[tuple[int, int]]]):
         multi-scale, because the batch size depends on the drawn resolutions."""
         return len(self.batch_plan(epoch))
 
-    def total_updates(self, epochs: int, start_epoch: int = 0) -> int:
-        """Exact number of batches over epochs [start_epoch, start_epoch + epochs), for sizing lr schedules."""
-        return sum(len(self._draw_plan(epoch)) for epoch in range(start_epoch, start_epoch + epochs))
+    def total_updates(self, epochs: int, start_epoch: int = 0, accum_steps: int = 1) -> int:
+        """Exact number of optimiser updates over epochs [start_epoch, start_epoch + epochs), for sizing lr
+        schedules: with gradient accumulation an epoch's last group may be short, and it still is an update."""
+        return sum(math.ceil(len(self._draw_plan(epoch)) / accum_steps)
+                   for epoch in range(start_epoch, start_epoch + epochs))
 
 
 class ResolutionDataset(Dataset):

@@ -20,6 +20,7 @@ from zoo.report.tables import (
     Table,
     exports_table,
     flops_latency_table,
+    base_model,
     group_runs,
     main_boards,
     recipe_table,
@@ -126,7 +127,7 @@ def _plots(inputs: BoardInputs, out_dir: Path) -> list[str]:
         backend = inputs.backends[0]
         points: dict[str, list[tuple[str, float, float]]] = {}
         for (model, recipe, sampler), recs in group_runs(inputs.runs).items():
-            stat, lat = top1_stat(recs), inputs.latency.get((model, backend))
+            stat, lat = top1_stat(recs), inputs.latency.get((base_model(model), backend))
             if stat and lat:
                 points.setdefault(f"{recipe}/{sampler}", []).append((model, lat.median_ms, stat.mean))
         if points:

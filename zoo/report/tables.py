@@ -1,7 +1,8 @@
 """Markdown tables of the leaderboard, built from plain inputs so they are easy to test and deterministic."""
 from __future__ import annotations
 
-from collections import defaultdict
+import json
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,11 +60,49 @@ def _num(value: float | None, fmt: str) -> str:
     return DASH if value is None else format(value, fmt)
 
 
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value, sort_keys=True)
+    return flat
+
+
+def _variants(records: list[RunRecord]) -> dict[str, str]:
+    """run_id -> what its config (seed aside) changes against the cell's most common config ("" for that one):
+    the points of a sweep or a knob variant become rows of their own instead of passing for extra seeds."""
+    flats = {r.run_id: {k: v for k, v in _flat(r.config).items() if k != "seed"} for r in records}
+    shapes = Counter(json.dumps(flat, sort_keys=True) for flat in flats.values())
+    common = json.loads(min(shapes, key=lambda shape: (-shapes[shape], shape)))
+    labels = {}
+    for run_id, flat in flats.items():
+        changed = sorted(k for k in set(flat) | set(common) if flat.get(k) != common.get(k))
+        labels[run_id] = ", ".join(f"{k}={json.loads(flat[k]) if k in flat else DASH}" for k in changed)
+    return labels
+
+
+def row_name(model: str, variant: str) -> str:
+    return f"{model} [{variant}]" if variant else model
+
+
+def base_model(name: str) -> str:
+    """The zoo model behind a row name (costs and latency are per model)."""
+    return name.split(" [", 1)[0]
+
+
 def group_runs(runs: list[RunRecord]) -> dict[tuple[str, str, str], list[RunRecord]]:
-    """(model, recipe, sampler) -> its seeds' records, sorted by seed for determinism."""
-    groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
+    """(row name, recipe, sampler) -> the records of one config across seeds, sorted by seed. Runs differing in
+    anything but the seed are separate rows, named by what they change (e.g. `mobilevit_xs [lr=0.004]`)."""
+    cells: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
     for record in runs:
-        groups[(record.model, record.recipe, record.sampler)].append(record)
+        cells[(record.model, record.recipe, record.sampler)].append(record)
+    groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
+    for (model, recipe, sampler), records in cells.items():
+        labels = _variants(records)
+        for record in records:
+            groups[(row_name(model, labels[record.run_id]), recipe, sampler)].append(record)
     return {key: sorted(recs, key=lambda r: r.seed) for key, recs in sorted(groups.items())}
 
 
@@ -87,13 +126,13 @@ def main_boards(data: BoardInputs) -> list[tuple[str, Table]]:
         entries.sort(key=lambda e: (-(e[2].mean if e[2] else -1.0), e[0]))
         rows = []
         for i, (model, recs, stat) in enumerate(entries):
-            cost = data.costs.get(model, Cost())
+            cost = data.costs.get(base_model(model), Cost())
             mark = ""
             if stat and stat.n == 1:
                 mark = " ¹"
             elif stat and i + 1 < len(entries) and entries[i + 1][2] and stat.overlaps(entries[i + 1][2]):
                 mark = " ≈"
-            latencies = [data.latency.get((model, b)) for b in data.backends]
+            latencies = [data.latency.get((base_model(model), b)) for b in data.backends]
             train_time = _mean(recs, "train_time_s")
             rows.append([
                 i + 1, model, _num(cost.params_m, ".3f"), _num(cost.gmacs, ".4f"),

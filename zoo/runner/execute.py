@@ -17,7 +17,7 @@ from zoo.results.provenance import git_commit, library_versions
 from zoo.runner.workspace import Workspace
 from zoo.tracking.wandb_sink import WandbSink
 from zoo.training.distributed import DistContext, peak_memory_mb
-from zoo.training.engine import RunOutcome, train_run
+from zoo.training.engine import RunOutcome, resolve_for, train_run
 from zoo.training.guards import Diverged
 
 
@@ -26,7 +26,7 @@ def new_record(cfg: RunConfig, ctx: DistContext) -> RunRecord:
     return RunRecord(
         run_id=cfg.run_id(), status="interrupted", label=cfg.label, model=cfg.model, recipe=cfg.recipe.name,
         sampler=cfg.sampler.name, seed=cfg.seed, dataset=cfg.data.kind, eval_resolution=cfg.sampler.eval_size,
-        epochs=cfg.epochs, world_size=ctx.world_size, global_batch=cfg.global_batch(ctx.world_size),
+        epochs=cfg.epochs, world_size=ctx.world_size, global_batch=cfg.global_batch,
         device=str(ctx.device),
         device_name=torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
         config=to_dict(cfg), config_hash=cfg.run_id(), git_commit=git_commit(), versions=library_versions(),
@@ -47,11 +47,13 @@ def _open_sink(cfg: RunConfig, ws: Workspace, ctx: DistContext, record: RunRecor
         name=cfg.label.replace("/", "-"),
         tags=[cfg.model, cfg.recipe.name, cfg.sampler.name, f"seed{cfg.seed}", *ws.wandb.tags],
         config=record.config, mode=ws.wandb.mode if ctx.is_main else "disabled", dir=str(ws.output_dir),
+        resume_id=record.run_id,  # a resumed run continues its W&B run instead of opening a second one
     )
 
 
 def execute_run(cfg: RunConfig, ws: Workspace, ctx: DistContext, store: ResultsStore) -> RunRecord:
     """Train (or resume) one run and append its record (rank 0 only). Returns the record."""
+    cfg = resolve_for(cfg, ctx)
     run_dir = ws.run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     record = new_record(cfg, ctx)

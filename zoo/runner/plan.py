@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from zoo.config import MatrixConfig, RunConfig, load_recipe, run_config
 from zoo.results import TERMINAL, ResultsStore
+from zoo.training.distributed import planned_execution
 from zoo.config.typed import ConfigError
 
 FILTER_KEYS = ("model", "recipe", "sampler", "seed")
@@ -41,14 +42,19 @@ def _keep(cfg: RunConfig, filters: dict[str, set[str]]) -> bool:
     return all(fields[key] in allowed for key, allowed in filters.items())
 
 
-def build_plan(matrix: MatrixConfig, store: ResultsStore, only: list[str] | None = None) -> list[RunSpec]:
-    """Every cell of the matrix, ordered seed-major so a partial matrix is a complete comparison first."""
+def build_plan(matrix: MatrixConfig, store: ResultsStore, only: list[str] | None = None,
+               world_size: int | None = None) -> list[RunSpec]:
+    """Every cell of the matrix, ordered seed-major so a partial matrix is a complete comparison first.
+
+    Each cell's config is resolved for the processes and device it will run on (`world_size`: processes per run,
+    default: torchrun's WORLD_SIZE or 1), so its run id says what a stored result was trained with."""
+    device_type, world, bf16 = planned_execution(matrix.execution.device, world_size)
     filters = parse_filters(only)
     recipes = {name: load_recipe(name) for name in matrix.recipes}
     latest = store.latest()
     plan = []
     for seed, model, recipe, sampler in itertools.product(matrix.seeds, matrix.models, matrix.recipes, matrix.samplers):
-        cfg = run_config(matrix, model, recipes[recipe], sampler, seed)
+        cfg = run_config(matrix, model, recipes[recipe], sampler, seed).resolved(device_type, world, bf16)
         if not _keep(cfg, filters):
             continue
         record = latest.get(cfg.run_id())

@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn as nn
 from timm.data import Mixup
-from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
+from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
@@ -20,22 +17,30 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibratio
 from torch.nn.parallel import DistributedDataParallel
 
 from zoo.config import RunConfig
-from zoo.models import create
+from zoo.models import create, get_entry
 from zoo.training.distributed import DistContext
 from zoo.training.loaders import Loaders, build_loaders
+
+
+# Families with a learned position grid tied to their construction size: built at the run's base resolution, so the
+# fixed sampler never resizes their position embeddings and multi-scale resizes them only away from the base.
+GRID_FAMILIES = ("deit", "pit")
+EMA_WARMUP_POWER = 2 / 3  # timm ModelEmaV3's default warm-up curve, compressed to the recipe's warm-up length
 
 
 def build_model(cfg: RunConfig, num_classes: int) -> nn.Module:
     knobs = dict(cfg.model_kwargs)
     knobs.setdefault("drop_path_rate", cfg.recipe.drop_path)
+    if get_entry(cfg.model).family in GRID_FAMILIES:
+        knobs.setdefault("img_size", cfg.sampler.base_resolution)
     return create(cfg.model, num_classes=num_classes, **knobs)
 
 
-def build_optimizer(cfg: RunConfig, model: nn.Module, world_size: int) -> torch.optim.Optimizer:
+def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
     return create_optimizer_v2(
         model,
         opt=cfg.optimizer,
-        lr=cfg.scaled_lr(world_size),
+        lr=cfg.scaled_lr,
         weight_decay=cfg.recipe.weight_decay,
         # basic (MobileViT): decay on every parameter; DeiT: norms, biases and tokens are exempt.
         filter_bias_and_bn=not cfg.recipe.decay_norm_and_bias,
@@ -44,25 +49,31 @@ def build_optimizer(cfg: RunConfig, model: nn.Module, world_size: int) -> torch.
     )
 
 
-def build_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer, updates_per_epoch: int):
-    """Warmup then cosine, stepped per optimiser update so multi-scale's varying batch counts are handled."""
-    scheduler, _ = create_scheduler_v2(
-        optimizer,
-        sched="cosine",
-        num_epochs=cfg.epochs,
-        warmup_epochs=cfg.warmup_epochs,
-        warmup_lr=cfg.warmup_lr,
-        min_lr=cfg.min_lr,
-        step_on_epochs=False,
-        updates_per_epoch=max(1, updates_per_epoch),
-    )
-    return scheduler
+def build_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer, total_updates: int) -> CosineLRScheduler:
+    """Warm-up then cosine over the optimiser updates the run will really take (multi-scale epochs differ in
+    batch count, and accumulation groups end with each epoch), stepped per update."""
+    warmup = round(cfg.warmup_epochs / cfg.epochs * total_updates)
+    return CosineLRScheduler(optimizer, t_initial=max(1, total_updates), lr_min=cfg.min_lr, warmup_t=warmup,
+                             warmup_lr_init=cfg.warmup_lr, t_in_epochs=False)
 
 
-def build_ema(cfg: RunConfig, model: nn.Module) -> ModelEmaV3 | None:
+def ema_decay(cfg: RunConfig) -> float:
+    """The recipe's decay, its time constant 1/(1-decay) scaled by the budget's ema_time_scale (1: as named)."""
+    return 1 - (1 - cfg.recipe.ema_decay) / cfg.ema_time_scale
+
+
+def build_ema(cfg: RunConfig, model: nn.Module, updates_per_epoch: float) -> ModelEmaV3 | None:
+    """timm's EMA at the recipe's decay from the first update, or after a warm-up bounded to the recipe's
+    `ema_warmup_epochs` (timm's power-law ramp, compressed so it reaches the decay exactly then)."""
     if not cfg.recipe.ema:
         return None
-    return ModelEmaV3(model, decay=cfg.recipe.ema_decay, use_warmup=cfg.recipe.ema_warmup)
+    decay = ema_decay(cfg)
+    warmup_updates = cfg.recipe.ema_warmup_epochs * updates_per_epoch
+    if warmup_updates <= 0:
+        return ModelEmaV3(model, decay=decay)
+    # timm counts warm-up steps from the second update (its step - 1): reach the decay at update `warmup_updates`
+    gamma = max(warmup_updates - 1, 1e-9) / ((1 - decay) ** (-1 / EMA_WARMUP_POWER) - 1)
+    return ModelEmaV3(model, decay=decay, use_warmup=True, warmup_gamma=gamma, warmup_power=EMA_WARMUP_POWER)
 
 
 def build_mixup(cfg: RunConfig, num_classes: int) -> Mixup | None:
@@ -106,49 +117,57 @@ class RunParts:
     model: nn.Module  # the bare model: what checkpoints and EMA see
     train_model: nn.Module  # the model the loop calls: DDP-wrapped and/or compiled
     optimizer: torch.optim.Optimizer
-    scheduler: Any
+    scheduler: CosineLRScheduler
     ema: ModelEmaV3 | None
     mixup: Mixup | None
     criterion: nn.Module
-    num_classes: int
-    label_smoothing: float
-    amp: bool
-    channels_last: bool
+    scaler: torch.amp.GradScaler  # enabled for float16 autocast only
+    cfg: RunConfig
+    device: torch.device
 
     def mix(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The recipe's Mixup/CutMix (soft targets), or the hard targets unchanged when the recipe has none."""
         if self.mixup is None:
             return images, targets
-        if images.shape[0] % 2 == 0:  # timm's batch Mixup needs an even batch
-            return self.mixup(images, targets)
-        # odd last batch: the same soft-target loss, smoothed, without mixing
-        return images, mixup_target(targets, self.num_classes, lam=1.0, smoothing=self.label_smoothing)
+        if images.shape[0] % 2:  # the sampler's batches are even: an odd one is a bug, not a recipe choice
+            raise RuntimeError(f"odd training batch of {images.shape[0]}: Mixup/CutMix cannot pair every image")
+        return self.mixup(images, targets)
+
+    def autocast(self):
+        return autocast(self.device, self.cfg)
 
 
-def autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast(device: torch.device, cfg: RunConfig):
+    if not cfg.amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=getattr(torch, cfg.amp_dtype))
+
+
+def configure_cuda() -> None:
+    """What timm users expect on GPUs: cuDNN picks the fastest kernels, fp32 matmuls may use TF32."""
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
 
 
 def build_parts(cfg: RunConfig, ctx: DistContext, compile_model: bool) -> RunParts:
-    """Loaders, model, optimiser, schedule, EMA, mixing and loss of one run, in the order their RNG use requires."""
-    amp = cfg.amp if cfg.amp is not None else ctx.device.type == "cuda"
-    channels_last = cfg.channels_last if cfg.channels_last is not None else ctx.device.type == "cuda"
+    """Loaders, model, optimiser, schedule, EMA, mixing and loss of one (resolved) run."""
+    if ctx.device.type == "cuda":
+        configure_cuda()
     loaders = build_loaders(cfg, ctx)
     model = build_model(cfg, loaders.num_classes).to(ctx.device)
-    if channels_last:
+    if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg, model, ctx.world_size)
-    # Multi-scale epochs differ in batch count: size the schedule from the sampler's exact total.
-    total_updates = loaders.sampler.total_updates(cfg.epochs) // cfg.accum_steps
-    scheduler = build_scheduler(cfg, optimizer, max(1, math.ceil(total_updates / cfg.epochs)))
-    ema = build_ema(cfg, model)
+    optimizer = build_optimizer(cfg, model)
+    total_updates = loaders.sampler.total_updates(cfg.epochs, accum_steps=cfg.accum_steps)
+    scheduler = build_scheduler(cfg, optimizer, total_updates)
+    ema = build_ema(cfg, model, total_updates / cfg.epochs)
     mixup = build_mixup(cfg, loaders.num_classes)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=bool(cfg.amp) and cfg.amp_dtype == "float16")
     train_model: nn.Module = model
     if ctx.distributed:
         train_model = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
     if compile_model:
         train_model = torch.compile(train_model)
     return RunParts(loaders, model, train_model, optimizer, scheduler, ema, mixup, build_criterion(cfg, mixup),
-                    loaders.num_classes, cfg.recipe.label_smoothing, amp, channels_last)
+                    scaler, cfg, ctx.device)

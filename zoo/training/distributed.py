@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -33,6 +34,14 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def planned_execution(device_preference: str = "auto", world_size: int | None = None) -> tuple[str, int, bool]:
+    """(device type, processes, bf16 support) a run started here will have: what its run id must cover."""
+    world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(device_preference, 0)
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return device.type, world, bf16
+
+
 def init_distributed(device_preference: str = "auto") -> DistContext:
     """Join the process group torchrun describes in the environment; a plain `python` run is world size 1."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -58,6 +67,15 @@ def broadcast_flag(ctx: DistContext, flag: bool) -> bool:
     t = torch.tensor([1 if flag else 0], device=ctx.device if ctx.device.type == "cuda" else "cpu")
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def broadcast_object(ctx: DistContext, obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (pickled through the process group; for small, rare things like a resume)."""
+    if not ctx.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, device=ctx.device if ctx.device.type == "cuda" else None)
+    return box[0]
 
 
 def peak_memory_mb(device: torch.device) -> float:

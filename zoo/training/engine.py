@@ -1,6 +1,8 @@
 """Train one run: set up (or restore), then per epoch train, evaluate and checkpoint — readable in one sitting.
 
-Every epoch re-seeds all RNGs from (seed, epoch) and checkpoints atomically at its end, so a run killed at any
+Randomness: the initial weights come from the seed alone (identical on every rank); every epoch then re-seeds all
+RNGs from (seed, epoch, rank), so augmentation, mixing, drop-path and erasing differ per rank and per epoch while
+the sampler's resolution per step stays shared. Each epoch ends with an atomic checkpoint, so a run killed at any
 moment resumes from its last finished epoch and ends with the same numbers as an uninterrupted one (on CPU).
 """
 from __future__ import annotations
@@ -13,17 +15,17 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-from timm.utils import random_seed
+from timm.utils import distribute_bn, random_seed
 from torchmetrics import MeanMetric
 from tqdm.auto import tqdm
 
 from zoo.config import RunConfig
 from zoo.training.checkpoint import load_checkpoint, save_checkpoint
-from zoo.training.distributed import DistContext
+from zoo.training.distributed import DistContext, broadcast_object
 from zoo.training.epoch import EpochMetrics
 from zoo.training.evaluate import evaluate
 from zoo.training.guards import LossWindow
-from zoo.training.components import RunParts, autocast, build_parts
+from zoo.training.components import RunParts, build_parts
 
 LogFn = Callable[[dict[str, Any], int], None]
 
@@ -59,6 +61,7 @@ def train_run(
 ) -> RunOutcome:
     """Train `cfg` to its budget (or resume it). `log(metrics, step)` receives per-step and per-epoch metrics."""
     log = log or (lambda metrics, step: None)
+    cfg = resolve_for(cfg, ctx)
     ckpt_path = run_dir / "checkpoint.pt"
     if ctx.device.type == "cpu":
         torch.set_flush_denormal(True)  # tiny weights late in training otherwise hit x86's slow denormal path
@@ -66,11 +69,11 @@ def train_run(
     parts = build_parts(cfg, ctx, compile_model)
     outcome = RunOutcome(params=sum(p.numel() for p in parts.model.parameters() if p.requires_grad),
                          num_classes=parts.loaders.num_classes, skipped_images=parts.loaders.skipped_images)
-    start_epoch = restore(parts, outcome, ckpt_path, ctx) if ckpt_path.is_file() else 0
+    start_epoch = restore(parts, outcome, ckpt_path, ctx)
 
     last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, start_epoch + stop_after_epochs)
     for epoch in range(start_epoch, last_epoch):
-        random_seed(epoch_seed(cfg.seed, epoch), 0)
+        random_seed(epoch_seed(cfg.seed, epoch), ctx.rank)
         train_loss, epoch_time = train_one_epoch(cfg, parts, ctx, epoch, outcome, log, log_every, progress)
         row = evaluate_epoch(parts, ctx, epoch, train_loss, epoch_time, outcome.updates)
         outcome.history.append(row)
@@ -80,12 +83,26 @@ def train_run(
     return outcome
 
 
+def resolve_for(cfg: RunConfig, ctx: DistContext) -> RunConfig:
+    """`cfg` as it runs in `ctx` (idempotent for a config the plan already resolved for the same setting)."""
+    bf16 = ctx.device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return cfg.resolved(ctx.device.type, ctx.world_size, bf16)
+
+
 def restore(parts: RunParts, outcome: RunOutcome, ckpt_path: Path, ctx: DistContext) -> int:
-    """Load the last checkpoint into the parts and the outcome; returns the epoch to continue from."""
-    state = load_checkpoint(ckpt_path, ctx.device)
+    """Load the last checkpoint into the parts and the outcome; returns the epoch to continue from (0: none).
+
+    Rank 0 decides and reads its checkpoint, the other ranks receive it: on several nodes only rank 0's disk
+    (where checkpoints are written) counts."""
+    state = load_checkpoint(ckpt_path, torch.device("cpu")) if ctx.is_main and ckpt_path.is_file() else None
+    state = broadcast_object(ctx, state)
+    if state is None:
+        return 0
     parts.model.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        parts.scaler.load_state_dict(state["scaler"])
     if parts.ema is not None:
         parts.ema.load_state_dict(state["ema"])
     outcome.history = [EpochMetrics.from_json(row) for row in state["history"]]
@@ -99,6 +116,7 @@ def checkpoint_state(parts: RunParts, outcome: RunOutcome, epochs_done: int) -> 
     return {
         "epoch": epochs_done, "model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.scheduler.state_dict(), "ema": parts.ema.state_dict() if parts.ema is not None else None,
+        "scaler": parts.scaler.state_dict(),
         "history": [row.to_json() for row in outcome.history], "updates": outcome.updates,
         "train_time_s": outcome.train_time_s, "train_samples": outcome.train_samples,
     }
@@ -116,10 +134,11 @@ def train_one_epoch(cfg: RunConfig, parts: RunParts, ctx: DistContext, epoch: in
                desc=f"{cfg.label} epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and ctx.is_main),
                leave=False, dynamic_ncols=True)
     start, samples = time.perf_counter(), 0
+    weights = accumulation_weights(parts.loaders.sampler.batch_plan(epoch), cfg.accum_steps)
     parts.optimizer.zero_grad(set_to_none=True)
     for micro_step, (images, targets) in enumerate(bar):
-        boundary = (micro_step + 1) % cfg.accum_steps == 0
-        loss = forward_backward(cfg, parts, ctx, images, targets, boundary)
+        weight, boundary = weights[micro_step]
+        loss = forward_backward(parts, ctx, images, targets, weight, boundary)
         window.add(loss)
         samples += images.shape[0]
         if not boundary:
@@ -145,25 +164,40 @@ def train_one_epoch(cfg: RunConfig, parts: RunParts, ctx: DistContext, epoch: in
     return (float(running.compute()) if running.update_count else 0.0), seconds
 
 
-def forward_backward(cfg: RunConfig, parts: RunParts, ctx: DistContext, images: torch.Tensor,
-                     targets: torch.Tensor, boundary: bool) -> torch.Tensor:
+def accumulation_weights(plan: list[tuple[int, int]], accum_steps: int) -> list[tuple[float, bool]]:
+    """(loss weight, ends an update) per micro-batch of an epoch's batch plan. Micro-batches are grouped
+    `accum_steps` at a time, the last group of an epoch possibly shorter; within a group each batch's mean loss
+    is weighted by its share of the group's images, so an update is the mean over every image it saw (as one big
+    batch would be), whatever the resolutions and batch sizes the multi-scale sampler mixed into it."""
+    weights = []
+    for start in range(0, len(plan), accum_steps):
+        group = plan[start:start + accum_steps]
+        images = sum(batch for _, batch in group)
+        weights += [(batch / images, i == len(group) - 1) for i, (_, batch) in enumerate(group)]
+    return weights
+
+
+def forward_backward(parts: RunParts, ctx: DistContext, images: torch.Tensor, targets: torch.Tensor,
+                     weight: float, boundary: bool) -> torch.Tensor:
     """Mix, forward and backward one micro-batch (gradients are only all-reduced on an update boundary)."""
     images, targets = images.to(ctx.device, non_blocking=True), targets.to(ctx.device, non_blocking=True)
-    if parts.channels_last:
+    if parts.cfg.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     images, targets = parts.mix(images, targets)
     sync = contextlib.nullcontext() if boundary or not ctx.distributed else parts.train_model.no_sync()
     with sync:
-        with autocast(ctx.device, parts.amp):
+        with parts.autocast():
             loss = parts.criterion(parts.train_model(images), targets)
-        (loss / cfg.accum_steps).backward()
+        parts.scaler.scale(loss * weight).backward()
     return loss.detach()
 
 
 def optimizer_step(cfg: RunConfig, parts: RunParts, outcome: RunOutcome) -> None:
     if cfg.grad_clip:
+        parts.scaler.unscale_(parts.optimizer)
         nn.utils.clip_grad_norm_(parts.model.parameters(), cfg.grad_clip)
-    parts.optimizer.step()
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
     parts.optimizer.zero_grad(set_to_none=True)
     outcome.updates += 1
     if parts.ema is not None:
@@ -174,11 +208,18 @@ def optimizer_step(cfg: RunConfig, parts: RunParts, outcome: RunOutcome) -> None
 def evaluate_epoch(parts: RunParts, ctx: DistContext, epoch: int, train_loss: float, epoch_time: float,
                    updates: int) -> EpochMetrics:
     """Validation of the weights the recipe evaluates (EMA when it has one), plus the raw model beside it."""
+    if ctx.distributed:
+        # Each rank's last forward passes left its own BatchNorm statistics (and the EMA averaged them): average
+        # them over ranks, as timm's train.py does, so every rank evaluates (and rank 0 saves) one model.
+        distribute_bn(parts.model, ctx.world_size, reduce=True)
+        if parts.ema is not None:
+            distribute_bn(parts.ema, ctx.world_size, reduce=True)
     eval_model = parts.ema.module if parts.ema is not None else parts.model
-    val = evaluate(eval_model, parts.loaders, ctx, parts.amp, parts.channels_last)
-    raw_top1 = None
+    val = evaluate(eval_model, parts.loaders, ctx, parts.cfg)
+    raw_top1, decay = None, None
     if parts.ema is not None:
-        raw_top1 = evaluate(parts.model, parts.loaders, ctx, parts.amp, parts.channels_last)["top1"]
+        raw_top1 = evaluate(parts.model, parts.loaders, ctx, parts.cfg)["top1"]
+        decay = parts.ema.get_decay(updates)
     return EpochMetrics(epoch=epoch + 1, train_loss=train_loss, epoch_time_s=epoch_time, updates=updates,
                         val_top1=val["top1"], val_top5=val["top5"], val_loss=val["loss"], val_ece=val["ece"],
-                        val_top1_raw=raw_top1)
+                        val_top1_raw=raw_top1, ema_decay=decay, val_images=int(val["images"]))

@@ -20,6 +20,7 @@ class EpochMetrics:
     val_ece: float
     val_top1_raw: float | None = None  # the raw (non-EMA) model, when EMA is what val_* measures
     ema_decay: float | None = None  # the EMA decay in force at the end of the epoch
+    val_images: int | None = None  # validation images counted (over all ranks): each exactly once
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "EpochMetrics":

@@ -4,10 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from zoo.config import RunConfig
 from zoo.data import (
+    DataError,
     MultiScaleBatchSampler,
     ResolutionDataset,
     TransformSpec,
@@ -15,6 +16,7 @@ from zoo.data import (
     eval_transform,
     train_transform,
 )
+from zoo.data.multiscale import TRAIN_BATCH_MULTIPLE
 from zoo.training.distributed import DistContext
 
 
@@ -25,6 +27,7 @@ class Loaders:
     sampler: MultiScaleBatchSampler
     num_classes: int
     skipped_images: int = 0
+    val_images: int = 0  # the whole validation set, over all ranks
 
     @property
     def batches_per_epoch(self) -> int:
@@ -85,7 +88,13 @@ def build_loaders(cfg: RunConfig, ctx: DistContext) -> Loaders:
         world_size=ctx.world_size,
         seed=cfg.seed,
         repeats=cfg.recipe.repeated_aug if ctx.distributed else 1,  # DeiT repeats only under DDP
+        drop_last=True,  # a short last batch would be odd (unmixable) or tiny (BatchNorm fails on one image)
+        multiple=TRAIN_BATCH_MULTIPLE,
     )
+    largest = max(batch for _, batch in sampler.pairs)
+    if sampler.samples_per_rank < largest:
+        raise DataError(f"data: {sampler.samples_per_rank} training images per process cannot fill one batch of "
+                        f"{largest}; lower budget.batch_size or use more data")
     workers = cfg.data.workers
     pin = ctx.device.type == "cuda"
     train = DataLoader(
@@ -93,9 +102,12 @@ def build_loaders(cfg: RunConfig, ctx: DistContext) -> Loaders:
         batch_sampler=sampler,
         num_workers=workers,
         pin_memory=pin,
-        persistent_workers=workers > 0,
+        # Workers start anew each epoch, seeded from this rank's freshly seeded RNG: augmentation then differs per
+        # rank and per epoch, and a resumed run draws exactly what an uninterrupted one would have.
+        persistent_workers=False,
     )
+    # Each rank evaluates a disjoint slice and nothing is padded, so every validation image counts exactly once.
     val_set = _EvalDataset(val_set, eval_transform(spec, s.eval_size))
-    val_sampler = DistributedSampler(val_set, ctx.world_size, ctx.rank, shuffle=False) if ctx.distributed else None
-    val = DataLoader(val_set, batch_size=cfg.batch_size * 2, sampler=val_sampler, num_workers=workers, pin_memory=pin)
-    return Loaders(train, val, sampler, splits.num_classes, getattr(splits, "skipped", 0))
+    shard = Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size)) if ctx.distributed else val_set
+    val = DataLoader(shard, batch_size=cfg.batch_size * 2, num_workers=workers, pin_memory=pin)
+    return Loaders(train, val, sampler, splits.num_classes, getattr(splits, "skipped", 0), len(val_set))

@@ -1,0 +1,75 @@
+"""Fair under DDP (gloo on CPU, through torchrun): per-rank randomness with a shared resolution schedule, every
+validation image counted once, and a resume decided by rank 0 alone — with BatchNorm, augmentation, Mixup/CutMix,
+drop-path and EMA on (the advanced recipe on MobileViT-XXS)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+WORKER = Path(__file__).with_name("_ddp_fairness_worker.py")
+pytestmark = pytest.mark.slow
+
+
+def torchrun(tmp_path: Path, nproc: int, **spec) -> list[dict]:
+    spec = {"epochs": 1, "stop_after": None, "repeated_aug": 1, "max_val_samples": 64, "sampler": "multiscale",
+            "run_dir": str(tmp_path / spec["tag"]), **spec}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent.parent), "WANDB_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           str(WORKER), str(tmp_path), json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return [json.loads((tmp_path / f"{spec['tag']}_rank{r}.json").read_text()) for r in range(nproc)]
+
+
+def test_ranks_share_resolutions_but_not_randomness_and_repeated_copies_differ(tmp_path):
+    a, b = torchrun(tmp_path, 2, tag="rand", repeated_aug=2)
+    assert a["resolutions"] == b["resolutions"] and len(set(a["resolutions"])) > 1
+    assert len(a["lams"]) == len(a["checksums"]) == a["updates"]  # every training batch was mixed
+    assert sum(x != y for x, y in zip(a["lams"], b["lams"])) >= len(a["lams"]) - 1  # own mixing stream per rank
+    # With repeats = 2 = world size, both ranks hold copies of the same images at every step: the copies must be
+    # augmented independently (identical seeds made them identical tensors).
+    assert all(x != pytest.approx(y, rel=1e-9) for x, y in zip(a["checksums"], b["checksums"]))
+
+
+def test_three_ranks_count_each_of_an_odd_number_of_val_images_once(tmp_path):
+    ranks = torchrun(tmp_path, 3, tag="val", max_val_samples=100)
+    rows = [r["history"][-1] for r in ranks]
+    assert [row["val_images"] for row in rows] == [100, 100, 100]
+    assert rows[0]["val_top1"] == rows[1]["val_top1"] == rows[2]["val_top1"]
+    # The same EMA weights evaluated by one process over the whole set give the same figures.
+    from zoo.config import DataConfig, RunConfig, SamplerConfig, load_recipe
+    from zoo.training.distributed import DistContext
+    from zoo.training.evaluate import evaluate
+    from zoo.training.components import build_model
+    from zoo.training.loaders import build_loaders
+
+    cfg = RunConfig(model="mobilevit_xxs", recipe=load_recipe("advanced"),
+                    sampler=SamplerConfig(name="multiscale", base_resolution=32, resolutions=(24, 32, 40)),
+                    data=DataConfig(kind="digits", options={"source_size": 32}, max_train_samples=96,
+                                    max_val_samples=100, eval_crop_pct=1.0),
+                    epochs=1, batch_size=8).resolved("cpu", 1, False)
+    loaders = build_loaders(cfg, DistContext())
+    model = build_model(cfg, loaders.num_classes)
+    state = torch.load(tmp_path / "val" / "checkpoint.pt", weights_only=True)["ema"]
+    model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    single = evaluate(model, loaders, DistContext(), cfg)
+    assert single["images"] == 100
+    assert rows[0]["val_top1"] == pytest.approx(single["top1"], abs=1e-6)
+    assert rows[0]["val_loss"] == pytest.approx(single["loss"], rel=1e-5)
+
+
+def test_resume_is_decided_by_rank_0_and_reproduces_an_uninterrupted_run(tmp_path):
+    straight = torchrun(tmp_path, 2, tag="straight", epochs=2, sampler="fixed")
+    # Rank 1 writes to (and would read from) an empty folder of its own, as on a second node without shared disk.
+    split_dirs = str(tmp_path / "split-{rank}")
+    torchrun(tmp_path, 2, tag="first", epochs=2, stop_after=1, run_dir=split_dirs, sampler="fixed")
+    assert (tmp_path / "split-0" / "checkpoint.pt").is_file() and not (tmp_path / "split-1").exists()
+    resumed = torchrun(tmp_path, 2, tag="resumed", epochs=2, run_dir=split_dirs, sampler="fixed")
+    assert [r["resumed_from_epoch"] for r in resumed] == [1, 1]
+    for key in ("train_loss", "val_top1", "val_loss", "ema_decay"):
+        assert resumed[0]["history"][-1][key] == pytest.approx(straight[0]["history"][-1][key], abs=1e-6), key
+    assert resumed[0]["first_param_sum"] == pytest.approx(straight[0]["first_param_sum"], abs=1e-6)
