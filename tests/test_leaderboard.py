@@ -76,7 +76,7 @@ def test_leaderboard_tables_and_cells(tmp_path):
     assert row_of(text, "## 2.", "deit_tiny", also="fixed")[4] == "-9.0"
     # Sampler table: deit fixed 81.0 vs multiscale 85.0 with 100 vs 60 updates
     cells = row_of(text, "## 3.", "deit_tiny", also="basic")
-    assert cells[4] == "+4.0" and cells[5] == "100" and cells[6] == "60"
+    assert cells[4] == "+4.0" and cells[5] == "untested (one seed)" and cells[6] == "100" and cells[7] == "60"
     # FLOPs vs latency: on cpu-eager-1t GMACs order is mnv2<mvit<pit<deit, latency order pit<deit<mnv2<mvit
     corr = row_of(text, "## 4.", "cpu-eager-1t")
     expected = rank_agreement([0.09, 0.05, 0.02, 0.03], [4.0, 3.9, 6.0, 9.0])
@@ -108,7 +108,7 @@ def test_leaderboard_is_logged_to_wandb_as_tables_and_images(tmp_path):
     assert run.job_type == "leaderboard" and run.name == "fixture-leaderboard"
     columns, rows = run.table("recipes")
     assert columns[:4] == ["model", "sampler", "basic top-1 %", "advanced top-1 %"]
-    assert ["deit_tiny", "fixed", "81.0 ± 1.4 (n=2)", "72.0 ± 2.8 (n=2)", "-9.0", ""] in rows
+    assert ["deit_tiny", "fixed", "81.0 ± 1.4 (n=2)", "72.0 ± 2.8 (n=2)", "-9.0", "within seed noise (p=0.09)"] in rows
     board_columns, _ = run.table("board/basic-fixed")
     assert "cpu-eager-1t (ms)" in board_columns
     assert "plots/top1_vs_latency" in run.summary
@@ -153,3 +153,41 @@ def test_sweep_points_are_rows_of_their_own_not_extra_seeds(tmp_path):
     assert row_of(text, section, "mobilevit_xs")[4].startswith("91.0 ± 1.4 (n=2)")
     assert row_of(text, section, "mobilevit_xs [lr=0.004]")[4].startswith("51.0 ± 1.4 (n=2)")
     assert row_of(text, section, "mobilevit_xs [lr=0.008]")[4].startswith("30.0 (n=1)")
+
+
+def test_plateau_significance_and_conclusions_from_a_store_with_curves(tmp_path):
+    """A fixture store with learning curves: the board counts runs at their plateau, tests differences with Welch's
+    t-test over seeds, and writes only the conclusions the numbers support."""
+    from scipy import stats as sps
+
+    from zoo.results import ResultsStore, RunRecord
+    from zoo.training.epoch import EpochMetrics
+
+    def record(model, recipe, seed, curve):
+        history = [EpochMetrics(epoch=i + 1, train_loss=1.0, epoch_time_s=1.0, updates=10 * (i + 1), val_top1=v,
+                                val_top5=1.0, val_loss=1.0, val_ece=0.1) for i, v in enumerate(curve)]
+        rec = RunRecord(f"{model}-{recipe}-{seed}", "finished", model=model, recipe=recipe, sampler="fixed",
+                        seed=seed, dataset="digits", eval_resolution=32, epochs=len(curve), global_batch=32,
+                        config={"lr": 0.002, "seed": seed})
+        rec.set_history(history)
+        return rec
+
+    store = ResultsStore(tmp_path)
+    flat = [0.5, 0.8, 0.90, 0.91, 0.92, 0.92, 0.92, 0.93]  # gains 1 point over its last quarter (2 epochs)
+    rising = [0.1, 0.2, 0.30, 0.40, 0.50, 0.60, 0.70, 0.80]  # gains 20: not at its plateau
+    for seed, shift in enumerate((0.0, 0.01, -0.01)):
+        store.append(record("mobilevit_xxs", "basic", seed, [v + shift for v in flat]))
+        store.append(record("deit_tiny", "basic", seed, [v + shift for v in rising]))
+        store.append(record("mobilevit_xxs", "advanced", seed, [v + shift / 2 + 0.001 for v in flat]))
+    text = write_leaderboard(tmp_path, title="curves").read_text()
+    assert "6 of 9 runs are at their plateau" in text
+    assert row_of(text, "## Trained to a plateau?", "deit_tiny")[6:8] == ["+20.0", "**no**"]
+    p = sps.ttest_ind([0.93, 0.94, 0.92], [0.80, 0.81, 0.79], equal_var=False).pvalue
+    assert p < 0.001
+    conclusions = text.split("## Conclusions the data supports", 1)[1].split("## 1.", 1)[0]
+    supported, unsupported = conclusions.split("**Not supported by the data**")
+    assert f"mobilevit_xxs (93.0 %) is more accurate than deit_tiny (80.0 %, beyond seed noise (p<0.001))" in supported
+    assert "advanced vs basic recipe: no effect beyond seed noise for mobilevit_xxs (fixed): +0.1 pts" in unsupported
+    assert "far from ImageNet" in conclusions and "runs/cifar.yaml" in conclusions
+    assert text.index("## Conclusions") < text.index("## 1. Main boards")
+    assert (tmp_path / "learning_curves.png").stat().st_size > 5000

@@ -12,7 +12,8 @@ from typing import Any
 
 from zoo.config import WandbConfig
 from zoo.tracking.wandb_sink import WandbSink
-from zoo.report.plots import accuracy_vs_latency, gmacs_vs_latency
+from zoo.report.conclusions import DeployLatency, conclusions
+from zoo.report.plots import accuracy_vs_latency, gmacs_vs_latency, learning_curves
 from zoo.report.tables import (
     BoardInputs,
     Cost,
@@ -23,6 +24,7 @@ from zoo.report.tables import (
     base_model,
     group_runs,
     main_boards,
+    plateau_table,
     recipe_table,
     reproduction_table,
     sampler_table,
@@ -115,8 +117,8 @@ def _header(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str)
         f"- **Runs**: {len(runs)} finished, seeds {seeds or '–'}; commit(s) {', '.join(commits) or '–'}.",
         "- **Latency machine**: " + ("; ".join(sorted(machines)) if machines else "not measured") + ".",
         "- Top-1 is micro-averaged (as papers report), of the EMA weights when the recipe uses EMA. "
-        "`¹` = a single seed (no spread known, differences untested); `≈` = mean ± std overlaps the next row's "
-        "(the order of the two is within noise).",
+        "`¹` = a single seed (no spread known, differences untested); `≈` = the difference to the next row is "
+        "within seed noise (Welch's two-sided t-test over seeds, p ≥ 0.05): the order of the two is not established.",
     ]
     return "\n".join(lines)
 
@@ -160,9 +162,35 @@ def tables(inputs: BoardInputs) -> list[tuple[str, str, Table]]:
     ]
 
 
+def deploy_latency(records: list[dict[str, Any]]) -> DeployLatency:
+    """Batch-1 latency and GMACs of each model at its deployment resolution (the paper's), newest record wins."""
+    from zoo.models import get_entry, list_models
+
+    known = set(list_models())
+    ms, gmacs, res = {}, {}, {}
+    for rec in records:
+        model = rec.get("model")
+        if model not in known or rec.get("resolution") != get_entry(model).published.resolution:
+            continue
+        if rec.get("gmacs") is not None and rec.get("num_classes", 1000) == 1000:
+            gmacs[model], res[model] = rec["gmacs"], rec["resolution"]
+        if rec.get("status") == "ok" and rec.get("median_ms") is not None and rec.get("batch_size", 1) == 1:
+            ms[(rec["backend"], model)] = rec["median_ms"]
+    return DeployLatency(ms, gmacs, res)
+
+
+def curves_by_cell(inputs: BoardInputs) -> dict[tuple[str, str], dict[str, list[list[float]]]]:
+    curves: dict[tuple[str, str], dict[str, list[list[float]]]] = {}
+    for (model, recipe, sampler), recs in group_runs(inputs.runs).items():
+        curves.setdefault((recipe, sampler), {})[model] = [[row.val_top1 for row in r.history] for r in recs]
+    return curves
+
+
 def render(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str, out_dir: Path,
            sections: list[tuple[str, str, Table]]) -> str:
-    parts = [_header(inputs, measurements, title), "", "## 1. Main boards (sorted by top-1)\n"]
+    findings = conclusions(group_runs(inputs.runs), deploy_latency(read_jsonl(out_dir / MEASUREMENTS_FILE)))
+    parts = [_header(inputs, measurements, title), "", findings.markdown(), "",
+             "## 1. Main boards (sorted by top-1)\n"]
     for heading, key, table in sections:
         if heading.startswith("## 4."):
             heading += ("\n\nRank agreement between GMACs and latency per backend "
@@ -170,7 +198,12 @@ def render(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str, 
         if heading:
             parts.append(heading + "\n")
         parts += [table.markdown(), ""]
+    summary, plateau = plateau_table(inputs)
+    parts += ["## Trained to a plateau?\n", summary, "", plateau.markdown(), ""]
     links = _plots(inputs, out_dir)
+    if inputs.runs and any(r.history for r in inputs.runs):
+        learning_curves(curves_by_cell(inputs), out_dir / "learning_curves.png")
+        links.append("learning_curves.png")
     if links:
         parts += ["## Plots\n", *[f"![{name}]({name})\n" for name in links]]
     return "\n".join(parts).rstrip() + "\n"

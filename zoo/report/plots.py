@@ -55,3 +55,40 @@ def gmacs_vs_latency(points: dict[str, list[tuple[str, float, float]]], path: Pa
     fig.savefig(path, **_SAVE)
     plt.close(fig)
     return path
+
+
+def learning_curves(curves: dict[tuple[str, str], dict[str, list[list[float]]]], path: Path) -> Path:
+    """curves: (recipe, sampler) -> model -> one validation top-1 curve per seed. One panel per (recipe, sampler),
+    the mean over seeds as a line and the seeds' range shaded, so "trained to a plateau" can be seen."""
+    panels = sorted(curves)
+    cols = min(2, max(1, len(panels)))
+    rows = -(-max(1, len(panels)) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False, sharey=True)
+    models = sorted({model for panel in curves.values() for model in panel})
+    colours = {model: plt.get_cmap("tab10")(i % 10) for i, model in enumerate(models)}  # one colour per model
+    for ax, (recipe, sampler) in zip(axes.flat, panels):
+        for model, seeds in sorted(curves[(recipe, sampler)].items()):
+            length = min(len(c) for c in seeds)
+            if not length:
+                continue
+            epochs = list(range(1, length + 1))
+            per_epoch = [[100 * c[i] for c in seeds] for i in range(length)]
+            mean = [sum(v) / len(v) for v in per_epoch]
+            ax.plot(epochs, mean, lw=1.2, color=colours[model], label=model)
+            if len(seeds) > 1:
+                ax.fill_between(epochs, [min(v) for v in per_epoch], [max(v) for v in per_epoch],
+                                color=colours[model], alpha=0.15, lw=0)
+        ax.set_title(f"{recipe} recipe, {sampler} sampler", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("val top-1 (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=colours[m], lw=1.5) for m in models]
+    fig.legend(handles, models, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle("Learning curves (mean over seeds; shade: min-max)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, **_SAVE)
+    plt.close(fig)
+    return path

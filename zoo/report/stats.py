@@ -66,3 +66,51 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
         if not dominated and not (math.isnan(x) or math.isnan(y)):
             front.append(i)
     return sorted(front, key=lambda i: points[i][0])
+
+
+SIGNIFICANCE = 0.05  # two-sided Welch's t-test level at which a difference counts as beyond seed noise
+PLATEAU_POINTS = 3.0  # a run is at its plateau when it gained at most this (top-1 points) over the last quarter
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """b − a over seeds, with Welch's two-sided t-test (unequal variances). `p` is None below two seeds a side."""
+
+    delta: float
+    p: float | None
+    n_a: int
+    n_b: int
+
+    @property
+    def beyond_noise(self) -> bool:
+        return self.p is not None and self.p < SIGNIFICANCE
+
+    def verdict(self) -> str:
+        if self.p is None:
+            return "untested (one seed)"
+        if not self.beyond_noise:
+            return f"within seed noise (p={self.p:.2f})"
+        return "beyond seed noise (p<0.001)" if self.p < 0.001 else f"beyond seed noise (p={self.p:.3f})"
+
+
+def welch(a: list[float], b: list[float]) -> Comparison:
+    delta = mean(b) - mean(a)
+    if min(len(a), len(b)) < 2:
+        return Comparison(delta, None, len(a), len(b))
+    if stdev(a) == 0 and stdev(b) == 0:  # identical seeds on each side: any difference is beyond their noise
+        return Comparison(delta, 0.0 if delta else 1.0, len(a), len(b))
+    p = float(sps.ttest_ind(b, a, equal_var=False).pvalue)
+    return Comparison(delta, p, len(a), len(b))
+
+
+def last_quarter_gain(curve: list[float]) -> float | None:
+    """Top-1 gained (in points) from the start of the last quarter of epochs to the end; None below 4 epochs."""
+    if len(curve) < 4:
+        return None
+    start = len(curve) - max(1, len(curve) // 4) - 1
+    return 100 * (curve[-1] - curve[start])
+
+
+def at_plateau(curve: list[float]) -> bool | None:
+    gain = last_quarter_gain(curve)
+    return None if gain is None else gain <= PLATEAU_POINTS

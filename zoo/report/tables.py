@@ -8,7 +8,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from zoo.report.stats import SeedStat, rank_agreement, ranks
+from zoo.report.stats import PLATEAU_POINTS, SeedStat, at_plateau, last_quarter_gain, rank_agreement, ranks, welch
 from zoo.results import RunRecord
 
 DASH = "–"
@@ -130,8 +130,9 @@ def main_boards(data: BoardInputs) -> list[tuple[str, Table]]:
             mark = ""
             if stat and stat.n == 1:
                 mark = " ¹"
-            elif stat and i + 1 < len(entries) and entries[i + 1][2] and stat.overlaps(entries[i + 1][2]):
-                mark = " ≈"
+            elif stat and i + 1 < len(entries) and entries[i + 1][2]:
+                below = welch(_values(entries[i + 1][1]), _values(recs))
+                mark = "" if below.beyond_noise else " ≈"
             latencies = [data.latency.get((base_model(model), b)) for b in data.backends]
             train_time = _mean(recs, "train_time_s")
             rows.append([
@@ -148,22 +149,45 @@ def main_boards(data: BoardInputs) -> list[tuple[str, Table]]:
     return boards
 
 
+def _values(records: list[RunRecord]) -> list[float]:
+    return [r.top1 for r in records if r.top1 is not None]
+
+
+def _verdict(a: list[RunRecord], b: list[RunRecord]) -> str:
+    """Welch's t-test of b against a over seeds, in words (the board's test for "beyond seed noise")."""
+    if not _values(a) or not _values(b):
+        return ""
+    return welch(_values(a), _values(b)).verdict()
+
+
 def recipe_table(data: BoardInputs) -> Table:
-    """Top-1 per model under each recipe (same sampler), and advanced − basic."""
+    """Top-1 per model under each recipe (same sampler), and advanced − basic with Welch's test over seeds."""
     groups = group_runs(data.runs)
     rows = []
     for model, sampler in sorted({(m, s) for (m, _, s) in groups}):
-        basic, advanced = top1_stat(groups.get((model, "basic", sampler), [])), top1_stat(groups.get((model, "advanced", sampler), []))
+        basic_runs, advanced_runs = groups.get((model, "basic", sampler), []), groups.get((model, "advanced", sampler), [])
+        basic, advanced = top1_stat(basic_runs), top1_stat(advanced_runs)
         delta = (advanced.mean - basic.mean) * 100 if basic and advanced else None
-        noise = ""
-        if basic and advanced:
-            if min(basic.n, advanced.n) < 2:
-                noise = "single seed: untested"
-            elif basic.overlaps(advanced):
-                noise = "within noise"
         rows.append([model, sampler, basic.format() if basic else DASH, advanced.format() if advanced else DASH,
-                     _num(delta, "+.1f"), noise])
-    return md(rows, ["model", "sampler", "basic top-1 %", "advanced top-1 %", "Δ (pts)", "note"])
+                     _num(delta, "+.1f"), _verdict(basic_runs, advanced_runs)])
+    return md(rows, ["model", "sampler", "basic top-1 %", "advanced top-1 %", "Δ (pts)", "Welch's t-test"])
+
+
+def plateau_table(data: BoardInputs) -> tuple[str, Table]:
+    """Top-1 gained over the last quarter of epochs, per run: a run gaining more was not trained to its plateau."""
+    rows, judged, flat = [], 0, 0
+    for (model, recipe, sampler), recs in group_runs(data.runs).items():
+        for r in recs:
+            curve = [row.val_top1 for row in r.history]
+            gain, plateau = last_quarter_gain(curve), at_plateau(curve)
+            judged += plateau is not None
+            flat += bool(plateau)
+            rows.append([model, recipe, sampler, r.seed, len(curve), _num(100 * curve[-1] if curve else None, ".1f"),
+                         _num(gain, "+.1f"), DASH if plateau is None else ("yes" if plateau else "**no**")])
+    summary = (f"{flat} of {judged} runs are at their plateau: they gained at most {PLATEAU_POINTS:g} top-1 points "
+               f"over their last quarter of epochs (the final epoch is reported, never the best one).")
+    return summary, md(rows, ["model", "recipe", "sampler", "seed", "epochs", "final top-1 %",
+                              "last-quarter gain (pts)", "at plateau"])
 
 
 def sampler_table(data: BoardInputs) -> Table:
@@ -176,11 +200,11 @@ def sampler_table(data: BoardInputs) -> Table:
         f_time, m_time = _mean(fixed, "train_time_s"), _mean(multi, "train_time_s")
         rows.append([
             model, recipe, f_stat.format() if f_stat else DASH, m_stat.format() if m_stat else DASH,
-            _num((m_stat.mean - f_stat.mean) * 100 if f_stat and m_stat else None, "+.1f"),
+            _num((m_stat.mean - f_stat.mean) * 100 if f_stat and m_stat else None, "+.1f"), _verdict(fixed, multi),
             _num(_mean(fixed, "updates"), ".0f"), _num(_mean(multi, "updates"), ".0f"),
             _num(f_time, ".0f"), _num(m_time, ".0f"),
         ])
-    return md(rows, ["model", "recipe", "fixed top-1 %", "multi-scale top-1 %", "Δ (pts)",
+    return md(rows, ["model", "recipe", "fixed top-1 %", "multi-scale top-1 %", "Δ (pts)", "Welch's t-test",
                      "fixed updates", "multi-scale updates", "fixed train (s)", "multi-scale train (s)"])
 
 

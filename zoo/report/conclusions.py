@@ -1,0 +1,134 @@
+"""The board's conclusions in words: only statements the stores support, each with its numbers, and the
+differences the data does not support said as such. Accuracy claims need Welch's t-test over seeds at p < 0.05;
+latency claims are measured medians at each model's deployment resolution."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from zoo.report.stats import rank_agreement, welch
+from zoo.results import RunRecord
+
+REGIME_CAVEAT = (
+    "**Regime.** These accuracies come from the default matrix: scikit-learn's 8×8 handwritten digits upsampled, "
+    "trained for minutes on a CPU. That is far from ImageNet: the accuracy ranking here says little about ImageNet "
+    "(or even CIFAR), and recipe or sampler effects at this scale need not carry over. The real comparisons are "
+    "`runs/cifar.yaml` and `runs/imagenet.yaml`; latency, GMACs and parameter counts, in contrast, are properties of "
+    "the architectures at their deployment resolution and carry over as measured on this machine."
+)
+
+
+@dataclass
+class Findings:
+    supported: list[str] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = ["## Conclusions the data supports", ""]
+        lines += [f"- {s}" for s in self.supported] or ["- none yet: train at least two seeds per cell"]
+        lines += ["", "**Not supported by the data** (within seed noise, or a single seed):", ""]
+        lines += [f"- {s}" for s in self.unsupported] or ["- nothing: every tested difference is beyond noise"]
+        return "\n".join(lines + ["", REGIME_CAVEAT])
+
+
+def _top1s(records: list[RunRecord]) -> list[float]:
+    return [r.top1 for r in records if r.top1 is not None]
+
+
+def _pct(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    return f"{100 * mean:.1f} %"
+
+
+def model_findings(groups: dict[tuple[str, str, str], list[RunRecord]], out: Findings) -> None:
+    """Per (recipe, sampler): which models the best one beats beyond seed noise, and which it does not."""
+    for recipe, sampler in sorted({(r, s) for _, r, s in groups}):
+        cells = {name: _top1s(recs) for (name, r, s), recs in groups.items() if (r, s) == (recipe, sampler)}
+        cells = {name: values for name, values in cells.items() if values}
+        if len(cells) < 2:
+            continue
+        best = max(cells, key=lambda name: (sum(cells[name]) / len(cells[name]), name))
+        beaten, tied = [], []
+        for name in sorted(cells):
+            if name == best:
+                continue
+            cmp = welch(cells[name], cells[best])
+            text = f"{name} ({_pct(cells[name])}, {cmp.verdict()})"
+            (beaten if cmp.beyond_noise else tied).append(text)
+        where = f"{recipe} recipe, {sampler} sampler"
+        if beaten:
+            out.supported.append(f"{where}: {best} ({_pct(cells[best])}) is more accurate than " + "; ".join(beaten))
+        if tied:
+            out.unsupported.append(f"{where}: {best} ({_pct(cells[best])}) vs " + "; ".join(tied))
+
+
+def axis_findings(groups: dict[tuple[str, str, str], list[RunRecord]], axis: str, a: str, b: str,
+                  out: Findings) -> None:
+    """b − a along one axis ("recipe" or "sampler") for every model and setting of the other axis."""
+    moved, flat = [], []
+    for key in sorted(groups):
+        name, recipe, sampler = key
+        if (recipe if axis == "recipe" else sampler) != a:
+            continue
+        other = (name, b, sampler) if axis == "recipe" else (name, recipe, b)
+        va, vb = _top1s(groups[key]), _top1s(groups.get(other, []))
+        if not va or not vb:
+            continue
+        cmp = welch(va, vb)
+        fixed_part = sampler if axis == "recipe" else recipe
+        text = f"{name} ({fixed_part}): {100 * cmp.delta:+.1f} pts, {cmp.verdict()}"
+        (moved if cmp.beyond_noise else flat).append(text)
+    label = f"{b} vs {a} {axis}"
+    if moved:
+        out.supported.append(f"{label} changes top-1 beyond seed noise for {len(moved)} of {len(moved) + len(flat)} "
+                             f"model settings: " + "; ".join(moved))
+    if flat:
+        out.unsupported.append(f"{label}: no effect beyond seed noise for " + "; ".join(flat))
+
+
+@dataclass(frozen=True)
+class DeployLatency:
+    """Latency at each model's deployment resolution: (runtime, model) -> median ms, and GMACs per model there."""
+
+    ms: dict[tuple[str, str], float]
+    gmacs: dict[str, float]
+    resolution: dict[str, int]
+
+    @property
+    def runtimes(self) -> list[str]:
+        return sorted({runtime for runtime, _ in self.ms})
+
+
+def latency_findings(deploy: DeployLatency, out: Findings, reference: str = "mobilenetv2_100") -> None:
+    for runtime in deploy.runtimes:
+        models = sorted(m for r, m in deploy.ms if r == runtime)
+        if len(models) < 2:
+            continue
+        ms = {m: deploy.ms[(runtime, m)] for m in models}
+        fastest = min(models, key=lambda m: (ms[m], m))
+        parts = [f"on {runtime}, {fastest} is fastest ({ms[fastest]:.1f} ms)"]
+        if reference in ms and fastest != reference:
+            parts.append(f"{reference} takes {ms[reference]:.1f} ms")
+        if reference in ms:
+            others = ", ".join(f"{m} {ms[m] / ms[reference]:.1f}×" for m in models if m != reference)
+            parts.append(f"relative to {reference}: {others}")
+        out.supported.append("; ".join(parts))
+        if {"pit_ti", "deit_tiny"} <= set(ms) and {"pit_ti", "deit_tiny"} <= set(deploy.gmacs):
+            g = deploy.gmacs["pit_ti"] / deploy.gmacs["deit_tiny"]
+            out.supported.append(f"PiT-Ti has {100 * g:.0f} % of DeiT-Ti's GMACs and {100 * ms['pit_ti'] / ms['deit_tiny']:.0f} % "
+                                 f"of its latency on {runtime} (224 px)")
+        with_gmacs = [m for m in models if m in deploy.gmacs]
+        agreement = rank_agreement([deploy.gmacs[m] for m in with_gmacs], [ms[m] for m in with_gmacs])
+        if agreement is not None:
+            verdict = "GMACs order latency well" if agreement.spearman >= 0.9 else "GMACs do not order latency"
+            out.supported.append(f"{verdict} on {runtime}: Spearman ρ = {agreement.spearman:+.2f} over "
+                                 f"{agreement.n} models")
+
+
+def conclusions(groups: dict[tuple[str, str, str], list[RunRecord]], deploy: DeployLatency | None) -> Findings:
+    out = Findings()
+    model_findings(groups, out)
+    axis_findings(groups, "recipe", "basic", "advanced", out)
+    axis_findings(groups, "sampler", "fixed", "multiscale", out)
+    if deploy is not None:
+        latency_findings(deploy, out)
+    return out
