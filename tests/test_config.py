@@ -126,3 +126,15 @@ def test_recipe_values_are_checked_with_their_key(tmp_path):
         with pytest.raises(ConfigError, match=None) as err:
             load_recipe("advanced", override)
         assert needle in str(err.value) and "advanced.yaml" in str(err.value)
+
+
+def test_recipe_overrides_adapt_every_recipe_alike_and_are_checked(tmp_path):
+    from zoo.results import ResultsStore
+    from zoo.runner.plan import build_plan
+
+    matrix = load_matrix(write(tmp_path, minimal(recipes=["basic", "advanced"], recipe_overrides={"hflip": 0.0})))
+    plan = build_plan(matrix, ResultsStore(tmp_path / "store"))
+    assert {spec.config.recipe.hflip for spec in plan} == {0.0}
+    assert {spec.config.recipe.name for spec in plan} == {"basic", "advanced"}
+    with pytest.raises(ConfigError, match="recipe_overrides: .*hflip: must be within"):
+        load_matrix(write(tmp_path, minimal(recipe_overrides={"hflip": 3})))

@@ -168,7 +168,8 @@ def test_plateau_significance_and_conclusions_from_a_store_with_curves(tmp_path)
                                 val_top5=1.0, val_loss=1.0, val_ece=0.1) for i, v in enumerate(curve)]
         rec = RunRecord(f"{model}-{recipe}-{seed}", "finished", model=model, recipe=recipe, sampler="fixed",
                         seed=seed, dataset="digits", eval_resolution=32, epochs=len(curve), global_batch=32,
-                        config={"lr": 0.002, "seed": seed})
+                        config={"lr": 0.002, "seed": seed, "ema_time_scale": 0.01,
+                                "recipe": {"name": recipe, "hflip": 0.0, "ema_decay": 0.99996 if recipe == "advanced" else 0.9995}})
         rec.set_history(history)
         return rec
 
@@ -181,6 +182,8 @@ def test_plateau_significance_and_conclusions_from_a_store_with_curves(tmp_path)
         store.append(record("mobilevit_xxs", "advanced", seed, [v + shift / 2 + 0.001 for v in flat]))
     text = write_leaderboard(tmp_path, title="curves").read_text()
     assert "6 of 9 runs are at their plateau" in text
+    assert "recipe fields changed for this data set: hflip=0.0" in text  # stated, once, for every recipe alike
+    assert "EMA time constants scaled by 0.01" in text
     assert row_of(text, "## Trained to a plateau?", "deit_tiny")[6:8] == ["+20.0", "**no**"]
     p = sps.ttest_ind([0.93, 0.94, 0.92], [0.80, 0.81, 0.79], equal_var=False).pvalue
     assert p < 0.001

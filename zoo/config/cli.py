@@ -68,8 +68,9 @@ def resolve(pairs: dict[str, str]) -> tuple[RunConfig, MatrixConfig]:
     model = inner.get("model", matrix.models[0])
     recipe_name = inner.get("recipe", matrix.recipes[0])
     recipe_overrides = {k.split(".", 1)[1]: v for k, v in inner.items() if k.startswith("recipe.")}
-    recipe = load_recipe(recipe_name, {k: parse_scalar_text(v) if k not in ("name", "source") else v
-                                       for k, v in recipe_overrides.items()})
+    recipe = load_recipe(recipe_name, {**matrix.recipe_overrides,  # the matrix's cell, then the command line
+                                       **{k: parse_scalar_text(v) if k not in ("name", "source") else v
+                                          for k, v in recipe_overrides.items()}})
     base = to_dict(run_config(matrix, model, recipe, inner.get("sampler", matrix.samplers[0]), matrix.seeds[0]))
     base["model_kwargs"] = dict(matrix.model_kwargs.get(model, {}))
     for key, value in inner.items():

@@ -244,6 +244,8 @@ class MatrixConfig:
     models: tuple[str, ...] = ("mobilevit_xxs",)
     model_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     recipes: tuple[str, ...] = ("basic", "advanced")
+    # Adaptations of every recipe alike to this data set (e.g. a milder crop for 8x8 digits); the board states them.
+    recipe_overrides: dict[str, Any] = field(default_factory=dict)
     samplers: tuple[SamplerName, ...] = ("fixed", "multiscale")
     resolution: SamplerConfig = field(default_factory=SamplerConfig)
     seeds: tuple[int, ...] = (0,)
@@ -255,7 +257,7 @@ class MatrixConfig:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 
     def validate(self, source: str, path: str) -> None:
-        from zoo.config.files import available_recipes
+        from zoo.config.files import available_recipes, load_recipe
         from zoo.models import list_models
 
         known = list_models()
@@ -271,6 +273,10 @@ class MatrixConfig:
                 raise ConfigError(
                     f"{source}: recipes[{i}]: unknown recipe {recipe!r} (allowed: {', '.join(available)})"
                 )
+            try:
+                load_recipe(recipe, self.recipe_overrides)
+            except ConfigError as err:
+                raise ConfigError(f"{source}: recipe_overrides: {err}") from None
         check = Checker(self, source, path)
         for key in ("models", "recipes", "samplers", "seeds"):
             check.require(len(getattr(self, key)) > 0, key, "a non-empty list")

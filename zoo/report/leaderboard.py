@@ -6,6 +6,7 @@ stores always give a byte-identical README (no timestamps; rows and columns in a
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from zoo.report.tables import (
     top1_stat,
 )
 from zoo.measure.store import MEASUREMENTS_FILE, PAPER_FLOPS_BACKEND
-from zoo.results import ResultsStore, read_jsonl
+from zoo.results import ResultsStore, RunRecord, read_jsonl
 
 BACKEND_ORDER = ["cpu-eager-1t", "cpu-eager", "onnxruntime-cpu-1t", "onnxruntime-cpu", "cuda", "cuda b32",
                  "cuda-bf16", "cuda-bf16 b32"]
@@ -96,6 +97,23 @@ def _export_status(rec: dict[str, Any]) -> tuple[str, str]:
     return "ok", f"{details.get('exporter', '')}, max abs err vs torch {err:.1e}" if err is not None else ""
 
 
+def adaptations(runs: list[RunRecord]) -> list[str]:
+    """What the runs changed in the stock recipes (every recipe alike, or it would be listed per recipe) and in the
+    EMA time constants: the board must state any adaptation of the ImageNet recipes to its data set."""
+    from zoo.config import available_recipes, load_recipe, to_dict
+
+    changed: set[str] = set()
+    stock = {name: to_dict(load_recipe(name)) for name in available_recipes()}
+    for r in runs:
+        recipe = r.config.get("recipe", {})
+        base = stock.get(recipe.get("name"), {})
+        changed |= {f"{k}={json.dumps(v)}" for k, v in recipe.items() if k in base and base[k] != v}
+    scales = sorted({r.config.get("ema_time_scale", 1.0) for r in runs} - {1.0})
+    notes = [f"recipe fields changed for this data set: {', '.join(sorted(changed))}"] if changed else []
+    return notes + [f"EMA time constants scaled by {scale:g} (decay' = 1 − (1 − decay)/scale), every recipe alike"
+                    for scale in scales]
+
+
 def _header(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str) -> str:
     runs = inputs.runs
     datasets = sorted({r.dataset for r in runs})
@@ -115,6 +133,7 @@ def _header(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str)
         "- **Budget**: " + ("; ".join(f"{e} epochs, global batch {b}, lr {lr:g}" for e, b, lr in budgets) or "–")
         + ". Every model, recipe and sampler shares it: only regularisation (recipe) or sampling differs.",
         f"- **Runs**: {len(runs)} finished, seeds {seeds or '–'}; commit(s) {', '.join(commits) or '–'}.",
+        *[f"- **Adapted**: {note}." for note in adaptations(runs)],
         "- **Latency machine**: " + ("; ".join(sorted(machines)) if machines else "not measured") + ".",
         "- Top-1 is micro-averaged (as papers report), of the EMA weights when the recipe uses EMA. "
         "`¹` = a single seed (no spread known, differences untested); `≈` = the difference to the next row is "

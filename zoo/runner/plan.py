@@ -50,7 +50,7 @@ def build_plan(matrix: MatrixConfig, store: ResultsStore, only: list[str] | None
     default: torchrun's WORLD_SIZE or 1), so its run id says what a stored result was trained with."""
     device_type, world, bf16 = planned_execution(matrix.execution.device, world_size)
     filters = parse_filters(only)
-    recipes = {name: load_recipe(name) for name in matrix.recipes}
+    recipes = {name: load_recipe(name, matrix.recipe_overrides) for name in matrix.recipes}
     latest = store.latest()
     plan = []
     for seed, model, recipe, sampler in itertools.product(matrix.seeds, matrix.models, matrix.recipes, matrix.samplers):

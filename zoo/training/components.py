@@ -58,8 +58,9 @@ def build_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer, total_upda
 
 
 def ema_decay(cfg: RunConfig) -> float:
-    """The recipe's decay, its time constant 1/(1-decay) scaled by the budget's ema_time_scale (1: as named)."""
-    return 1 - (1 - cfg.recipe.ema_decay) / cfg.ema_time_scale
+    """The recipe's decay, its time constant 1/(1-decay) scaled by the budget's ema_time_scale (1: as named);
+    a time constant scaled below one update means no averaging (decay 0), never a negative decay."""
+    return max(0.0, 1 - (1 - cfg.recipe.ema_decay) / cfg.ema_time_scale)
 
 
 def build_ema(cfg: RunConfig, model: nn.Module, updates_per_epoch: float) -> ModelEmaV3 | None:
