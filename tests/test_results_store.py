@@ -67,3 +67,12 @@ def test_a_line_of_the_first_format_still_loads_and_round_trips(tmp_path):
     assert all(written[key] == value for key, value in original.items())  # nothing lost on the way through
     assert all(written[key] is None for key in set(written) - set(original))  # new fields only at their default
     assert new.to_json()["from_the_future"] == 1 and RunRecord.from_json(new.to_json()) == new
+
+
+def test_a_late_interrupted_record_never_hides_a_finished_one(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append(RunRecord("a", "finished", top1=0.9))
+    store.append(RunRecord("a", "interrupted"))  # the stalled former owner, on its way out
+    store.append(RunRecord("b", "failed"))
+    store.append(RunRecord("b", "finished", top1=0.5))
+    assert {k: (r.status, r.top1) for k, r in store.latest().items()} == {"a": ("finished", 0.9), "b": ("finished", 0.5)}

@@ -1,27 +1,26 @@
 """`python -m zoo.run runs.yaml`: validate -> plan -> train what is missing -> measure -> leaderboard.
 
-Also under torchrun: `torchrun --nproc_per_node 8 -m zoo.run runs/imagenet.yaml` trains each run with DDP.
+Any number of `zoo.run` processes (here or on hosts sharing the store's filesystem) split one matrix: each claims a
+cell in the results store before training it (zoo/runner/claims.py), so no cell is trained twice and a dead
+worker's cell is taken over. `--workers N` starts N workers here (one GPU or cores/N threads each),
+`--launcher slurm` a SLURM job array of them through submitit. Also under torchrun:
+`torchrun --nproc_per_node 8 -m zoo.run runs/imagenet.yaml` trains each run with DDP over the 8 GPUs.
+Exit codes: 0 every cell finished (or diverged), 1 some run failed or was left, 130 interrupted, 2 config error.
 """
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
+import time
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from zoo.config import MatrixConfig, load_matrix
-from zoo.training.distributed import DistContext, barrier, init_distributed
-from zoo.runner.execute import execute_run
-from zoo.runner.workspace import Workspace, check_data, workspace_for
-from zoo.runner.plan import build_plan, format_plan
-from zoo.results import ResultsStore
 from zoo.config.typed import ConfigError
-
-
-def _raise_interrupt(signum, frame):  # SIGTERM (e.g. a cluster pre-emption) is recorded like Ctrl-C
-    raise KeyboardInterrupt
+from zoo.results import ResultsStore
+from zoo.runner.claims import results_offset
+from zoo.runner.matrix import Progress, WorkerSpec, finalize, run_here, summarize
+from zoo.runner.plan import RunSpec, build_plan, format_plan
+from zoo.runner.workspace import Workspace, check_data, workspace_for
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,17 +31,53 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run a subset: model=, recipe=, sampler=, seed= (repeatable)")
     parser.add_argument("--no-measure", action="store_true", help="skip latency/FLOPs measurement")
     parser.add_argument("--no-leaderboard", action="store_true", help="skip regenerating the leaderboard")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="N worker processes here: one GPU each, or cores/N CPU threads each")
+    parser.add_argument("--gpus-per-run", type=int, default=1, metavar="K",
+                        help="train each cell with DDP over K GPUs (torchrun); gloo CPU processes without GPUs")
+    parser.add_argument("--lease-s", type=float, default=None, metavar="S",
+                        help="claim lease: a worker silent for S seconds loses its cell ($ZOO_LEASE_S, default 120)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: execution.threads)")
+    cluster = parser.add_argument_group("cluster (submitit)")
+    cluster.add_argument("--launcher", choices=("slurm", "submitit-local"), default=None,
+                         help="submit a job array of workers (submitit-local: the same through submitit's "
+                              "LocalExecutor, to try it without SLURM)")
+    cluster.add_argument("--partition", default=None)
+    cluster.add_argument("--time", type=int, default=240, metavar="MIN", help="time limit per job (minutes)")
+    cluster.add_argument("--array-parallelism", type=int, default=None, metavar="N",
+                         help="array size / jobs at once (default: min(cells, 8))")
+    cluster.add_argument("--slurm-dir", default="slurm_logs", help="submitit's folder (logs, pickles)")
+    cluster.add_argument("--no-wait", action="store_true", help="submit and return; do not measure")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --workers
+    parser.add_argument("--since-offset", type=int, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def _worker_spec(args: argparse.Namespace, since: int) -> WorkerSpec:
+    """What each worker (a local child, a SLURM task) is told: same matrix, same subset, same invocation."""
+    return WorkerSpec(args.config, tuple(args.only or ()), since, args.lease_s)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    slots = None
     try:
         matrix = load_matrix(args.config)
         ws = workspace_for(matrix, Path.cwd())
-        store = ResultsStore(ws.store_dir)
-        plan = build_plan(matrix, store, args.only)
-        if not args.dry_run and any(not spec.done for spec in plan):
+        # taken before the plan: a run that fails from here on is not retried by this invocation
+        since = args.since_offset if args.since_offset is not None else results_offset(ws.store_dir)
+        # workers run cells on K processes each: their run ids (which cover the world size) are planned so
+        many = args.workers is not None or args.gpus_per_run > 1 or args.launcher is not None
+        plan = build_plan(matrix, ResultsStore(ws.store_dir), args.only,
+                          world_size=args.gpus_per_run if many else None)
+        todo = [spec for spec in plan if not spec.done]
+        if args.launcher is None and (args.workers is not None or args.gpus_per_run > 1) and not args.dry_run:
+            from zoo.runner.workers import detect_resources, plan_slots
+
+            n = 1 if args.workers is None else args.workers
+            slots = plan_slots(n, args.gpus_per_run, detect_resources(), _worker_spec(args, since).argv(),
+                               ws.output_dir / "workers")
+        if not args.dry_run and todo and not args.worker:
             check_data(matrix)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -50,41 +85,39 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(format_plan(plan))
         return 0
+    if args.launcher is not None:
+        from zoo.runner.slurm import launch
 
-    ctx: DistContext = init_distributed(matrix.execution.device)
-    if matrix.execution.threads and ctx.device.type == "cpu":
-        import torch
+        return launch(matrix, ws, plan, args, _worker_spec(args, since), after=lambda: _finalize(matrix, ws, args))
+    if slots is not None:
+        return _run_with_workers(matrix, ws, plan, args, since, slots)
+    return run_here(matrix, ws, plan, since, lease_s=args.lease_s, threads=args.threads, worker=args.worker,
+                    after=lambda: _finalize(matrix, ws, args))
 
-        torch.set_num_threads(matrix.execution.threads)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+def _finalize(matrix: MatrixConfig, ws: Workspace, args: argparse.Namespace) -> None:
+    finalize(matrix, ws, measure=not args.no_measure, leaderboard=not args.no_leaderboard, lease_s=args.lease_s)
+
+
+def _run_with_workers(matrix: MatrixConfig, ws: Workspace, plan: list[RunSpec], args: argparse.Namespace,
+                      since: int, slots) -> int:
+    from zoo.runner.workers import report_crashes, run_workers
+
     todo = [spec for spec in plan if not spec.done]
-    if ctx.is_main:
-        print(format_plan(plan), flush=True)
-    try:
-        for spec in tqdm(todo, desc="matrix", unit="run", disable=not (ctx.is_main and matrix.execution.progress)):
-            record = execute_run(spec.config, ws, ctx, store)
-            if ctx.is_main:
-                tqdm.write(record.one_line())
-            barrier(ctx)
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
-    if ctx.is_main:
-        _after_training(matrix, ws, args)
-    return 0
-
-
-def _after_training(matrix: MatrixConfig, ws: Workspace, args: argparse.Namespace) -> None:
-    """Measurement and the leaderboard read the store, so they also cover runs of earlier invocations."""
-    if matrix.measure.enabled and not args.no_measure:
-        from zoo.measure.runs import measure_matrix
-
-        measure_matrix(matrix, ws.store_dir, ws.output_dir)
-    if not args.no_leaderboard:
-        from zoo.report.leaderboard import write_leaderboard
-
-        path = write_leaderboard(ws.store_dir, title=matrix.name, wandb=matrix.wandb, wandb_dir=ws.output_dir)
-        print(f"leaderboard: {path}")
+    print(format_plan(plan), flush=True)
+    started = time.monotonic()
+    if todo:
+        progress = Progress(todo, ws.store_dir, since, enabled=matrix.execution.progress)
+        codes, interrupted = run_workers(slots, progress)
+        for line in report_crashes(slots, codes):
+            print(line, file=sys.stderr)
+        if interrupted:
+            print("interrupted: rerun the same command to resume", file=sys.stderr)
+            return 130
+    summary = summarize([s.run_id for s in todo], ws.store_dir, since, time.monotonic() - started)
+    print(summary.line(len(slots)), flush=True)
+    _finalize(matrix, ws, args)
+    return summary.exit_code
 
 
 if __name__ == "__main__":

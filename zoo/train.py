@@ -39,13 +39,39 @@ def main(argv: list[str] | None = None) -> int:
 
     ctx = init_distributed(matrix.execution.device)
     ws = workspace_for(matrix, Path.cwd())
+    claim = _claim(cfg, ws, ctx)
+    if claim is None:
+        return 0
     try:
-        record = execute_run(cfg, ws, ctx, ResultsStore(ws.store_dir))
+        with claim:
+            record = execute_run(cfg, ws, ctx, ResultsStore(ws.store_dir))
     except KeyboardInterrupt:
         return 130
     if ctx.is_main:
         print(f"{record.one_line()} run_id={record.run_id}")
     return 0 if record.status == "finished" else 1
+
+
+def _claim(cfg, ws, ctx):
+    """Claim the run in the results store (rank 0), as every matrix worker does: a run that is already finished,
+    or that a live worker (a `zoo.run`, another agent) is training, is not trained again — say so, exit 0.
+    Returns the claim (a no-op context on other ranks), or None to skip."""
+    from contextlib import nullcontext
+
+    from zoo.runner.claims import ClaimStore
+    from zoo.training.distributed import broadcast_flag
+    from zoo.training.engine import resolve_for
+
+    run_id = resolve_for(cfg, ctx).run_id()  # the id execute_run records: the config as it runs here
+    claim = None
+    if ctx.is_main:
+        claims = ClaimStore(ws.store_dir)
+        claim = claims.try_claim(run_id, cfg.label)
+        if claim is None:
+            print(f"[skipped] {cfg.label} run_id={run_id}: {claims.explain(run_id)}", flush=True)
+    if broadcast_flag(ctx, ctx.is_main and claim is None):
+        return None
+    return claim if claim is not None else nullcontext()
 
 
 if __name__ == "__main__":

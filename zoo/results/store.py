@@ -61,8 +61,14 @@ class ResultsStore:
         return [RunRecord.from_json(data) for data in read_jsonl(self.path) if "run_id" in data and "status" in data]
 
     def latest(self) -> dict[str, RunRecord]:
-        """run_id -> its newest record."""
-        return {record.run_id: record for record in self.records()}
+        """run_id -> its newest record; a finished/diverged record is never replaced by a later unfinished one (a
+        worker that lost its claim after a stall records `interrupted` after the new owner has finished)."""
+        newest: dict[str, RunRecord] = {}
+        for record in self.records():
+            held = newest.get(record.run_id)
+            if held is None or not held.done or record.done:
+                newest[record.run_id] = record
+        return newest
 
     def done_ids(self) -> set[str]:
         return {rid for rid, rec in self.latest().items() if rec.status in TERMINAL}

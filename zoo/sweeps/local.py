@@ -144,12 +144,20 @@ def _server_instructions(path: str, spec: SweepSpec) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_file")
+    parser.add_argument("sweep_file", nargs="?")
+    parser.add_argument("--from-matrix", metavar="RUNS_YAML", default=None,
+                        help="write a grid sweep over the matrix's cells (see zoo.sweeps.from_matrix)")
+    parser.add_argument("-o", "--output", default=None, help="with --from-matrix: where (sweeps/matrix_<name>.yaml)")
+    parser.add_argument("--only", action="append", metavar="KEY=VALUE[,VALUE]", help="with --from-matrix: a subset")
     parser.add_argument("--local", action="store_true", help="run the search here, without a W&B server")
     parser.add_argument("--count", type=int, default=None, help="at most N points (required for random)")
     parser.add_argument("--seed", type=int, default=0, help="random search seed")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
+    if args.from_matrix:
+        return _from_matrix(args)
+    if not args.sweep_file:
+        parser.error("a sweep file (or --from-matrix RUNS_YAML) is required")
     try:
         spec = load_sweep(args.sweep_file)
         if not args.local:
@@ -168,6 +176,19 @@ def main(argv: list[str] | None = None) -> int:
               + (f", {len(skipped)} not run after {MAX_INITIAL_FAILURES} initial failures" if skipped else ""),
               file=sys.stderr)
     return 1 if failed or (skipped and not args.dry_run) else 0
+
+
+def _from_matrix(args: argparse.Namespace) -> int:
+    from zoo.sweeps.from_matrix import write_sweep_from_matrix
+
+    try:
+        path, cells = write_sweep_from_matrix(args.from_matrix, args.output, args.only)
+        spec = load_sweep(path)  # what we wrote must be a valid sweep file
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}: {cells} cells, one grid point each\n" + _server_instructions(str(path), spec), end="")
+    return 0
 
 
 if __name__ == "__main__":
