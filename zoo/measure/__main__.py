@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from tabulate import tabulate
 from tqdm import tqdm
 
@@ -19,7 +20,9 @@ DEFAULT_STORE = "leaderboard/measurements.jsonl"
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m zoo.measure", description=__doc__)
     parser.add_argument("--models", nargs="+", help="zoo model names (default: every registered model)")
-    parser.add_argument("--res", type=int, help="input resolution for all models (default: each one's published)")
+    parser.add_argument("--res", type=int, nargs="+",
+                        help="input resolution(s) for all models, each measured in turn "
+                        "(default: each one's published/deployment resolution)")
     parser.add_argument(
         "--backends", nargs="+", help=f"of {', '.join(BACKEND_NAMES)} (default: those available here)"
     )
@@ -29,6 +32,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=TimingConfig.rounds, help="interleaved timing rounds")
     parser.add_argument("--round-seconds", type=float, default=TimingConfig.min_round_s, help="time per round")
     parser.add_argument("--artifacts", help="folder for exported ONNX / Core ML files (default: beside the store)")
+    parser.add_argument("--calibration", help="int8 calibration images: a torch.save'd [N, 3, H, W] tensor "
+                        "(default: synthetic, recorded as such)")
     return parser.parse_args(argv)
 
 
@@ -65,18 +70,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = args.models or list_models()
     backends = args.backends or available_backends()
     timing = TimingConfig(rounds=args.rounds, min_round_s=args.round_seconds)
+    calibration = torch.load(args.calibration) if args.calibration else None
+    records: list[dict[str, Any]] = []
     try:
-        with tqdm(total=expected_steps(models, backends, timing), desc="measuring", unit="step") as bar:
+        for resolution in args.res or [None]:
+            with tqdm(total=expected_steps(models, backends, timing), desc=f"measuring @{resolution or 'published'}",
+                      unit="step") as bar:
 
-            def advance(what: str) -> None:
-                bar.set_postfix_str(what)
-                bar.update(1)
+                def advance(what: str) -> None:
+                    bar.set_postfix_str(what)
+                    bar.update(1)
 
-            records = measure_models(
-                models, args.res, backends, args.store, num_classes=args.num_classes, force=args.force,
-                timing=timing, artifacts_dir=args.artifacts, on_progress=advance,
-            )
-            bar.update(bar.total - bar.n)  # reused records take no steps
+                records += measure_models(
+                    models, resolution, backends, args.store, num_classes=args.num_classes, force=args.force,
+                    timing=timing, artifacts_dir=args.artifacts, on_progress=advance,
+                    calibration_images=calibration,
+                )
+                bar.update(bar.total - bar.n)  # reused records take no steps
     except (UnknownModelError, UnknownBackendError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

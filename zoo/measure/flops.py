@@ -119,3 +119,54 @@ def count_macs(
         model.train(was_training)
     by_op = {_op_name(op): flops // 2 for op, flops in counter.get_flop_counts().get("Global", {}).items()}
     return MacCount(macs=counter.get_total_flops() // 2, input_shape=input_shape, by_op=by_op)
+
+
+# --- MACs by operator class (for the latency breakdown, zoo.measure.breakdown) ---------------------------------------
+OP_CLASSES: tuple[str, ...] = (
+    "convolution", "depthwise conv", "matmul/linear", "attention", "normalization", "reshape/transpose", "resize",
+    "elementwise", "other",
+)
+_MATMUL_OPS = {"mm", "addmm", "matmul", "linear"}
+_ATTENTION_OPS = {"bmm", "baddbmm"}  # batched matmuls between activations: QKᵀ/AV, AFT's weighted sums
+
+
+def macs_by_class(model: nn.Module, resolution: int | tuple[int, int] = 224) -> dict[str, int]:
+    """MACs of one batch-1 forward grouped like the runtime profiles (only MAC-bearing classes are non-zero).
+
+    Depthwise convolutions (groups == input channels > 1) are told apart from the others by a wrapper around
+    torch's own convolution formula that records the MACs of depthwise calls on the side.
+    """
+    from torch.utils.flop_counter import conv_flop_count  # torch's own convolution formula, on shapes
+
+    depthwise = [0]
+
+    def conv_formula(x_shape, w_shape, bias, stride, padding, dilation, transposed, *args, out_shape=None, **kw):
+        flops = conv_flop_count(x_shape, w_shape, out_shape, transposed=transposed)
+        if not transposed and w_shape[1] == 1 and x_shape[1] > 1:  # one input channel per group: depthwise
+            depthwise[0] += flops // 2
+        return flops
+
+    height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
+    counter = FlopCounterMode(display=False, custom_mapping={
+        **_missing_attention_formulas(), _aten.convolution: conv_formula})
+    was_training = model.training
+    model.eval()
+    try:
+        with _frozen_parameters(model), counter:
+            model(torch.randn(1, 3, height, width))
+    finally:
+        model.train(was_training)
+    classes = dict.fromkeys(OP_CLASSES, 0)
+    for op, flops in counter.get_flop_counts().get("Global", {}).items():
+        name, macs = _op_name(op), flops // 2
+        if name == "convolution":
+            classes["convolution"] += macs
+        elif "scaled_dot_product" in name or name in _ATTENTION_OPS:
+            classes["attention"] += macs
+        elif name in _MATMUL_OPS:
+            classes["matmul/linear"] += macs
+        else:
+            classes["other"] += macs
+    classes["convolution"] -= depthwise[0]
+    classes["depthwise conv"] = depthwise[0]
+    return classes

@@ -13,7 +13,10 @@ import torch
 
 __all__ = ["MachineInfo", "machine_info", "software_versions", "usable_cpus"]
 
-_VERSIONED_PACKAGES = ("torch", "onnxruntime", "onnx", "timm", "coremltools", "numpy")
+_VERSIONED_PACKAGES = (
+    "torch", "onnxruntime", "onnx", "timm", "coremltools", "numpy", "executorch", "litert-torch", "ai-edge-litert",
+    "torchao",
+)
 
 
 def _cpu_model() -> str:

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from zoo.measure.backends import get_backend
@@ -35,12 +36,13 @@ DEFAULT_RESOLUTION = 224
 
 def resolve_resolutions(models: Sequence[str], resolutions: Mapping[str, int] | int | None) -> dict[str, int]:
     """Resolution per model: the given int, the mapping's entry, else the model's published resolution."""
-    from zoo.models import get_entry
+    from zoo.models import get_entry, model_name
 
     if isinstance(resolutions, int):
         return {name: resolutions for name in models}
     given = dict(resolutions or {})
-    return {name: given.get(name) or get_entry(name).published.resolution or DEFAULT_RESOLUTION for name in models}
+    return {name: given.get(name) or given.get(model_name(name)) or get_entry(model_name(name)).published.resolution
+            or DEFAULT_RESOLUTION for name in models}
 
 
 def architecture_fingerprint(model: nn.Module) -> str:
@@ -66,13 +68,13 @@ def _reusable(record: dict[str, Any] | None, fingerprint: str) -> bool:
     return record is not None and record.get("status") != "failed" and record.get("arch") == fingerprint
 
 
-def _count(facts: _ModelFacts, name: str, resolution: int, num_classes: int) -> None:
-    from zoo.models import create
+def _count(facts: _ModelFacts, label: str, resolution: int, num_classes: int) -> None:
+    from zoo.models import create, model_name
 
     if facts.params is None:
         facts.params = count_params(facts.model)
         facts.params_1k = facts.params if num_classes == PAPER_NUM_CLASSES else count_params(
-            create(name, num_classes=PAPER_NUM_CLASSES)
+            create(model_name(label), num_classes=PAPER_NUM_CLASSES)
         )
         facts.gmacs = round(count_macs(facts.model, resolution).gmacs, 6)
 
@@ -104,6 +106,60 @@ def _record(
     }
 
 
+@dataclass
+class _Run:
+    """One call of `measure_models`: where records go and what every record shares."""
+
+    store: MeasurementStore
+    stored: dict[MeasurementKey, dict[str, Any]]
+    machine: MachineInfo
+    versions: dict
+    num_classes: int
+    resolution_of: dict[str, int]
+    results: dict[MeasurementKey, dict[str, Any]]
+
+    def key(self, label: str, backend: str, batch: int) -> MeasurementKey:
+        return MeasurementKey(label, self.resolution_of[label], backend, self.machine.machine_id, batch,
+                              self.num_classes)
+
+    def keep(self, key: MeasurementKey, facts: _ModelFacts | None, outcome: Outcome) -> None:
+        self.results[key] = _record(key, facts, outcome, self.machine, self.versions)
+        self.store.append(self.results[key])
+
+
+def _build(labels: Sequence[str], num_classes: int, model_kwargs: Mapping[str, Mapping[str, Any]]
+           ) -> dict[str, _ModelFacts | Exception]:
+    from zoo.models import create, model_name
+
+    facts: dict[str, _ModelFacts | Exception] = {}
+    for label in labels:
+        try:
+            model = create(model_name(label), num_classes=num_classes, **dict(model_kwargs.get(label, {})))
+            facts[label] = _ModelFacts(model, architecture_fingerprint(model))
+        except Exception as error:  # a model that does not build is recorded as failed everywhere
+            facts[label] = error
+    return facts
+
+
+def _ready_to_time(run: _Run, facts: dict[str, _ModelFacts | Exception], backend: str, batch: int
+                   ) -> dict[str, _ModelFacts]:
+    """The models to time on (backend, batch): stored records are reused, failures to build or count recorded."""
+    ready: dict[str, _ModelFacts] = {}
+    for label, fact in facts.items():
+        key = run.key(label, backend, batch)
+        if isinstance(fact, Exception):
+            run.keep(key, None, Outcome("failed", f"build: {fact}"))
+        elif _reusable(run.stored.get(key), fact.fingerprint):
+            run.results[key] = run.stored[key]
+        else:
+            try:
+                _count(fact, label, run.resolution_of[label], run.num_classes)
+                ready[label] = fact
+            except Exception as error:
+                run.keep(key, fact, Outcome("failed", f"counting: {error}"))
+    return ready
+
+
 def measure_models(
     models: Sequence[str],
     resolutions: Mapping[str, int] | int | None,
@@ -114,78 +170,42 @@ def measure_models(
     timing: TimingConfig = TimingConfig(),
     artifacts_dir: str | Path | None = None,
     on_progress: Callable[[str], None] | None = None,
+    calibration_images: torch.Tensor | None = None,
+    model_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Measure `models` on `backends` (every batch size a backend times), store and return one record each.
 
+    `models` are registry names, or labels `zoo.models.model_label(name, kwargs)` of knob variants whose kwargs
+    `model_kwargs[label]` gives (a patch-size variant is timed as itself, not as the default architecture).
     Returns records in (model, backend, batch) order, reused ones included. Exported ONNX / Core ML files go
-    under `artifacts_dir` (default: `<store folder>/artifacts`).
+    under `artifacts_dir` (default: `<store folder>/artifacts`). int8 backends calibrate on
+    `calibration_images` ([N, 3, H, W], e.g. training images; None: synthetic, recorded in the details).
     """
-    from zoo.models import create, get_entry
+    from zoo.models import get_entry, model_name
 
-    for name in models:
-        get_entry(name)  # unknown names fail here, before any work, with the registry's message
-    backend_objects = {name: get_backend(name) for name in backends}
+    for label in models:
+        get_entry(model_name(label))  # unknown names fail here, before any work, with the registry's message
+    calibration = {} if calibration_images is None else {"calibration_images": calibration_images}
+    backend_objects = {name: get_backend(name, **calibration) for name in backends}
     store = MeasurementStore(store_path)
     artifacts = Path(artifacts_dir) if artifacts_dir else Path(store_path).parent / "artifacts"
-    machine, versions = machine_info(), software_versions()
-    resolution_of = resolve_resolutions(models, resolutions)
-    stored = {} if force else store.latest()
-
-    facts: dict[str, _ModelFacts | Exception] = {}
-    for name in models:
-        try:
-            model = create(name, num_classes=num_classes)
-            facts[name] = _ModelFacts(model, architecture_fingerprint(model))
-        except Exception as error:  # a model that does not build is recorded as failed everywhere
-            facts[name] = error
-
-    def key(name: str, backend: str, batch: int) -> MeasurementKey:
-        return MeasurementKey(name, resolution_of[name], backend, machine.machine_id, batch, num_classes)
-
-    results: dict[MeasurementKey, dict[str, Any]] = {}
+    run = _Run(store, {} if force else store.latest(), machine_info(), software_versions(), num_classes,
+               resolve_resolutions(models, resolutions), {})
+    facts = _build(models, num_classes, model_kwargs or {})
     for backend_name, backend in backend_objects.items():
         for batch in backend.batch_sizes:
-            pending: list[str] = []
-            for name in models:
-                k, fact = key(name, backend_name, batch), facts[name]
-                if isinstance(fact, Exception):
-                    results[k] = _record(k, None, Outcome("failed", f"build: {fact}"), machine, versions)
-                    store.append(results[k])
-                elif _reusable(stored.get(k), fact.fingerprint):
-                    results[k] = stored[k]
-                else:
-                    pending.append(name)
-            ready: dict[str, _ModelFacts] = {}
-            for name in pending:
-                fact = facts[name]
-                assert isinstance(fact, _ModelFacts)
-                try:
-                    _count(fact, name, resolution_of[name], num_classes)
-                    ready[name] = fact
-                except Exception as error:
-                    k = key(name, backend_name, batch)
-                    results[k] = _record(k, fact, Outcome("failed", f"counting: {error}"), machine, versions)
-                    store.append(results[k])
+            ready = _ready_to_time(run, facts, backend_name, batch)
             if not ready:
                 continue
             outcomes = measure_interleaved(
-                backend,
-                {name: fact.model for name, fact in ready.items()},
-                {name: (batch, 3, resolution_of[name], resolution_of[name]) for name in ready},
-                timing,
-                artifacts / f"batch{batch}",
-                on_progress,
+                backend, {label: fact.model for label, fact in ready.items()},
+                {label: (batch, 3, run.resolution_of[label], run.resolution_of[label]) for label in ready},
+                timing, artifacts / f"batch{batch}", on_progress,
             )
-            for name, outcome in outcomes.items():
-                k = key(name, backend_name, batch)
-                results[k] = _record(k, ready[name], outcome, machine, versions)
-                store.append(results[k])
-    return [
-        results[key(name, backend_name, batch)]
-        for name in models
-        for backend_name, backend in backend_objects.items()
-        for batch in backend.batch_sizes
-    ]
+            for label, outcome in outcomes.items():
+                run.keep(run.key(label, backend_name, batch), ready[label], outcome)
+    return [run.results[run.key(label, backend_name, batch)] for label in models
+            for backend_name, backend in backend_objects.items() for batch in backend.batch_sizes]
 
 
 def expected_steps(models: Sequence[str], backends: Sequence[str], timing: TimingConfig) -> int:

@@ -6,6 +6,8 @@ from zoo.models.registry import (  # noqa: F401
     create,
     get_entry,
     list_models,
+    model_label,
+    model_name,
     register,
 )
 

@@ -277,16 +277,30 @@ class AFTConv(_ProjectedMixer):
         std = torch.sqrt(weight.var(dim=(1, 2), unbiased=False, keepdim=True) + 1e-5)
         return gamma[:, None, None] * (weight - mean) / std + beta[:, None, None]
 
+    def conv_weight(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """The depthwise-conv weight [dim + heads, 1, s, s] and the global-term scale exp(-m) [heads].
+
+        A function of the parameters only: an export copy may store it as a constant (zoo.models.export), so
+        the runtime sees a conv with static weights, which XNNPACK delegates.
+        """
+        heads, size = self.heads, self.kernel_size
+        per_head = self.dim // heads
+        w = self.position_kernel(dtype)
+        shift = w.amax(dim=(1, 2)).clamp_min(0).detach()  # [heads]
+        kernel = torch.exp(w - shift[:, None, None]) - torch.exp(-shift)[:, None, None]
+        # Each head's kernel repeated over its channels. expand+reshape, not repeat_interleave: the same values in
+        # the same order, but Core ML's converter turns repeat_interleave into a `tile` with float reps, which it
+        # then rejects.
+        per_channel = kernel.unsqueeze(1).expand(heads, per_head, size, size).reshape(heads * per_head, size, size)
+        return torch.cat((per_channel, kernel)).unsqueeze(1), torch.exp(-shift)
+
     def forward(self, x: Tensor, grid: Grid) -> Tensor:
         batch, tokens, dim = x.shape
         _check_grid(tokens, grid)
         heads, per_head, size = self.heads, dim // self.heads, self.kernel_size
         q, k, v = self.project(x)
         with _no_autocast(x.device.type):
-            w = self.position_kernel(k.dtype)
-            shift = w.amax(dim=(1, 2)).clamp_min(0).detach()  # [heads]
-            kernel = torch.exp(w - shift[:, None, None]) - torch.exp(-shift)[:, None, None]
-            global_scale = torch.exp(-shift)
+            weight, global_scale = self.conv_weight(k.dtype)
 
             exp_k = _stable_exp(k, dim=1)  # [B, T, heads]
             v_heads = v.view(batch, tokens, heads, per_head)
@@ -294,7 +308,6 @@ class AFTConv(_ProjectedMixer):
 
             # Local term: one depthwise conv over [e^K * V (dim channels), e^K (heads channels)].
             maps = torch.cat((exp_kv, exp_k), dim=-1).transpose(1, 2).reshape(batch, dim + heads, *grid)
-            weight = torch.cat((kernel.repeat_interleave(per_head, dim=0), kernel)).unsqueeze(1)
             local = F.conv2d(maps, weight, padding=size // 2, groups=dim + heads).flatten(2).transpose(1, 2)
 
             # Global term: sum over all tokens, scaled like the kernel.

@@ -84,8 +84,14 @@ class MultiHeadSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, grid: Grid) -> Tensor:
         batch, tokens, dim = x.shape
-        qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, dim // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        qkv = self.qkv(x)
+        # Slices of the fused projection rather than unbind: the same numbers, but unbind exports as select/
+        # squeeze copies that XNNPACK (ExecuTorch) does not delegate, splitting every attention block.
+        q, k, v = (
+            qkv[..., i * dim:(i + 1) * dim].reshape(batch, tokens, self.num_heads, dim // self.num_heads)
+            .transpose(1, 2)
+            for i in range(3)
+        )
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
         return self.out_proj(y.transpose(1, 2).reshape(batch, tokens, dim))
 

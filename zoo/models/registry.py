@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass
 from typing import Callable
 
@@ -70,3 +71,16 @@ def get_entry(name: str) -> ModelEntry:
 def create(name: str, num_classes: int = 1000, **knobs) -> nn.Module:
     """Build a registered model. Every factory accepts `num_classes` and `drop_path_rate`."""
     return get_entry(name).factory(num_classes=num_classes, **knobs)
+
+
+def model_label(name: str, kwargs: dict | None = None) -> str:
+    """How a built architecture is named in stores and boards: the registry name, plus its knobs when it has any
+    (`mobilevit_xxs[patch_size=[4, 4, 4]]`), so a knob variant is never measured or shown as the default model."""
+    if not kwargs:
+        return name
+    return name + "[" + ",".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(kwargs.items())) + "]"
+
+
+def model_name(label: str) -> str:
+    """The registry name inside a `model_label`."""
+    return label.split("[", 1)[0]

@@ -107,7 +107,11 @@ class CoreMLBackend(TimedBackend):
         self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path, config: TimingConfig
     ) -> _PredictRunner:
         started = time.perf_counter()
-        path = export_coreml(model, input_shape, workdir / "model.mlpackage")
+        from zoo.models.export import prepare_for_export
+
+        # Core ML has no antialiased bicubic resize: DeiT/PiT export with their position embeddings baked.
+        exportable = prepare_for_export(model, int(input_shape[-1]))
+        path = export_coreml(exportable, input_shape, workdir / "model.mlpackage")
         details = {
             "exported": True,
             "artifact": str(path),

@@ -1,0 +1,60 @@
+"""The layout rules of the brief, checked: stages import only from earlier stages; small modules and functions."""
+import ast
+from pathlib import Path
+
+ZOO = Path(__file__).resolve().parent.parent / "zoo"
+# The flow, earliest first: a package may import from its own rank or lower ranks only.
+RANK = {"config": 0, "models": 1, "data": 1, "tracking": 1, "training": 2, "results": 3, "measure": 4,
+        "report": 5, "runner": 6, "sweeps": 6}
+ENTRY_RANK = 7  # the top-level `python -m` modules
+# The edge validates a config by asking the stages what they accept (model names, data options): the one
+# deliberate upward import, always inside the validating function.
+EDGE_CHECKS = {("config", "models"), ("config", "data")}
+
+
+def _package(path: Path) -> str:
+    rel = path.relative_to(ZOO)
+    return rel.parts[0] if len(rel.parts) > 1 else "<entry>"
+
+
+def _imported_packages(tree: ast.AST) -> set[str]:
+    found = set()
+    for node in ast.walk(tree):
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+            [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "zoo" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+def test_imports_point_down_the_flow():
+    wrong = []
+    for path in sorted(ZOO.rglob("*.py")):
+        package = _package(path)
+        own = RANK.get(package, ENTRY_RANK)
+        for target in _imported_packages(ast.parse(path.read_text())):
+            rank = RANK.get(target, ENTRY_RANK)
+            if rank > own and (package, target) not in EDGE_CHECKS:
+                wrong.append(f"{path.relative_to(ZOO.parent)} imports zoo.{target}")
+    assert not wrong, "imports against the flow:\n" + "\n".join(wrong)
+
+
+def test_at_most_six_top_level_modules_and_every_package_has_a_rank():
+    top = sorted(p.name for p in ZOO.glob("*.py"))
+    assert len(top) <= 6, top
+    packages = sorted(p.name for p in ZOO.iterdir() if p.is_dir() and (p / "__init__.py").is_file())
+    assert set(packages) <= set(RANK), set(packages) - set(RANK)
+
+
+def test_modules_under_400_lines_and_functions_under_80():
+    long_modules, long_functions = [], []
+    for path in sorted(ZOO.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > 400:
+            long_modules.append(f"{path.relative_to(ZOO.parent)} ({text.count(chr(10))})")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long_functions.append(f"{path.relative_to(ZOO.parent)}:{node.name}")
+    assert not long_modules and not long_functions, (long_modules, long_functions)

@@ -1,0 +1,103 @@
+"""Runtime tables from measurement records (pure functions) and the op-class breakdown on a tiny model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch.nn as nn
+
+from zoo.measure.flops import OP_CLASSES, count_macs, macs_by_class
+from zoo.report.runtime_tables import (
+    breakdown_table,
+    delegation_table,
+    export_status_table,
+    gmacs_rank_table,
+    int8_accuracy_table,
+    relative_to_mobilenet_table,
+    runtime_latency_table,
+)
+
+
+def _rec(model: str, res: int, backend: str, ms: float | None, gmacs: float, status: str = "ok",
+         reason: str = "", details: dict | None = None) -> dict:
+    return {"model": model, "resolution": res, "backend": backend, "machine_id": "m", "median_ms": ms,
+            "gmacs": gmacs, "status": status, "reason": reason, "details": details or {}}
+
+
+RECORDS = [
+    _rec("mobilenetv2_100", 224, "executorch-xnnpack-1t", 4.0, 0.30,
+         details={"delegation": {"delegated_nodes": 204, "non_delegated_nodes": 1, "delegated_subgraphs": 1,
+                                 "non_delegated_ops": {"getitem": 1}}}),
+    _rec("deit_tiny", 224, "executorch-xnnpack-1t", 40.0, 1.25),
+    _rec("pit_ti", 224, "executorch-xnnpack-1t", 30.0, 0.70),
+    _rec("mobilevit_xxs", 256, "executorch-xnnpack-1t", 20.0, 0.41),
+    _rec("mobilevit_xxs", 224, "executorch-xnnpack-1t", 15.0, 0.31),  # not the deployment resolution
+    _rec("mobilenetv2_100", 224, "litert-1t", 3.0, 0.30, details={"delegation": {"delegate_partitions": 1}}),
+    _rec("deit_tiny", 224, "litert-1t", None, 1.25, status="failed", reason="ParityError: differs"),
+]
+DEPLOY = {"mobilenetv2_100": 224, "deit_tiny": 224, "pit_ti": 224, "mobilevit_xxs": 256}
+
+
+def test_latency_table_keeps_deployment_resolution_and_failures_as_cells() -> None:
+    table = runtime_latency_table(RECORDS, deploy_res=DEPLOY)
+    assert table.headers[:3] == ["model", "res", "GMACs"]
+    rows = {row[0]: row for row in table.rows}
+    assert rows["mobilevit_xxs"][1] == "256" and rows["mobilevit_xxs"][3] == "20.0"
+    assert rows["deit_tiny"][4].startswith("failed: ParityError")
+    assert len(table.rows) == 4
+
+
+def test_rank_and_relative_tables() -> None:
+    ranks = gmacs_rank_table(RECORDS, deploy_res=DEPLOY)
+    et = next(row for row in ranks.rows if row[0] == "executorch-xnnpack-1t")
+    assert et[1] == "4" and et[2] == "1.00"  # latency order = GMACs order here
+    relative = relative_to_mobilenet_table(RECORDS, ["executorch-xnnpack-1t"], deploy_res=DEPLOY)
+    deit = next(row for row in relative.rows if row[0] == "deit_tiny")
+    assert deit[1] == "10.00×" and deit[2] == "11.95×" and deit[3] == "3.75×"  # paper: 10.99/0.92, 28.15/7.50
+
+
+def test_status_delegation_int8_and_breakdown_tables() -> None:
+    status = export_status_table(RECORDS + [_rec("pit_ti", 224, "coreml", None, 0.7, "skipped", "needs macOS",
+                                                 {"exported": True})])
+    assert status.rows[2][status.headers.index("coreml")] == "ok"
+    delegation = delegation_table(RECORDS, deploy_res=DEPLOY)
+    assert delegation.rows[0][3] == "204/205" and "getitem 1" in delegation.rows[0][5]
+    int8 = int8_accuracy_table([{"model": "m", "runtime": "onnxruntime", "fp32_top1": 70.0, "int8_top1": 69.5,
+                                 "status": "ok"}])
+    assert int8.rows[0][4] == "+0.50"
+    bd = breakdown_table([{"model": "m", "resolution": 224, "total_kernel_ms": 10.0,
+                           "ms_by_class": {"convolution": 6.0, "attention": 4.0},
+                           "gmacs_by_class": {"convolution": 0.2}}])
+    assert bd.rows[0][3] == "6.0 (60%) / 0.200" and "|" in bd.markdown()
+
+
+class ConvNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.norm = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.norm(self.dw(self.conv(x))).mean(dim=(2, 3)))
+
+
+def test_macs_by_class_splits_depthwise_and_sums_to_the_total() -> None:
+    model = ConvNet()
+    classes = macs_by_class(model, 16)
+    assert set(classes) == set(OP_CLASSES)
+    assert classes["depthwise conv"] == 16 * 16 * 8 * 9
+    assert classes["convolution"] == 16 * 16 * 8 * 27
+    assert sum(classes.values()) == count_macs(model, 16).macs
+
+
+def test_onnxruntime_profile_breakdown(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from zoo.measure.breakdown import op_class_breakdown
+
+    record = op_class_breakdown(ConvNet(), 32, runs=3, name="conv", workdir=tmp_path)
+    ms = record["ms_by_class"]
+    assert set(ms) == set(OP_CLASSES) and record["total_kernel_ms"] > 0
+    assert ms["depthwise conv"] > 0 and ms["convolution"] > 0
+    assert record["gmacs_by_class"]["depthwise conv"] > 0

@@ -1,0 +1,179 @@
+"""ExecuTorch with the XNNPACK delegate (the CPU path of ExecuTorch on Android/iOS), fp32 or int8.
+
+Export, with ExecuTorch's own API: `prepare_for_export` (bakes resized position embeddings) → `torch.export` →
+`to_edge_transform_and_lower(..., partitioner=[XnnpackPartitioner()])` → `.pte`, run from Python by
+`executorch.runtime.Runtime`. int8: PT2E static quantisation with ExecuTorch's `XNNPACKQuantizer` (symmetric,
+per-channel weights), calibrated on the caller's images (see `phone_common`), before lowering.
+
+Why a model is slow: `get_delegation_info` counts the graph nodes XNNPACK took and those left to ExecuTorch's
+portable (reference) kernels, by op; the counts go in the record's details. A non-delegated op runs on portable
+kernels, typically many times slower than XNNPACK's, and splits the graph into several delegate calls.
+
+Threads: XNNPACK runs on ExecuTorch's process-wide threadpool, which we size before every timing round (1 thread,
+or every usable core).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from zoo.measure.backends.phone_common import (
+    CallRunner,
+    check_batch,
+    check_fp32,
+    make_calibration,
+    top1_agreement,
+)
+from zoo.measure.latency import TimedBackend, TimingConfig
+from zoo.measure.machine import usable_cpus
+
+__all__ = ["ExecuTorchXnnpackBackend", "delegation_summary", "export_executorch", "load_executorch"]
+
+
+def _quiet():
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    return stack
+
+
+def delegation_summary(graph_module: torch.fx.GraphModule) -> dict:
+    """Delegated vs non-delegated node counts, and the non-delegated ones by op name."""
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(graph_module)
+    left = Counter({op: b.non_delegated for op, b in info.delegation_by_operator.items() if b.non_delegated})
+    return {
+        "delegated_nodes": int(info.num_delegated_nodes),
+        "non_delegated_nodes": int(info.num_non_delegated_nodes),
+        "delegated_subgraphs": int(info.num_delegated_subgraphs),
+        "non_delegated_ops": dict(left.most_common()),
+    }
+
+
+def quantize_pt2e_xnnpack(model: nn.Module, example: torch.Tensor, calibration: list[torch.Tensor]) -> nn.Module:
+    """PT2E static int8 with XNNPACK's quantizer: export → prepare → calibrate → convert."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    graph = torch.export.export(model, (example,), strict=False).module()
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for batch in calibration:
+            prepared(batch)
+    return convert_pt2e(prepared)
+
+
+def export_executorch(
+    model: nn.Module, example: torch.Tensor, path: Path, calibration: list[torch.Tensor] | None = None,
+    friendly_ops: bool = True,
+) -> dict:
+    """Export `model` (already prepared for export, eval mode) to an XNNPACK-lowered `.pte` at `path`.
+
+    Returns the delegation summary. `calibration` given → int8 (PT2E), else fp32. `friendly_ops`: trace
+    attention and layer norm with ops XNNPACK delegates (`zoo.models.export.xnnpack_friendly_ops`).
+    """
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    from zoo.models.export import xnnpack_friendly_ops
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rewrite = xnnpack_friendly_ops() if friendly_ops else contextlib.nullcontext()
+    with _quiet(), torch.no_grad(), rewrite:
+        if calibration is not None:
+            model = quantize_pt2e_xnnpack(model, example, calibration)
+        program = torch.export.export(model, (example,), strict=False)
+        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        summary = delegation_summary(edge.exported_program().graph_module)
+        path.write_bytes(edge.to_executorch().buffer)
+    return summary
+
+
+def set_threads(threads: int) -> None:
+    from executorch.extension.pybindings import portable_lib
+
+    if portable_lib._threadpool_get_thread_count() != threads:
+        portable_lib._unsafe_reset_threadpool(threads)
+
+
+def load_executorch(path: Path, enable_etdump: bool = False):
+    """(method, program): the loaded `forward` of a `.pte` (the program keeps the ETDump when enabled)."""
+    from executorch.runtime import Runtime
+
+    program = Runtime.get().load_program(path, enable_etdump=enable_etdump, debug_buffer_size=1 << 24)
+    return program.load_method("forward"), program
+
+
+class _ThreadedRunner(CallRunner):
+    def __init__(self, threads: int, *args, **kwargs) -> None:
+        self.threads = threads
+        set_threads(threads)
+        super().__init__(*args, **kwargs)
+
+    def time_round(self, config: TimingConfig) -> list[float]:
+        set_threads(self.threads)  # the pool is process-wide: another backend may have resized it
+        return super().time_round(config)
+
+
+class ExecuTorchXnnpackBackend(TimedBackend):
+    """`executorch-xnnpack[-int8][-1t]`: batch 1, fp32 or PT2E int8, 1 thread or all usable cores."""
+
+    def __init__(self, threads: int | None = None, int8: bool = False,
+                 calibration_images: torch.Tensor | None = None) -> None:
+        self.threads = threads
+        self.int8 = int8
+        self.calibration_images = calibration_images
+        self.name = "executorch-xnnpack" + ("-int8" if int8 else "") + ("-1t" if threads == 1 else "")
+        self.batch_sizes = (1,)
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner  # noqa: F401
+            from executorch.runtime import Runtime
+        except ImportError as error:
+            return False, f"executorch not importable ({error}); pip install -e '.[phone]'"
+        if not Runtime.get().backend_registry.is_available("XnnpackBackend"):
+            return False, "this executorch build has no XnnpackBackend"
+        return True, ""
+
+    def prepare(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path,
+                config: TimingConfig) -> CallRunner:
+        from zoo.models.export import prepare_for_export
+
+        threads = self.threads or usable_cpus()
+        exportable = prepare_for_export(model, int(input_shape[-1]))
+        example = torch.randn(input_shape)
+        details: dict = {"threads": threads, "exporter": "torch.export → to_edge_transform_and_lower(XNNPACK)",
+                         "export_rewrite": "xnnpack_friendly_ops (attention: bmm-softmax-bmm; layer norm: 4-D means)"}
+        calibration = None
+        if self.int8:
+            cal = make_calibration(self.calibration_images, input_shape)
+            calibration, details["calibration"] = cal.batches(1), cal.source
+        path = workdir / "model.pte"
+        details["delegation"] = export_executorch(exportable, example, path, calibration)
+        details["artifact"] = str(path)
+        set_threads(threads)
+        method, program = load_executorch(path)
+
+        def run(array: np.ndarray) -> np.ndarray:
+            return method.execute([torch.from_numpy(array)])[0].numpy()
+
+        if self.int8:
+            details["int8_top1_agreement"] = top1_agreement(run, exportable, check_batch(input_shape))
+        else:
+            details.update(check_fp32(run, exportable, example))
+        inputs = [example]
+        return _ThreadedRunner(threads, lambda: method.execute(inputs), details, config, close=None)

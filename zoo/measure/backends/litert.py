@@ -1,0 +1,103 @@
+"""LiteRT (formerly TensorFlow Lite) on CPU with its default XNNPACK delegate, fp32: 'litert-1t' / 'litert'.
+
+Export with Google's own converter, `litert_torch.convert(model, (example,)).export(path)` (after
+`prepare_for_export`), run with `ai_edge_litert.interpreter.Interpreter(num_threads=...)`, the interpreter an
+Android app embeds. Output checked against PyTorch before timing (see `phone_common`).
+
+Delegation: the interpreter applies XNNPACK by default and replaces each delegated run of ops with one
+`DELEGATE` node. Python exposes the node list but not the execution plan, so we record the graph's op counts and
+the number of delegate partitions (1 means XNNPACK took one contiguous run; more mean ops it refused in between).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from zoo.measure.backends.phone_common import CallRunner, check_fp32
+from zoo.measure.latency import TimedBackend, TimingConfig
+from zoo.measure.machine import usable_cpus
+
+__all__ = ["LiteRTBackend", "export_litert", "litert_graph_summary"]
+
+
+def export_litert(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """Convert `model` (prepared for export, eval mode) to a `.tflite` flatbuffer at `path`."""
+    import litert_torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The converter prints a progress tree on stdout/stderr and logs through absl: keep the CLI output readable.
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            litert_torch.convert(model, (example,)).export(str(path))
+    finally:
+        absl.setLevel(level)
+
+
+def litert_graph_summary(interpreter) -> dict:
+    """Op counts of the primary graph and the number of XNNPACK delegate partitions."""
+    ops = Counter(op["op_name"] for op in interpreter._get_ops_details())
+    partitions = ops.pop("DELEGATE", 0)
+    return {"graph_ops": int(sum(ops.values())), "delegate_partitions": int(partitions),
+            "ops": dict(ops.most_common())}
+
+
+def make_interpreter(path: Path, threads: int):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+class LiteRTBackend(TimedBackend):
+    """`litert[-1t]`: batch 1, fp32, 1 thread or every usable core."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+        self.name = "litert-1t" if threads == 1 else "litert"
+        self.batch_sizes = (1,)
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import litert_torch  # noqa: F401
+            from ai_edge_litert.interpreter import Interpreter  # noqa: F401
+        except ImportError as error:
+            return False, f"litert-torch / ai-edge-litert not importable ({error}); pip install -e '.[phone]'"
+        return True, ""
+
+    def prepare(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path,
+                config: TimingConfig) -> CallRunner:
+        from zoo.models.export import prepare_for_export
+
+        threads = self.threads or usable_cpus()
+        exportable = prepare_for_export(model, int(input_shape[-1]))
+        example = torch.randn(input_shape)
+        path = workdir / "model.tflite"
+        export_litert(exportable, example, path)
+        interpreter = make_interpreter(path, threads)
+        input_index = interpreter.get_input_details()[0]["index"]
+        output_index = interpreter.get_output_details()[0]["index"]
+
+        def run(array: np.ndarray) -> np.ndarray:
+            interpreter.set_tensor(input_index, array)
+            interpreter.invoke()
+            return interpreter.get_tensor(output_index)
+
+        details: dict = {"threads": threads, "exporter": "litert_torch.convert", "artifact": str(path)}
+        details.update(check_fp32(run, exportable, example))
+        details["delegation"] = litert_graph_summary(interpreter)
+        interpreter.set_tensor(input_index, example.numpy())
+        return CallRunner(interpreter.invoke, details, config)

@@ -1,0 +1,181 @@
+"""Tables of latency on phone runtimes (issue 11), built from measurement records alone. Pure functions.
+
+Each function takes records as stored in `measurements.jsonl` (dicts; see zoo/measure/suite.py `_record`) and
+returns a `Table`. When several records share (model, resolution, backend), the last one wins, as in the store.
+Failed and skipped records stay visible as cells ("failed: reason") instead of disappearing.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from zoo.report.stats import rank_agreement
+from zoo.report.tables import DASH, Table, md
+
+__all__ = [
+    "PAPER_IPHONE12_MS",
+    "breakdown_table",
+    "delegation_table",
+    "export_status_table",
+    "gmacs_rank_table",
+    "int8_accuracy_table",
+    "relative_to_mobilenet_table",
+    "runtime_latency_table",
+]
+
+Record = Mapping[str, Any]
+REFERENCE_MODEL = "mobilenetv2_100"
+# Column order of the op-class breakdown (zoo.measure.flops.OP_CLASSES); unknown classes go last.
+CLASS_ORDER = ("convolution", "depthwise conv", "matmul/linear", "attention", "normalization", "reshape/transpose",
+               "resize", "elementwise", "other")
+# MobileViT paper, Table 3 (papers.md): iPhone-12 (Neural Engine ms, CPU ms). MobileViT-XS is the paper's row.
+PAPER_IPHONE12_MS: dict[str, tuple[float, float]] = {
+    "mobilenetv2_100": (0.92, 7.50),
+    "deit_tiny": (10.99, 28.15),
+    "pit_ti": (10.56, 24.03),
+    "mobilevit_xs": (7.28, 17.86),
+}
+
+
+def _latest(records: Iterable[Record]) -> dict[tuple[str, int, str], Record]:
+    return {(r["model"], int(r["resolution"]), r["backend"]): r for r in records}
+
+
+def _order(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def _cell(record: Record | None, digits: int = 1) -> str:
+    if record is None:
+        return DASH
+    if record.get("status") == "ok" and record.get("median_ms") is not None:
+        return f"{record['median_ms']:.{digits}f}"
+    reason = str(record.get("reason", ""))[:60]
+    return f"{record.get('status', '?')}: {reason}" if reason else str(record.get("status", "?"))
+
+
+def _deploy(records: Iterable[Record], deploy_res: Mapping[str, int] | None) -> list[Record]:
+    """Records at each model's deployment resolution (all records when `deploy_res` is None)."""
+    records = list(records)
+    if deploy_res is None:
+        return records
+    return [r for r in records if int(r["resolution"]) == deploy_res.get(r["model"], int(r["resolution"]))]
+
+
+def runtime_latency_table(records: Iterable[Record], backends: Sequence[str] | None = None,
+                          deploy_res: Mapping[str, int] | None = None) -> Table:
+    """Model × runtime median latency (ms, batch 1) at deployment resolution; fp32 and int8 backends as columns."""
+    chosen = _deploy(records, deploy_res)
+    latest = _latest(chosen)
+    backends = list(backends or _order(r["backend"] for r in chosen))
+    rows = []
+    for model, res in _order((k[0], k[1]) for k in latest):
+        gmacs = next((r.get("gmacs") for k, r in latest.items() if k[:2] == (model, res)), None)
+        rows.append([model, res, DASH if gmacs is None else f"{gmacs:.3f}",
+                     *[_cell(latest.get((model, res, b))) for b in backends]])
+    return md(rows, ["model", "res", "GMACs", *[f"{b} ms" for b in backends]])
+
+
+def gmacs_rank_table(records: Iterable[Record], deploy_res: Mapping[str, int] | None = None) -> Table:
+    """Per runtime: does ordering by GMACs predict ordering by latency? Spearman ρ, Kendall τ, ms per GMAC."""
+    ok = [r for r in _deploy(records, deploy_res) if r.get("status") == "ok" and r.get("gmacs")]
+    rows = []
+    for backend in _order(r["backend"] for r in ok):
+        chosen = list(_latest(r for r in ok if r["backend"] == backend).values())
+        agreement = rank_agreement([r["gmacs"] for r in chosen], [r["median_ms"] for r in chosen])
+        per_gmac = sorted(r["median_ms"] / r["gmacs"] for r in chosen)
+        rows.append([backend, len(chosen),
+                     DASH if agreement is None else f"{agreement.spearman:.2f}",
+                     DASH if agreement is None else f"{agreement.kendall:.2f}",
+                     f"{per_gmac[0]:.0f}–{per_gmac[-1]:.0f}"])
+    return md(rows, ["runtime", "models", "Spearman ρ", "Kendall τ", "ms per GMAC (min–max)"])
+
+
+def relative_to_mobilenet_table(records: Iterable[Record], backends: Sequence[str] | None = None,
+                                deploy_res: Mapping[str, int] | None = None,
+                                paper: Mapping[str, tuple[float, float]] = PAPER_IPHONE12_MS) -> Table:
+    """Each model's latency ÷ MobileNetV2's on the same runtime, beside the paper's iPhone-12 ratios."""
+    chosen = [r for r in _deploy(records, deploy_res) if r.get("status") == "ok"]
+    latest = {(k[0], k[2]): r for k, r in _latest(chosen).items()}
+    backends = list(backends or _order(r["backend"] for r in chosen))
+    models = _order(r["model"] for r in chosen)
+    ref_paper = paper.get(REFERENCE_MODEL)
+    rows = []
+    for model in models:
+        cells = []
+        for backend in backends:
+            mine, ref = latest.get((model, backend)), latest.get((REFERENCE_MODEL, backend))
+            cells.append(DASH if not (mine and ref) else f"{mine['median_ms'] / ref['median_ms']:.2f}×")
+        figures = paper.get(model)
+        paper_cells = [DASH, DASH] if not (figures and ref_paper) else [
+            f"{figures[0] / ref_paper[0]:.2f}×", f"{figures[1] / ref_paper[1]:.2f}×"]
+        rows.append([model, *cells, *paper_cells])
+    return md(rows, ["model", *[f"{b} ÷ MNv2" for b in backends], "paper iPhone-12 NE ÷ MNv2",
+                     "paper iPhone-12 CPU ÷ MNv2"])
+
+
+def int8_accuracy_table(rows: Iterable[Mapping[str, Any]]) -> Table:
+    """Rows of `zoo.measure.int8_accuracy.Int8Accuracy.as_dict()` plus a 'model' key: fp32 vs int8 top-1."""
+    out = []
+    for row in rows:
+        int8 = row.get("int8_top1")
+        out.append([row.get("model", DASH), row["runtime"], f"{row['fp32_top1']:.2f}",
+                    DASH if int8 is None else f"{int8:.2f}",
+                    DASH if int8 is None else f"{row['fp32_top1'] - int8:+.2f}",
+                    row.get("status", "ok") if row.get("status", "ok") == "ok" else
+                    f"{row['status']}: {str(row.get('reason', ''))[:60]}"])
+    return md(out, ["model", "int8 runtime", "fp32 top-1", "int8 top-1", "drop (points)", "status"])
+
+
+def export_status_table(records: Iterable[Record], backends: Sequence[str] | None = None) -> Table:
+    """Model@res × runtime: did export (and the parity check) succeed? Failures keep their reason."""
+    records = list(records)
+    latest = _latest(records)
+    backends = list(backends or _order(r["backend"] for r in records))
+
+    def status(record: Record | None) -> str:
+        if record is None:
+            return DASH
+        if record.get("status") == "ok" or record.get("details", {}).get("exported"):
+            return "ok"
+        return _cell(record)
+
+    rows = [[f"{m}@{res}", *[status(latest.get((m, res, b))) for b in backends]]
+            for m, res in _order((k[0], k[1]) for k in latest)]
+    return md(rows, ["model", *backends])
+
+
+def delegation_table(records: Iterable[Record], deploy_res: Mapping[str, int] | None = None) -> Table:
+    """How much of each graph the runtime delegates to XNNPACK, and the top ops left out (ExecuTorch counts)."""
+    rows = []
+    for (model, res, backend), record in _latest(_deploy(records, deploy_res)).items():
+        delegation = (record.get("details") or {}).get("delegation")
+        if not delegation:
+            continue
+        if "delegated_nodes" in delegation:
+            done, left = delegation["delegated_nodes"], delegation["non_delegated_nodes"]
+            ops = ", ".join(f"{op.removeprefix('aten_')} {n}" for op, n in
+                            list(delegation.get("non_delegated_ops", {}).items())[:5])
+            rows.append([model, res, backend, f"{done}/{done + left}", delegation.get("delegated_subgraphs", DASH),
+                         ops or DASH])
+        else:
+            rows.append([model, res, backend, DASH, delegation.get("delegate_partitions", DASH), DASH])
+    return md(rows, ["model", "res", "runtime", "delegated nodes", "delegate partitions",
+                     "top non-delegated ops"])
+
+
+def breakdown_table(breakdowns: Iterable[Mapping[str, Any]]) -> Table:
+    """Records of `zoo.measure.breakdown.op_class_breakdown`: ms (and share) and GMACs per op class."""
+    breakdowns = list(breakdowns)
+    seen = _order(c for b in breakdowns for c in b["ms_by_class"])
+    classes = sorted(seen, key=lambda c: CLASS_ORDER.index(c) if c in CLASS_ORDER else len(CLASS_ORDER))
+    rows = []
+    for b in breakdowns:
+        total = b.get("total_kernel_ms") or sum(b["ms_by_class"].values()) or 1.0
+        cells = []
+        for c in classes:
+            ms, gmacs = b["ms_by_class"].get(c, 0.0), b.get("gmacs_by_class", {}).get(c, 0.0)
+            cells.append(DASH if not ms and not gmacs else
+                         f"{ms:.1f} ({100 * ms / total:.0f}%)" + (f" / {gmacs:.3f}" if gmacs else ""))
+        rows.append([b["model"], b["resolution"], f"{total:.1f}", *cells])
+    return md(rows, ["model", "res", "kernel ms", *[f"{c} ms (share) / GMACs" for c in classes]])
