@@ -7,9 +7,9 @@ ZOO = Path(__file__).resolve().parent.parent / "zoo"
 RANK = {"config": 0, "models": 1, "data": 1, "tracking": 1, "training": 2, "results": 3, "measure": 4,
         "report": 5, "runner": 6, "sweeps": 6}
 ENTRY_RANK = 7  # the top-level `python -m` modules
-# The edge validates a config by asking the stages what they accept (model names, data options): the one
-# deliberate upward import, always inside the validating function.
-EDGE_CHECKS = {("config", "models"), ("config", "data")}
+# The edge validates a config by asking the stages what they accept (model names, data options, backend names):
+# the one deliberate upward import, always inside the validating function.
+EDGE_CHECKS = {("config", "models"), ("config", "data"), ("config", "measure")}
 
 
 def _package(path: Path) -> str:

@@ -230,9 +230,32 @@ class ExecConfig:
 
 @dataclass(frozen=True)
 class MeasureConfig:
+    """What `zoo.run` measures after training (see README "Measurement and the leaderboard")."""
+
     enabled: bool = True
-    backends: tuple[str, ...] = ("cpu-eager-1t", "cpu-eager", "onnxruntime-cpu", "cuda", "coreml")
+    # At each model's deployment resolution (the paper's: 256 for MobileViT, 224 for the others), 1000 classes.
+    backends: tuple[str, ...] = ("cpu-eager-1t", "onnxruntime-cpu-1t", "executorch-xnnpack-1t",
+                                 "executorch-xnnpack-int8-1t", "litert-1t", "onnxruntime-cpu-int8-1t", "coreml",
+                                 "cuda")
+    deploy_resolutions: dict[str, int] = field(default_factory=dict)  # model -> px, overriding the paper's
+    # At the matrix's evaluation resolution with the trained head (where the accuracy was measured).
+    eval_backends: tuple[str, ...] = ("cpu-eager-1t",)
+    calibration_images: int = 64  # training images for int8 calibration
+    int8_accuracy: bool = True  # validation top-1 of each trained model's int8 export beside fp32
+    int8_eval_images: int = 300
+    int8_runtimes: tuple[str, ...] = ("executorch-xnnpack", "onnxruntime")
+    breakdown: bool = True  # latency by operator class (ONNX Runtime's profiler) beside GMACs by class
+    rounds: int = 6  # interleaved timing rounds per backend
     force: bool = False
+
+    def validate(self, source: str, path: str) -> None:
+        from zoo.measure.backends import BACKEND_NAMES
+
+        check = Checker(self, source, path)
+        for key in ("backends", "eval_backends"):
+            unknown = sorted(set(getattr(self, key)) - set(BACKEND_NAMES))
+            check.require(not unknown, key, f"backend names ({', '.join(BACKEND_NAMES)})", unknown)
+        check.positive("calibration_images", "int8_eval_images", "rounds")
 
 
 @dataclass(frozen=True)

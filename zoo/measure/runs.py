@@ -1,38 +1,189 @@
-"""After training: measure every trained model where it was evaluated, plus its paper-resolution cost.
+"""After training: measure what the matrix trained, where each figure means something.
 
-Latency is measured at each model's evaluation resolution with the trained head (what the leaderboard's accuracy
-refers to); params and GMACs are also counted at the paper's resolution with a 1000-class head, under the
-pseudo-backend "flops", for the reproduction table. Stored records are reused unless `measure.force` is set.
+- At each model's **deployment resolution** (the paper's: 256 for MobileViT, 224 for the others; `measure.
+  deploy_resolutions` overrides) with a 1000-class head, on `measure.backends` — the phone runtimes among them —
+  latency, params and GMACs: properties of the architecture, independent of the resolution the matrix trained at.
+  int8 backends calibrate on training images of the matrix's data set, resized to that resolution.
+- At the matrix's **evaluation resolution** with the trained head, on `measure.eval_backends`: the cost of the model
+  the accuracy column refers to.
+- **int8 accuracy**: one trained run per model (basic/fixed, first seed, when present) is quantised by each int8
+  runtime and evaluated on validation images beside its fp32 top-1 (`int8_accuracy.jsonl`).
+- **Where the time goes**: latency by operator class from ONNX Runtime's profiler beside GMACs by class
+  (`breakdown.jsonl`).
+- Params and GMACs at the paper's resolution (pseudo-backend "flops") for the reproduction table.
+Knob variants (`model_kwargs`) are measured as themselves, under their `model_label`. Stored records are reused
+unless `measure.force` is set.
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
-from zoo.config import MatrixConfig
+from zoo.config import MatrixConfig, RunConfig, from_dict
 from zoo.measure.store import MEASUREMENTS_FILE, PAPER_FLOPS_BACKEND
-from zoo.results import ResultsStore
+from zoo.results import ResultsStore, RunRecord, append_jsonl, read_jsonl
+
+INT8_FILE = "int8_accuracy.jsonl"
+DEPLOY_FILE = "deploy_resolutions.json"
+BREAKDOWN_FILE = "breakdown.jsonl"
+
+
+@dataclass
+class Trained:
+    """A trained architecture (model + knobs) and the runs that trained it."""
+
+    name: str
+    kwargs: dict[str, Any]
+    runs: list[RunRecord] = field(default_factory=list)
+
+    @property
+    def representative(self) -> RunRecord:
+        """The run whose weights stand for the model in int8 accuracy: basic/fixed, first seed, when present."""
+        return min(self.runs, key=lambda r: (r.recipe != "basic", r.sampler != "fixed", r.seed, r.run_id))
+
+
+def trained_models(runs: list[RunRecord]) -> dict[str, Trained]:
+    from zoo.models import model_label
+
+    trained: dict[str, Trained] = {}
+    for run in sorted(runs, key=lambda r: r.run_id):
+        kwargs = dict(run.config.get("model_kwargs") or {})
+        trained.setdefault(model_label(run.model, kwargs), Trained(run.model, kwargs)).runs.append(run)
+    return trained
 
 
 def measure_matrix(matrix: MatrixConfig, store_dir: Path, output_dir: Path) -> None:
     """Measure the finished runs of `store_dir`'s results store; exports go under `output_dir`/artifacts."""
+    trained = trained_models(list(ResultsStore(store_dir).finished()))
+    if not trained:
+        return
+    m, progress = matrix.measure, matrix.execution.progress
+    deployed(trained, matrix, store_dir, output_dir / "artifacts" / "deploy")
+    evaluated(trained, matrix, store_dir, output_dir / "artifacts" / "eval")
+    if m.int8_accuracy:
+        for label, model in tqdm(sorted(trained.items()), desc="int8 accuracy", leave=False, disable=not progress):
+            int8_of(label, model, matrix, store_dir, output_dir)
+    if m.breakdown:
+        breakdowns(trained, matrix, store_dir)
+    paper_costs(sorted({t.name for t in trained.values()}), store_dir / MEASUREMENTS_FILE, m.force)
+
+
+def _timed(labels: list[str], resolution: int, backends: list[str], matrix: MatrixConfig, store_dir: Path,
+           artifacts: Path, num_classes: int, kwargs: dict[str, dict], calibration: torch.Tensor | None) -> None:
     from zoo.measure.latency import TimingConfig
     from zoo.measure.suite import expected_steps, measure_models
 
-    runs = list(ResultsStore(store_dir).finished())
-    trained = sorted({(r.model, r.eval_resolution, r.num_classes) for r in runs})
-    store_path = store_dir / MEASUREMENTS_FILE
-    for num_classes, resolution in sorted({(c, res) for _, res, c in trained}):
-        models = [m for m, res, c in trained if (res, c) == (resolution, num_classes)]
-        backends = list(matrix.measure.backends)
-        steps = tqdm(desc=f"measure {len(models)} models at {resolution}px", unit="step", leave=False,
-                     total=expected_steps(models, backends, TimingConfig()), disable=not matrix.execution.progress)
-        measure_models(models, resolution, backends, store_path, num_classes=num_classes,
-                       force=matrix.measure.force, artifacts_dir=output_dir / "artifacts",
-                       on_progress=lambda _msg: steps.update())
-        steps.close()
-    paper_costs(sorted({m for m, _, _ in trained}), store_path, matrix.measure.force)
+    timing = TimingConfig(rounds=matrix.measure.rounds)
+    steps = tqdm(desc=f"measure {len(labels)} models at {resolution}px", unit="step", leave=False,
+                 total=expected_steps(labels, backends, timing), disable=not matrix.execution.progress)
+    measure_models(labels, resolution, backends, store_dir / MEASUREMENTS_FILE, num_classes=num_classes,
+                   force=matrix.measure.force, timing=timing, artifacts_dir=artifacts, calibration_images=calibration,
+                   on_progress=lambda _msg: steps.update(), model_kwargs=kwargs)
+    steps.close()
+
+
+def deploy_resolution(name: str, matrix: MatrixConfig) -> int:
+    from zoo.models import get_entry
+
+    return matrix.measure.deploy_resolutions.get(name) or get_entry(name).published.resolution or 224
+
+
+def deployed(trained: dict[str, Trained], matrix: MatrixConfig, store_dir: Path, artifacts: Path) -> None:
+    by_res: dict[int, list[str]] = {}
+    for label, model in sorted(trained.items()):
+        res = deploy_resolution(model.name, matrix)
+        by_res.setdefault(res, []).append(label)
+    kwargs = {label: model.kwargs for label, model in trained.items()}
+    # The board reads the stores only: it learns each architecture's deployment resolution from this file.
+    chosen = {label: res for res, labels in by_res.items() for label in labels}
+    (store_dir / DEPLOY_FILE).write_text(json.dumps(dict(sorted(chosen.items())), indent=1) + "\n")
+    some_run = next(iter(trained.values())).representative
+    for res, labels in sorted(by_res.items()):
+        calibration = images_of(some_run, res, matrix.measure.calibration_images, split="train")[0]
+        _timed(labels, res, list(matrix.measure.backends), matrix, store_dir, artifacts / f"{res}px", 1000, kwargs,
+               calibration)
+
+
+def evaluated(trained: dict[str, Trained], matrix: MatrixConfig, store_dir: Path, artifacts: Path) -> None:
+    groups: dict[tuple[int, int], list[str]] = {}
+    for label, model in sorted(trained.items()):
+        run = model.representative
+        groups.setdefault((run.eval_resolution, run.num_classes), []).append(label)
+    kwargs = {label: model.kwargs for label, model in trained.items()}
+    for (res, classes), labels in sorted(groups.items()):
+        _timed(labels, res, list(matrix.measure.eval_backends), matrix, store_dir, artifacts / f"{res}px", classes,
+               kwargs, None)
+
+
+def images_of(run: RunRecord, resolution: int, count: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` evenly spaced images (and labels) of the run's data set split, through its eval transform."""
+    from zoo.data import build_datasets, eval_transform
+    from zoo.training.loaders import transform_spec
+
+    cfg = from_dict(RunConfig, run.config, "results.jsonl")
+    splits = build_datasets(cfg.data.kind, root=cfg.data.root, options=dict(cfg.data.options))
+    dataset = splits.train if split == "train" else splits.val
+    transform = eval_transform(transform_spec(cfg), resolution)
+    step = max(1, len(dataset) // count)
+    pairs = [dataset[i] for i in range(0, len(dataset), step)][:count]
+    return torch.stack([transform(image) for image, _ in pairs]), torch.tensor([label for _, label in pairs])
+
+
+def trained_weights(run: RunRecord, output_dir: Path) -> torch.nn.Module:
+    """The run's evaluated weights (EMA when the recipe had one) from its last checkpoint."""
+    from zoo.training.components import build_model
+
+    cfg = from_dict(RunConfig, run.config, "results.jsonl")
+    model = build_model(cfg, run.num_classes or 1000)
+    state = torch.load(output_dir / "runs" / run.dir_name / "checkpoint.pt", map_location="cpu", weights_only=True)
+    weights = state["ema"] if state.get("ema") else state["model"]
+    model.load_state_dict({k.removeprefix("module."): v for k, v in weights.items()})
+    return model.eval()
+
+
+def int8_of(label: str, model: Trained, matrix: MatrixConfig, store_dir: Path, output_dir: Path) -> None:
+    from zoo.measure.int8_accuracy import int8_accuracy
+    from zoo.measure.machine import software_versions
+
+    run = model.representative
+    done = {(r.get("run_id"), r.get("runtime")) for r in read_jsonl(store_dir / INT8_FILE) if r.get("status") == "ok"}
+    if not matrix.measure.force and all((run.run_id, rt) in done for rt in matrix.measure.int8_runtimes):
+        return
+    try:
+        weights = trained_weights(run, output_dir)
+    except FileNotFoundError as error:  # the run's checkpoint was deleted: nothing to quantise
+        append_jsonl(store_dir / INT8_FILE, {"model": label, "run_id": run.run_id, "status": "skipped",
+                                             "reason": f"no checkpoint: {error.filename}"})
+        return
+    res = run.eval_resolution or 224
+    calibration = images_of(run, res, matrix.measure.calibration_images, split="train")[0]
+    val_x, val_y = images_of(run, res, matrix.measure.int8_eval_images, split="val")
+    for row in int8_accuracy(weights, calibration, val_x, val_y, runtimes=matrix.measure.int8_runtimes):
+        append_jsonl(store_dir / INT8_FILE, {"model": label, "run_id": run.run_id, "recipe": run.recipe,
+                                             "sampler": run.sampler, "seed": run.seed, "resolution": res,
+                                             **row.as_dict(), "versions": software_versions()})
+
+
+def breakdowns(trained: dict[str, Trained], matrix: MatrixConfig, store_dir: Path) -> None:
+    from zoo.measure.breakdown import op_class_breakdown
+    from zoo.models import create
+
+    stored = {(r["model"], r["resolution"]) for r in read_jsonl(store_dir / BREAKDOWN_FILE)}
+    for label, model in tqdm(sorted(trained.items()), desc="op-class breakdown", leave=False,
+                             disable=not matrix.execution.progress):
+        res = deploy_resolution(model.name, matrix)
+        if (label, res) in stored and not matrix.measure.force:
+            continue
+        try:
+            record = op_class_breakdown(create(model.name, num_classes=1000, **model.kwargs), res, runs=10, name=label)
+        except Exception as error:  # a profiler failure is a row of the board, not the end of measuring
+            record = {"model": label, "resolution": res, "status": "failed", "reason": f"{type(error).__name__}: {error}"}
+        append_jsonl(store_dir / BREAKDOWN_FILE, record)
 
 
 def paper_costs(models: list[str], store_path: Path, force: bool = False) -> None:

@@ -20,9 +20,8 @@ from zoo.report.tables import (
     Cost,
     Latency,
     Table,
-    exports_table,
     flops_latency_table,
-    base_model,
+    cost_key,
     group_runs,
     main_boards,
     plateau_table,
@@ -31,11 +30,22 @@ from zoo.report.tables import (
     sampler_table,
     top1_stat,
 )
+from zoo.measure.runs import BREAKDOWN_FILE, DEPLOY_FILE, INT8_FILE
 from zoo.measure.store import MEASUREMENTS_FILE, PAPER_FLOPS_BACKEND
+from zoo.report.runtime_tables import (
+    breakdown_table,
+    delegation_table,
+    export_status_table,
+    int8_accuracy_table,
+    relative_to_mobilenet_table,
+    runtime_latency_table,
+)
 from zoo.results import ResultsStore, RunRecord, read_jsonl
 
-BACKEND_ORDER = ["cpu-eager-1t", "cpu-eager", "onnxruntime-cpu-1t", "onnxruntime-cpu", "cuda", "cuda b32",
-                 "cuda-bf16", "cuda-bf16 b32"]
+BACKEND_ORDER = ["executorch-xnnpack-1t", "executorch-xnnpack-int8-1t", "litert-1t", "onnxruntime-cpu-1t",
+                 "onnxruntime-cpu-int8-1t", "cpu-eager-1t", "executorch-xnnpack", "executorch-xnnpack-int8", "litert",
+                 "onnxruntime-cpu", "onnxruntime-cpu-int8", "cpu-eager", "cuda", "cuda b32", "cuda-bf16",
+                 "cuda-bf16 b32"]
 
 
 def _latest_by_key(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
@@ -52,25 +62,39 @@ def column_name(backend: str, batch: int) -> str:
     return backend if batch == 1 else f"{backend} b{batch}"
 
 
+def deploy_resolutions(store_dir: Path) -> dict[str, int]:
+    """Each measured architecture's deployment resolution, as the measurement chose it (the paper's unless
+    runs.yaml said otherwise)."""
+    path = store_dir / DEPLOY_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def deploy_resolution(model: str, chosen: dict[str, int]) -> int:
+    from zoo.models import get_entry, model_name
+
+    return chosen.get(model) or get_entry(model_name(model)).published.resolution or 224
+
+
 def load_inputs(store_dir: Path) -> tuple[BoardInputs, list[dict[str, Any]]]:
-    """The finished runs, plus costs/latency at each model's evaluation resolution and its paper figures."""
-    from zoo.models import get_entry, list_models
+    """The finished runs, plus each trained architecture's costs and latency at its deployment resolution (1000
+    classes, batch 1 and up) and its paper figures."""
+    from zoo.models import get_entry, list_models, model_name
 
     runs = list(ResultsStore(store_dir).finished())
-    trained = {r.model: (r.eval_resolution, r.num_classes) for r in sorted(runs, key=lambda r: r.run_id)}
-    measurements = read_jsonl(store_dir / MEASUREMENTS_FILE)
+    trained = {cost_key(r) for r in runs}
+    chosen = deploy_resolutions(store_dir)
     costs: dict[str, Cost] = {}
     paper_costs: dict[str, Cost] = {}
     latency: dict[tuple[str, str], Latency] = {}
     columns: set[str] = set()
     used: list[dict[str, Any]] = []
-    exports: dict[str, dict[str, tuple[str, str]]] = {}
-    for (model, res, backend, batch, classes), rec in sorted(_latest_by_key(measurements).items(), key=lambda kv: str(kv[0])):
-        params = rec["params"] / 1e6 if rec.get("params") else None
+    latest = _latest_by_key(read_jsonl(store_dir / MEASUREMENTS_FILE))
+    for (model, res, backend, batch, classes), rec in sorted(latest.items(), key=lambda kv: str(kv[0])):
+        params = rec["params_1k"] / 1e6 if rec.get("params_1k") else (rec["params"] / 1e6 if rec.get("params") else None)
         if backend == PAPER_FLOPS_BACKEND:
             paper_costs[model] = Cost(params, rec.get("gmacs"), res)
             continue
-        if model not in trained or (res, classes) != trained[model]:
+        if model not in trained or res != deploy_resolution(model, chosen) or classes != 1000:
             continue
         if rec.get("gmacs") is not None:
             costs[model] = Cost(params, rec["gmacs"], res)
@@ -79,22 +103,11 @@ def load_inputs(store_dir: Path) -> tuple[BoardInputs, list[dict[str, Any]]]:
             latency[(model, name)] = Latency(rec["median_ms"], rec.get("iqr_ms") or 0.0, rec.get("runs") or 0)
             columns.add(name)
             used.append(rec)
-        if backend.startswith("onnxruntime") or backend == "coreml":
-            exports.setdefault(model, {})["onnx" if backend != "coreml" else "coreml"] = _export_status(rec)
     known = set(list_models())
-    published = {m: get_entry(m).published for m in set(costs) | set(paper_costs) if m in known}
+    published = {m: get_entry(model_name(m)).published for m in set(costs) | set(paper_costs)
+                 if model_name(m) in known}
     ordered = [b for b in BACKEND_ORDER if b in columns] + sorted(columns - set(BACKEND_ORDER))
-    return BoardInputs(runs, costs, paper_costs, latency, ordered, published, exports), used
-
-
-def _export_status(rec: dict[str, Any]) -> tuple[str, str]:
-    details = rec.get("details") or {}
-    if rec.get("status") == "failed":
-        return "failed", (rec.get("reason") or "").splitlines()[0][:90]
-    if rec["backend"] == "coreml":
-        return ("exported", f"{details['size_bytes'] / 2**20:.1f} MiB") if details.get("exported") else ("skipped", rec.get("reason") or "")
-    err = details.get("parity_max_abs_err")
-    return "ok", f"{details.get('exporter', '')}, max abs err vs torch {err:.1e}" if err is not None else ""
+    return BoardInputs(runs, costs, paper_costs, latency, ordered, published), used
 
 
 def adaptations(runs: list[RunRecord]) -> list[str]:
@@ -129,7 +142,9 @@ def _header(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str)
         "Generated by `python -m zoo.leaderboard` from `results.jsonl` and `measurements.jsonl` in this folder; "
         "do not edit by hand.",
         "",
-        f"- **Data set**: {', '.join(datasets) or '–'}; evaluation resolution per model as trained.",
+        f"- **Data set**: {', '.join(datasets) or '–'}; accuracy at the matrix's evaluation resolution; params, "
+        "GMACs and latency of each architecture at its deployment resolution (the paper's: 256 px for MobileViT, "
+        "224 px for the others) with a 1000-class head, independent of the resolution it was trained at.",
         "- **Budget**: " + ("; ".join(f"{e} epochs, global batch {b}, lr {lr:g}" for e, b, lr in budgets) or "–")
         + ". Every model, recipe and sampler shares it: only regularisation (recipe) or sampling differs.",
         f"- **Runs**: {len(runs)} finished, seeds {seeds or '–'}; commit(s) {', '.join(commits) or '–'}.",
@@ -148,7 +163,7 @@ def _plots(inputs: BoardInputs, out_dir: Path) -> list[str]:
         backend = inputs.backends[0]
         points: dict[str, list[tuple[str, float, float]]] = {}
         for (model, recipe, sampler), recs in group_runs(inputs.runs).items():
-            stat, lat = top1_stat(recs), inputs.latency.get((base_model(model), backend))
+            stat, lat = top1_stat(recs), inputs.latency.get((cost_key(recs[0]), backend))
             if stat and lat:
                 points.setdefault(f"{recipe}/{sampler}", []).append((model, lat.median_ms, stat.mean))
         if points:
@@ -165,7 +180,42 @@ def _plots(inputs: BoardInputs, out_dir: Path) -> list[str]:
     return links
 
 
-def tables(inputs: BoardInputs) -> list[tuple[str, str, Table]]:
+def deploy_records(store_dir: Path, inputs: BoardInputs) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Batch-1, 1000-class measurement records of the trained architectures at their deployment resolution."""
+    trained = {cost_key(r) for r in inputs.runs}
+    records = [r for r in read_jsonl(store_dir / MEASUREMENTS_FILE)
+               if r.get("model") in trained and r.get("backend") != PAPER_FLOPS_BACKEND
+               and r.get("batch_size", 1) == 1 and r.get("num_classes", 1000) == 1000]
+    chosen = deploy_resolutions(store_dir)
+    resolutions = {m: deploy_resolution(m, chosen) for m in trained}
+    return [r for r in records if r["resolution"] == resolutions[r["model"]]], resolutions
+
+
+def runtime_sections(store_dir: Path, inputs: BoardInputs) -> list[tuple[str, str, Table]]:
+    """Latency on the runtimes devices use, delegation, int8 accuracy, where the time goes, export status."""
+    records, resolutions = deploy_records(store_dir, inputs)
+    backends = [b for b in BACKEND_ORDER if any(r["backend"] == b for r in records)]
+    backends += sorted({r["backend"] for r in records} - set(backends))
+    int8 = read_jsonl(store_dir / INT8_FILE)
+    breakdown = [b for b in read_jsonl(store_dir / BREAKDOWN_FILE) if b.get("ms_by_class")]
+    return [
+        ("## 6. Latency on the runtimes phones use (ms, batch 1, at each model's deployment resolution; `-1t`: one "
+         "thread, as on a phone's big core)", "runtimes/latency",
+         runtime_latency_table(records, backends, resolutions)),
+        ("", "runtimes/relative_to_mobilenetv2", relative_to_mobilenet_table(records, backends, resolutions)),
+        ("## 7. Why a model is slow: what each runtime delegates to its fast kernels", "runtimes/delegation",
+         delegation_table(records, resolutions)),
+        ("## 8. int8: validation top-1 of the trained models, fp32 against each runtime's int8 export", "int8",
+         int8_accuracy_table(int8)),
+        ("## 9. Where the time goes: ONNX Runtime's profiler (1 thread) by operator class, beside GMACs",
+         "breakdown", breakdown_table(breakdown)),
+        ("## 10. Export status per runtime (failures kept; Core ML predictions need macOS: time the exported "
+         "`.mlpackage` on an iPhone with Xcode's performance report)", "exports",
+         export_status_table(records, backends)),
+    ]
+
+
+def tables(inputs: BoardInputs, store_dir: Path) -> list[tuple[str, str, Table]]:
     """(section heading, key, table) in README order; the key names the table in W&B."""
     flops, corr = flops_latency_table(inputs)
     out = [(f"### {title}", "board/" + title.replace(" recipe, ", "-").replace(" sampler", ""), table)
@@ -176,25 +226,18 @@ def tables(inputs: BoardInputs) -> list[tuple[str, str, Table]]:
         ("## 4. FLOPs vs measured latency", "flops_vs_latency/correlation", corr),
         ("", "flops_vs_latency/ranks", flops),
         ("## 5. Reproduction: our params and GMACs against the papers", "reproduction", reproduction_table(inputs)),
-        ("## 6. Exports (at the evaluation resolution; Core ML predictions need macOS: time them on an iPhone "
-         "with Xcode's performance report)", "exports", exports_table(inputs.exports)),
+        *runtime_sections(store_dir, inputs),
     ]
 
 
 def deploy_latency(records: list[dict[str, Any]]) -> DeployLatency:
-    """Batch-1 latency and GMACs of each model at its deployment resolution (the paper's), newest record wins."""
-    from zoo.models import get_entry, list_models
-
-    known = set(list_models())
+    """Latency and GMACs of each architecture at its deployment resolution (records of `deploy_records`)."""
     ms, gmacs, res = {}, {}, {}
-    for rec in records:
-        model = rec.get("model")
-        if model not in known or rec.get("resolution") != get_entry(model).published.resolution:
-            continue
-        if rec.get("gmacs") is not None and rec.get("num_classes", 1000) == 1000:
-            gmacs[model], res[model] = rec["gmacs"], rec["resolution"]
-        if rec.get("status") == "ok" and rec.get("median_ms") is not None and rec.get("batch_size", 1) == 1:
-            ms[(rec["backend"], model)] = rec["median_ms"]
+    for rec in records:  # file order: the newest record of a key wins
+        if rec.get("gmacs") is not None:
+            gmacs[rec["model"]], res[rec["model"]] = rec["gmacs"], rec["resolution"]
+        if rec.get("status") == "ok" and rec.get("median_ms") is not None:
+            ms[(rec["backend"], rec["model"])] = rec["median_ms"]
     return DeployLatency(ms, gmacs, res)
 
 
@@ -207,7 +250,7 @@ def curves_by_cell(inputs: BoardInputs) -> dict[tuple[str, str], dict[str, list[
 
 def render(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str, out_dir: Path,
            sections: list[tuple[str, str, Table]]) -> str:
-    findings = conclusions(group_runs(inputs.runs), deploy_latency(read_jsonl(out_dir / MEASUREMENTS_FILE)))
+    findings = conclusions(group_runs(inputs.runs), deploy_latency(deploy_records(out_dir, inputs)[0]))
     parts = [_header(inputs, measurements, title), "", findings.markdown(), "",
              "## 1. Main boards (sorted by top-1)\n"]
     for heading, key, table in sections:
@@ -234,7 +277,7 @@ def write_leaderboard(store_dir: str | Path, title: str | None = None, wandb: Wa
     store_dir = Path(store_dir)
     store_dir.mkdir(parents=True, exist_ok=True)
     inputs, measurements = load_inputs(store_dir)
-    sections = tables(inputs)
+    sections = tables(inputs, store_dir)
     text = render(inputs, measurements, title or store_dir.name, store_dir, sections)
     path = store_dir / "README.md"
     path.write_text(text)

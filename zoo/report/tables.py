@@ -38,7 +38,6 @@ class BoardInputs:
     latency: dict[tuple[str, str], Latency] = field(default_factory=dict)  # (model, backend) -> latency
     backends: list[str] = field(default_factory=list)  # latency columns, in order
     published: dict[str, Any] = field(default_factory=dict)  # model -> registry Published
-    exports: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)  # model -> kind -> (status, why)
 
 
 @dataclass(frozen=True)
@@ -88,8 +87,15 @@ def row_name(model: str, variant: str) -> str:
 
 
 def base_model(name: str) -> str:
-    """The zoo model behind a row name (costs and latency are per model)."""
+    """The zoo model behind a row name."""
     return name.split(" [", 1)[0]
+
+
+def cost_key(record: RunRecord) -> str:
+    """Where a run's architecture is measured: its model with its knobs (`zoo.models.model_label`)."""
+    from zoo.models import model_label
+
+    return model_label(record.model, record.config.get("model_kwargs") or None)
 
 
 def group_runs(runs: list[RunRecord]) -> dict[tuple[str, str, str], list[RunRecord]]:
@@ -126,14 +132,14 @@ def main_boards(data: BoardInputs) -> list[tuple[str, Table]]:
         entries.sort(key=lambda e: (-(e[2].mean if e[2] else -1.0), e[0]))
         rows = []
         for i, (model, recs, stat) in enumerate(entries):
-            cost = data.costs.get(base_model(model), Cost())
+            cost = data.costs.get(cost_key(recs[0]), Cost())
             mark = ""
             if stat and stat.n == 1:
                 mark = " ¹"
             elif stat and i + 1 < len(entries) and entries[i + 1][2]:
                 below = welch(_values(entries[i + 1][1]), _values(recs))
                 mark = "" if below.beyond_noise else " ≈"
-            latencies = [data.latency.get((base_model(model), b)) for b in data.backends]
+            latencies = [data.latency.get((cost_key(recs[0]), b)) for b in data.backends]
             train_time = _mean(recs, "train_time_s")
             rows.append([
                 i + 1, model, _num(cost.params_m, ".3f"), _num(cost.gmacs, ".4f"),
@@ -243,15 +249,3 @@ def reproduction_table(data: BoardInputs) -> Table:
         ])
     return md(rows, ["model", "res", "params (M)", "paper params (M)", "Δ %", "GMACs", "paper GMACs", "Δ %",
                      "source"])
-
-
-def exports_table(exports: dict[str, dict[str, tuple[str, str]]]) -> Table:
-    """model -> {"onnx": (status, detail), "coreml": (status, detail)}: which exports worked, and why not."""
-    rows = []
-    for model in sorted(exports):
-        cells = [model]
-        for kind in ("onnx", "coreml"):
-            status, detail = exports[model].get(kind, ("not tried", ""))
-            cells.append(f"{status}: {detail}" if detail else status)
-        rows.append(cells)
-    return md(rows, ["model", "ONNX (onnxruntime)", "Core ML (.mlpackage)"])

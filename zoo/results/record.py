@@ -18,6 +18,10 @@ RunStatus = Literal["finished", "diverged", "failed", "interrupted"]
 TERMINAL: tuple[RunStatus, ...] = ("finished", "diverged")
 
 
+def run_dir_name(model: str, recipe: str, sampler: str, seed: int, run_id: str) -> str:
+    return f"{model}-{recipe}-{sampler}-s{seed}-{run_id}"
+
+
 def _best(history: list[EpochMetrics], key: str) -> float | None:
     values = [getattr(row, key) for row in history if not math.isnan(getattr(row, key))]
     return max(values) if values else None
@@ -76,6 +80,11 @@ class RunRecord:
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def dir_name(self) -> str:
+        """The run's folder under `<output_dir>/runs` (checkpoint, exports)."""
+        return run_dir_name(self.model, self.recipe, self.sampler, self.seed, self.run_id)
 
     def set_history(self, history: list[EpochMetrics]) -> None:
         """The final and best figures, from the epoch history (the final epoch is what the board reports)."""

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zoo.config import ExecConfig, MatrixConfig, RunConfig, WandbConfig
+from zoo.results.record import run_dir_name
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,8 @@ class Workspace:
     group: str
 
     def run_dir(self, cfg: RunConfig) -> Path:
-        return self.output_dir / "runs" / f"{cfg.model}-{cfg.recipe.name}-{cfg.sampler.name}-s{cfg.seed}-{cfg.run_id()}"
+        return self.output_dir / "runs" / run_dir_name(cfg.model, cfg.recipe.name, cfg.sampler.name, cfg.seed,
+                                                      cfg.run_id())
 
 
 def workspace_for(matrix: MatrixConfig, base: Path) -> Workspace:
