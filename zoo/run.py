@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         matrix = load_matrix(args.config)
         ws = workspace_for(matrix, Path.cwd())
+        if args.workers is None and not args.worker and args.launcher is None:
+            args.workers = matrix.execution.workers  # the matrix file's default; the command line wins
         # taken before the plan: a run that fails from here on is not retried by this invocation
         since = args.since_offset if args.since_offset is not None else results_offset(ws.store_dir)
         # workers run cells on K processes each: their run ids (which cover the world size) are planned so

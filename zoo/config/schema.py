@@ -225,6 +225,7 @@ class ExecConfig:
     compile: bool = False
     log_every: int = 10  # steps between per-step W&B points (and the NaN check on CUDA)
     threads: int | None = None  # torch intra-op threads on CPU (None: torch default)
+    workers: int | None = None  # local worker processes when `zoo.run` is given no --workers (see README)
     progress: bool = True
 
 
