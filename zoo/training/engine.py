@@ -127,8 +127,9 @@ def train_one_epoch(cfg: RunConfig, parts: RunParts, ctx: DistContext, epoch: in
     """One pass over the sampler's batches; returns (mean training loss, seconds)."""
     parts.loaders.set_epoch(epoch)
     parts.train_model.train()
-    # Losses are checked for NaN/inf a window at a time: one host sync per window, not per step (on GPUs).
-    window = LossWindow(ctx, size=1 if ctx.device.type == "cpu" else log_every)
+    # Losses are checked for NaN/inf a window at a time (the exact step is still found): one host sync and one
+    # running-mean update per window, not per step.
+    window = LossWindow(ctx, size=log_every)
     running = MeanMetric(sync_on_compute=ctx.distributed).set_dtype(torch.float64).to(ctx.device)
     bar = tqdm(parts.loaders.train, total=parts.loaders.batches_per_epoch,
                desc=f"{cfg.label} epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and ctx.is_main),
