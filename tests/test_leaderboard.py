@@ -169,6 +169,7 @@ def test_plateau_significance_and_conclusions_from_a_store_with_curves(tmp_path)
                                 val_top5=1.0, val_loss=1.0, val_ece=0.1) for i, v in enumerate(curve)]
         rec = RunRecord(f"{model}-{recipe}-{seed}", "finished", model=model, recipe=recipe, sampler="fixed",
                         seed=seed, dataset="digits", eval_resolution=32, epochs=len(curve), global_batch=32,
+                        num_classes=10,
                         config={"lr": 0.002, "seed": seed, "ema_time_scale": 0.01,
                                 "recipe": {"name": recipe, "hflip": 0.0, "ema_decay": 0.99996 if recipe == "advanced" else 0.9995}})
         rec.set_history(history)
@@ -177,12 +178,15 @@ def test_plateau_significance_and_conclusions_from_a_store_with_curves(tmp_path)
     store = ResultsStore(tmp_path)
     flat = [0.5, 0.8, 0.90, 0.91, 0.92, 0.92, 0.92, 0.93]  # gains 1 point over its last quarter (2 epochs)
     rising = [0.1, 0.2, 0.30, 0.40, 0.50, 0.60, 0.70, 0.80]  # gains 20: not at its plateau
+    stuck = [0.10, 0.11, 0.10, 0.12, 0.11, 0.10, 0.11, 0.12]  # flat, but never left chance (10 classes)
     for seed, shift in enumerate((0.0, 0.01, -0.01)):
         store.append(record("mobilevit_xxs", "basic", seed, [v + shift for v in flat]))
         store.append(record("deit_tiny", "basic", seed, [v + shift for v in rising]))
+        store.append(record("pit_ti", "basic", seed, [v + shift - 0.13 for v in flat]))
+        store.append(record("mobilenetv2_100", "basic", seed, [v + shift for v in stuck]))
         store.append(record("mobilevit_xxs", "advanced", seed, [v + shift / 2 + 0.001 for v in flat]))
     text = write_leaderboard(tmp_path, title="curves").read_text()
-    assert "6 of 9 runs are at their plateau" in text
+    assert "9 of 15 runs are at their plateau" in text
     assert "recipe fields changed for this data set: hflip=0.0" in text  # stated, once, for every recipe alike
     assert "EMA time constants scaled by 0.01" in text
     assert row_of(text, "## Trained to a plateau?", "deit_tiny")[6:8] == ["+20.0", "**no**"]
@@ -190,7 +194,12 @@ def test_plateau_significance_and_conclusions_from_a_store_with_curves(tmp_path)
     assert p < 0.001
     conclusions = text.split("## Conclusions the data supports", 1)[1].split("## 1.", 1)[0]
     supported, unsupported = conclusions.split("**Not supported by the data**")
-    assert f"mobilevit_xxs (93.0 %) is more accurate than deit_tiny (80.0 %, beyond seed noise (p<0.001))" in supported
+    assert row_of(text, "## Trained to a plateau?", "mobilenetv2_100")[7] == "**no** (near chance)"
+    assert f"mobilevit_xxs (93.0 %) is more accurate than pit_ti (80.0 %, beyond seed noise (p<0.001))" in supported
+    # Cells still learning (or never learning) are not ranked, however large the gap: the budget made it.
+    assert "deit_tiny" not in supported and "mobilenetv2_100 (" not in supported
+    assert ("basic recipe, fixed sampler: not compared, not trained to a plateau: deit_tiny (80.0 %), "
+            "mobilenetv2_100 (12.0 %)") in unsupported
     assert "advanced vs basic recipe: no effect beyond seed noise for mobilevit_xxs (fixed): +0.1 pts" in unsupported
     assert "far from ImageNet" in conclusions and "runs/cifar.yaml" in conclusions
     assert text.index("## Conclusions") < text.index("## 1. Main boards")

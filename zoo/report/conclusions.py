@@ -1,11 +1,13 @@
 """The board's conclusions in words: only statements the stores support, each with its numbers, and the
-differences the data does not support said as such. Accuracy claims need Welch's t-test over seeds at p < 0.05;
-latency claims are measured medians at each model's deployment resolution."""
+differences the data does not support said as such. Accuracy claims need every seed of both cells trained to its
+plateau (zoo.report.stats.at_plateau) and Welch's t-test over seeds at p < 0.05: a difference between cells that are
+still learning is an effect of the budget, not of the models, recipes or samplers. Latency claims are measured
+medians at each model's deployment resolution."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from zoo.report.stats import rank_agreement, welch
+from zoo.report.stats import at_plateau, chance_of, rank_agreement, welch
 from zoo.results import RunRecord
 
 REGIME_CAVEAT = (
@@ -25,13 +27,20 @@ class Findings:
     def markdown(self) -> str:
         lines = ["## Conclusions the data supports", ""]
         lines += [f"- {s}" for s in self.supported] or ["- none yet: train at least two seeds per cell"]
-        lines += ["", "**Not supported by the data** (within seed noise, or a single seed):", ""]
+        lines += ["", "**Not supported by the data** (within seed noise, a single seed, or not trained to a plateau):",
+                  ""]
         lines += [f"- {s}" for s in self.unsupported] or ["- nothing: every tested difference is beyond noise"]
         return "\n".join(lines + ["", REGIME_CAVEAT])
 
 
 def _top1s(records: list[RunRecord]) -> list[float]:
     return [r.top1 for r in records if r.top1 is not None]
+
+
+def settled(records: list[RunRecord]) -> bool:
+    """Every seed of the cell reached its plateau (curves too short to judge count as not settled)."""
+    return bool(records) and all(
+        at_plateau([row.val_top1 for row in r.history], chance_of(r.num_classes)) for r in records)
 
 
 def _pct(values: list[float]) -> str:
@@ -42,7 +51,13 @@ def _pct(values: list[float]) -> str:
 def model_findings(groups: dict[tuple[str, str, str], list[RunRecord]], out: Findings) -> None:
     """Per (recipe, sampler): which models the best one beats beyond seed noise, and which it does not."""
     for recipe, sampler in sorted({(r, s) for _, r, s in groups}):
-        cells = {name: _top1s(recs) for (name, r, s), recs in groups.items() if (r, s) == (recipe, sampler)}
+        setting = {name: recs for (name, r, s), recs in groups.items() if (r, s) == (recipe, sampler)}
+        where = f"{recipe} recipe, {sampler} sampler"
+        learning = sorted(name for name, recs in setting.items() if _top1s(recs) and not settled(recs))
+        if learning:
+            out.unsupported.append(f"{where}: not compared, not trained to a plateau: " + ", ".join(
+                f"{name} ({_pct(_top1s(setting[name]))})" for name in learning))
+        cells = {name: _top1s(recs) for name, recs in setting.items() if name not in learning}
         cells = {name: values for name, values in cells.items() if values}
         if len(cells) < 2:
             continue
@@ -54,7 +69,6 @@ def model_findings(groups: dict[tuple[str, str, str], list[RunRecord]], out: Fin
             cmp = welch(cells[name], cells[best])
             text = f"{name} ({_pct(cells[name])}, {cmp.verdict()})"
             (beaten if cmp.beyond_noise else tied).append(text)
-        where = f"{recipe} recipe, {sampler} sampler"
         if beaten:
             out.supported.append(f"{where}: {best} ({_pct(cells[best])}) is more accurate than " + "; ".join(beaten))
         if tied:
@@ -64,7 +78,7 @@ def model_findings(groups: dict[tuple[str, str, str], list[RunRecord]], out: Fin
 def axis_findings(groups: dict[tuple[str, str, str], list[RunRecord]], axis: str, a: str, b: str,
                   out: Findings) -> None:
     """b − a along one axis ("recipe" or "sampler") for every model and setting of the other axis."""
-    moved, flat = [], []
+    moved, flat, learning = [], [], []
     for key in sorted(groups):
         name, recipe, sampler = key
         if (recipe if axis == "recipe" else sampler) != a:
@@ -73,8 +87,11 @@ def axis_findings(groups: dict[tuple[str, str, str], list[RunRecord]], axis: str
         va, vb = _top1s(groups[key]), _top1s(groups.get(other, []))
         if not va or not vb:
             continue
-        cmp = welch(va, vb)
         fixed_part = sampler if axis == "recipe" else recipe
+        if not (settled(groups[key]) and settled(groups[other])):
+            learning.append(f"{name} ({fixed_part})")
+            continue
+        cmp = welch(va, vb)
         text = f"{name} ({fixed_part}): {100 * cmp.delta:+.1f} pts, {cmp.verdict()}"
         (moved if cmp.beyond_noise else flat).append(text)
     label = f"{b} vs {a} {axis}"
@@ -83,6 +100,8 @@ def axis_findings(groups: dict[tuple[str, str, str], list[RunRecord]], axis: str
                              f"model settings: " + "; ".join(moved))
     if flat:
         out.unsupported.append(f"{label}: no effect beyond seed noise for " + "; ".join(flat))
+    if learning:
+        out.unsupported.append(f"{label}: not compared, a side not trained to a plateau: " + ", ".join(learning))
 
 
 @dataclass(frozen=True)

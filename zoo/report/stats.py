@@ -111,6 +111,18 @@ def last_quarter_gain(curve: list[float]) -> float | None:
     return 100 * (curve[-1] - curve[start])
 
 
-def at_plateau(curve: list[float]) -> bool | None:
+def at_plateau(curve: list[float], chance: float | None = None) -> bool | None:
+    """Gained at most PLATEAU_POINTS over the last quarter; None below 4 epochs. A run that never got clear of
+    chance (final top-1 under twice `chance`, 1/classes) is flat because it has not started learning: not a plateau."""
     gain = last_quarter_gain(curve)
-    return None if gain is None else gain <= PLATEAU_POINTS
+    if gain is None:
+        return None
+    return gain <= PLATEAU_POINTS and not (chance is not None and curve[-1] < 2 * chance)
+
+
+def near_chance(curve: list[float], chance: float | None) -> bool:
+    return bool(curve) and chance is not None and curve[-1] < 2 * chance
+
+
+def chance_of(num_classes: int | None) -> float | None:
+    return 1 / num_classes if num_classes else None

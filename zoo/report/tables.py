@@ -8,7 +8,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from zoo.report.stats import PLATEAU_POINTS, SeedStat, at_plateau, last_quarter_gain, rank_agreement, ranks, welch
+from zoo.report.stats import (PLATEAU_POINTS, SeedStat, at_plateau, chance_of, last_quarter_gain, near_chance,
+                              rank_agreement, ranks, welch)
 from zoo.results import RunRecord
 
 DASH = "–"
@@ -184,14 +185,17 @@ def plateau_table(data: BoardInputs) -> tuple[str, Table]:
     rows, judged, flat = [], 0, 0
     for (model, recipe, sampler), recs in group_runs(data.runs).items():
         for r in recs:
-            curve = [row.val_top1 for row in r.history]
-            gain, plateau = last_quarter_gain(curve), at_plateau(curve)
+            curve, chance = [row.val_top1 for row in r.history], chance_of(r.num_classes)
+            gain, plateau = last_quarter_gain(curve), at_plateau(curve, chance)
             judged += plateau is not None
             flat += bool(plateau)
+            verdict = "yes" if plateau else ("**no** (near chance)" if near_chance(curve, chance) else "**no**")
             rows.append([model, recipe, sampler, r.seed, len(curve), _num(100 * curve[-1] if curve else None, ".1f"),
-                         _num(gain, "+.1f"), DASH if plateau is None else ("yes" if plateau else "**no**")])
+                         _num(gain, "+.1f"), DASH if plateau is None else verdict])
     summary = (f"{flat} of {judged} runs are at their plateau: they gained at most {PLATEAU_POINTS:g} top-1 points "
-               f"over their last quarter of epochs (the final epoch is reported, never the best one).")
+               f"over their last quarter of epochs and ended clear of chance (at least twice 1/classes); the final "
+               f"epoch is reported, never the best one. Accuracy conclusions compare only cells whose every seed "
+               f"is at its plateau.")
     return summary, md(rows, ["model", "recipe", "sampler", "seed", "epochs", "final top-1 %",
                               "last-quarter gain (pts)", "at plateau"])
 

@@ -75,7 +75,8 @@ def train_run(
     for epoch in range(start_epoch, last_epoch):
         random_seed(epoch_seed(cfg.seed, epoch), ctx.rank)
         train_loss, epoch_time = train_one_epoch(cfg, parts, ctx, epoch, outcome, log, log_every, progress)
-        row = evaluate_epoch(parts, ctx, epoch, train_loss, epoch_time, outcome.updates)
+        row = evaluate_epoch(parts, ctx, epoch, train_loss, epoch_time, outcome.updates,
+                             raw_too=epoch + 1 == cfg.epochs)
         outcome.history.append(row)
         log({f"epoch/{k}": v for k, v in row.to_json().items()}, outcome.updates)
         if ctx.is_main:
@@ -207,8 +208,10 @@ def optimizer_step(cfg: RunConfig, parts: RunParts, outcome: RunOutcome) -> None
 
 
 def evaluate_epoch(parts: RunParts, ctx: DistContext, epoch: int, train_loss: float, epoch_time: float,
-                   updates: int) -> EpochMetrics:
-    """Validation of the weights the recipe evaluates (EMA when it has one), plus the raw model beside it."""
+                   updates: int, raw_too: bool = True) -> EpochMetrics:
+    """Validation of the weights the recipe evaluates (EMA when it has one), plus the raw model beside it when
+    `raw_too` (the loop asks at the final epoch only: on a short CPU budget a second evaluation every epoch costs
+    about 8 % of training, and the board reads the raw top-1 of the final weights alone)."""
     if ctx.distributed:
         # Each rank's last forward passes left its own BatchNorm statistics (and the EMA averaged them): average
         # them over ranks, as timm's train.py does, so every rank evaluates (and rank 0 saves) one model.
@@ -219,8 +222,9 @@ def evaluate_epoch(parts: RunParts, ctx: DistContext, epoch: int, train_loss: fl
     val = evaluate(eval_model, parts.loaders, ctx, parts.cfg)
     raw_top1, decay = None, None
     if parts.ema is not None:
-        raw_top1 = evaluate(parts.model, parts.loaders, ctx, parts.cfg)["top1"]
         decay = parts.ema.get_decay(updates)
+        if raw_too:
+            raw_top1 = evaluate(parts.model, parts.loaders, ctx, parts.cfg)["top1"]
     return EpochMetrics(epoch=epoch + 1, train_loss=train_loss, epoch_time_s=epoch_time, updates=updates,
                         val_top1=val["top1"], val_top5=val["top5"], val_loss=val["loss"], val_ece=val["ece"],
                         val_top1_raw=raw_top1, ema_decay=decay, val_images=int(val["images"]))
