@@ -117,7 +117,7 @@ def at_plateau(curve: list[float], chance: float | None = None) -> bool | None:
     gain = last_quarter_gain(curve)
     if gain is None:
         return None
-    return gain <= PLATEAU_POINTS and not (chance is not None and curve[-1] < 2 * chance)
+    return gain <= PLATEAU_POINTS and not near_chance(curve, chance)
 
 
 def near_chance(curve: list[float], chance: float | None) -> bool:

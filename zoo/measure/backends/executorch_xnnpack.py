@@ -28,11 +28,11 @@ from zoo.measure.backends.phone_common import (
     CallRunner,
     check_batch,
     check_fp32,
+    export_inputs,
     make_calibration,
     top1_agreement,
 )
 from zoo.measure.latency import TimedBackend, TimingConfig
-from zoo.measure.machine import usable_cpus
 
 __all__ = ["ExecuTorchXnnpackBackend", "delegation_summary", "export_executorch", "load_executorch"]
 
@@ -151,11 +151,7 @@ class ExecuTorchXnnpackBackend(TimedBackend):
 
     def prepare(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path,
                 config: TimingConfig) -> CallRunner:
-        from zoo.models.export import prepare_for_export
-
-        threads = self.threads or usable_cpus()
-        exportable = prepare_for_export(model, int(input_shape[-1]))
-        example = torch.randn(input_shape)
+        threads, exportable, example = export_inputs(model, input_shape, self.threads)
         details: dict = {"threads": threads, "exporter": "torch.export → to_edge_transform_and_lower(XNNPACK)",
                          "export_rewrite": "xnnpack_friendly_ops (attention: bmm-softmax-bmm; layer norm: 4-D means)"}
         calibration = None

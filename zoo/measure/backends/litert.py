@@ -21,9 +21,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from zoo.measure.backends.phone_common import CallRunner, check_fp32
+from zoo.measure.backends.phone_common import CallRunner, check_fp32, export_inputs
 from zoo.measure.latency import TimedBackend, TimingConfig
-from zoo.measure.machine import usable_cpus
 
 __all__ = ["LiteRTBackend", "export_litert", "litert_graph_summary"]
 
@@ -80,11 +79,7 @@ class LiteRTBackend(TimedBackend):
 
     def prepare(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path,
                 config: TimingConfig) -> CallRunner:
-        from zoo.models.export import prepare_for_export
-
-        threads = self.threads or usable_cpus()
-        exportable = prepare_for_export(model, int(input_shape[-1]))
-        example = torch.randn(input_shape)
+        threads, exportable, example = export_inputs(model, input_shape, self.threads)
         path = workdir / "model.tflite"
         export_litert(exportable, example, path)
         interpreter = make_interpreter(path, threads)

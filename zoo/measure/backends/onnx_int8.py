@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from zoo.measure.backends.phone_common import CallRunner, check_batch, make_calibration, top1_agreement
+from zoo.measure.backends.phone_common import (CallRunner, check_batch, export_inputs, make_calibration,
+                                               top1_agreement)
 from zoo.measure.latency import TimedBackend, TimingConfig
-from zoo.measure.machine import usable_cpus
 
 __all__ = ["OnnxRuntimeInt8Backend", "quantize_onnx"]
 
@@ -64,11 +64,7 @@ class OnnxRuntimeInt8Backend(TimedBackend):
     def prepare(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path,
                 config: TimingConfig) -> CallRunner:
         from zoo.measure.backends.onnx_runtime import OnnxRuntimeCpuBackend, export_onnx
-        from zoo.models.export import prepare_for_export
-
-        threads = self.threads or usable_cpus()
-        exportable = prepare_for_export(model, int(input_shape[-1]))
-        example = torch.randn(input_shape)
+        threads, exportable, example = export_inputs(model, input_shape, self.threads)
         fp32_path, int8_path = workdir / "model.fp32.onnx", workdir / "model.int8.onnx"
         with torch.no_grad():
             exporter = export_onnx(exportable, example, fp32_path)

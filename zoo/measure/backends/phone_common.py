@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,10 +28,12 @@ __all__ = [
     "FP32_RTOL",
     "Calibration",
     "CallRunner",
+    "ExportInputs",
     "ParityError",
     "check_fp32",
     "check_batch",
     "eager_logits",
+    "export_inputs",
     "make_calibration",
     "top1_agreement",
 ]
@@ -38,6 +41,22 @@ __all__ = [
 FP32_RTOL = 1e-4
 CHECK_BATCH = 8
 SYNTHETIC_CALIBRATION = 8
+
+
+class ExportInputs(NamedTuple):
+    """What every phone export starts from: the thread count, the export-ready copy of the model, an example input."""
+
+    threads: int
+    exportable: nn.Module
+    example: torch.Tensor
+
+
+def export_inputs(model: nn.Module, input_shape: tuple[int, ...], threads: int | None) -> ExportInputs:
+    from zoo.measure.machine import usable_cpus
+    from zoo.models.export import prepare_for_export
+
+    return ExportInputs(threads or usable_cpus(), prepare_for_export(model, int(input_shape[-1])),
+                        torch.randn(input_shape))
 
 
 class ParityError(RuntimeError):
