@@ -37,6 +37,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     straight = train_run(cfg, DistContext(), tmp_path / "a", progress=False)
     first = train_run(cfg, DistContext(), tmp_path / "b", progress=False, stop_after_epochs=1)  # "killed" after epoch 1
     assert len(first.history) == 1 and (tmp_path / "b" / "checkpoint.pt").is_file()
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["optimizer"]["state"]  # moments to resume
     resumed = train_run(cfg, DistContext(), tmp_path / "b", progress=False)
     assert resumed.resumed_from_epoch == 1 and resumed.updates == straight.updates
     for a, b in zip(straight.history, resumed.history):
@@ -45,6 +46,13 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     # The raw (non-EMA) weights are evaluated at the final epoch only, and the resumed run gets the same figure.
     assert [row.val_top1_raw is None for row in straight.history] == [True, False]
     assert resumed.history[-1].val_top1_raw == pytest.approx(straight.history[-1].val_top1_raw, abs=1e-6)
+    # A finished run's checkpoint keeps the weights, EMA and curve but not the optimizer moments (half the disk);
+    # running it again trains nothing and gives back the same figures.
+    final = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert final["optimizer"]["state"] == {} and final["model"] and final["epoch"] == cfg.epochs
+    again = train_run(cfg, DistContext(), tmp_path / "a", progress=False)
+    assert again.resumed_from_epoch == cfg.epochs and again.updates == straight.updates
+    assert again.history[-1].val_top1 == straight.history[-1].val_top1
 
 
 class _Exploding(nn.Module):

@@ -80,7 +80,7 @@ def train_run(
         outcome.history.append(row)
         log({f"epoch/{k}": v for k, v in row.to_json().items()}, outcome.updates)
         if ctx.is_main:
-            save_checkpoint(ckpt_path, checkpoint_state(parts, outcome, epoch + 1))
+            save_checkpoint(ckpt_path, checkpoint_state(parts, outcome, epoch + 1, final=epoch + 1 == cfg.epochs))
     return outcome
 
 
@@ -113,9 +113,14 @@ def restore(parts: RunParts, outcome: RunOutcome, ckpt_path: Path, ctx: DistCont
     return state["epoch"]
 
 
-def checkpoint_state(parts: RunParts, outcome: RunOutcome, epochs_done: int) -> dict[str, Any]:
+def checkpoint_state(parts: RunParts, outcome: RunOutcome, epochs_done: int, final: bool = False) -> dict[str, Any]:
+    """What a resume needs. The final epoch's checkpoint drops the optimizer's per-parameter moments (2x the
+    weights for AdamW): nothing resumes past the budget, and a matrix of finished runs then takes half the disk."""
+    optimizer = parts.optimizer.state_dict()
+    if final:
+        optimizer = {"state": {}, "param_groups": optimizer["param_groups"]}
     return {
-        "epoch": epochs_done, "model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
+        "epoch": epochs_done, "model": parts.model.state_dict(), "optimizer": optimizer,
         "scheduler": parts.scheduler.state_dict(), "ema": parts.ema.state_dict() if parts.ema is not None else None,
         "scaler": parts.scaler.state_dict(),
         "history": [row.to_json() for row in outcome.history], "updates": outcome.updates,
