@@ -1,6 +1,7 @@
 """runs.yaml and recipe validation: one clear error naming file, key path and allowed values; exit 2; nothing written."""
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,19 @@ def minimal(**extra) -> dict:
 
 
 def test_default_runs_yaml_and_bigger_configs_parse():
-    for name in ["runs.yaml", "runs/cifar.yaml", "runs/imagenet.yaml"]:
+    for name in ["runs.yaml", "runs/digits-long.yaml", "runs/cifar.yaml", "runs/imagenet.yaml"]:
         matrix = load_matrix(REPO / name)
         assert matrix.models and matrix.recipes
+
+
+def test_the_long_digits_matrix_is_the_default_at_three_times_the_budget():
+    default, long = load_matrix(REPO / "runs.yaml"), load_matrix(REPO / "runs/digits-long.yaml")
+    assert (long.budget.epochs, long.budget.ema_time_scale) == (3 * default.budget.epochs,
+                                                                pytest.approx(3 * default.budget.ema_time_scale))
+    same_budget = replace(long.budget, epochs=default.budget.epochs, ema_time_scale=default.budget.ema_time_scale)
+    assert same_budget == default.budget
+    assert replace(long, budget=default.budget, name=default.name, output_dir=default.output_dir,
+                   store_dir=default.store_dir) == default
 
 
 def test_recipes_differ_in_regularisation_only():
