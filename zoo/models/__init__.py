@@ -1,5 +1,7 @@
 """The model zoo. Importing this package registers every family with the zoo registry (and timm)."""
 from zoo.models.registry import (  # noqa: F401
+    FamilyHooks,
+    hooks_of,
     ModelEntry,
     Published,
     UnknownModelError,

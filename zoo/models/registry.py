@@ -21,12 +21,35 @@ class Published:
 
 
 @dataclass(frozen=True)
+class FamilyHooks:
+    """What a family needs beyond its factory, declared in the family's own file and passed to `register`.
+
+    Shared code (the training parts, export preparation, every latency backend) asks the family through these
+    hooks instead of naming families, so adding a family touches its file and its registration only.
+    """
+
+    # Built at the run's base resolution (the factory gets `img_size`): a learned position grid tied to the
+    # construction size, so the fixed sampler never resizes it (DeiT, PiT).
+    sized_at_base_resolution: bool = False
+    # In place, on an eval-mode copy: make the graph at `resolution` static (bake run-time resizes, index
+    # rebuilds) so phone exporters lower it. Logits at that size must stay the eager model's.
+    bake_for_export: Callable[[nn.Module, int], None] | None = None
+    # The fused inference model (structural reparameterisation: FastViT, RepViT, MobileOne branches).
+    # Training, checkpoints and accuracy use the unfused model; every export and timing uses this one.
+    reparameterize: Callable[[nn.Module], nn.Module] | None = None
+
+
+NO_HOOKS = FamilyHooks()
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     family: str
     factory: Callable[..., nn.Module]
     published: Published
     description: str = ""
+    hooks: FamilyHooks = NO_HOOKS
 
 
 class UnknownModelError(ValueError):
@@ -36,13 +59,14 @@ class UnknownModelError(ValueError):
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register(name: str, family: str, published: Published | None = None, description: str = ""):
+def register(name: str, family: str, published: Published | None = None, description: str = "",
+             hooks: FamilyHooks = NO_HOOKS):
     """Decorator: register `factory(num_classes=..., drop_path_rate=..., **knobs) -> nn.Module` as `name`."""
 
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, family, factory, published or Published(), description)
+        _REGISTRY[name] = ModelEntry(name, family, factory, published or Published(), description, hooks)
         return factory
 
     return wrap
@@ -68,9 +92,20 @@ def get_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
+MODEL_NAME_ATTR = "zoo_model_name"  # set on every model `create` builds: how shared code finds its family hooks
+
+
 def create(name: str, num_classes: int = 1000, **knobs) -> nn.Module:
     """Build a registered model. Every factory accepts `num_classes` and `drop_path_rate`."""
-    return get_entry(name).factory(num_classes=num_classes, **knobs)
+    model = get_entry(name).factory(num_classes=num_classes, **knobs)
+    setattr(model, MODEL_NAME_ATTR, name)  # a plain attribute: not in the state_dict, kept by deepcopy
+    return model
+
+
+def hooks_of(model: nn.Module) -> FamilyHooks:
+    """The family hooks of a model built by `create` (a model built another way has none)."""
+    name = getattr(model, MODEL_NAME_ATTR, None)
+    return get_entry(name).hooks if name else NO_HOOKS
 
 
 def model_label(name: str, kwargs: dict | None = None) -> str:
