@@ -1,13 +1,80 @@
-"""`prepare_for_export`: baked position embeddings give the eager logits, and the export graph has no
-antialiased bicubic resize; AFT-conv's per-head kernel expansion has no repeat_interleave (Core ML's float tile)."""
+"""`prepare_for_export`: the family's hooks and each layer's own bake, on a copy; baked position embeddings give
+the eager logits, and the export graph has no antialiased bicubic resize; AFT-conv's per-head kernel expansion has
+no repeat_interleave (Core ML's float tile)."""
 from __future__ import annotations
+
+import ast
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 
 import zoo.models as zm
+from zoo.models import registry
 from zoo.models.aft_layers import AFTConv
 from zoo.models.export import BAKED_BUFFER, prepare_for_export
+
+
+class _SharedLog(list):
+    """A list that a deep copy shares, so the copy's layers and the hooks write to one log."""
+
+    def __deepcopy__(self, memo: dict) -> "_SharedLog":
+        return self
+
+
+class _BakedLayer(nn.Linear):
+    def __init__(self, log: list) -> None:
+        super().__init__(4, 4)
+        self.log = log
+
+    def bake_for_export(self) -> None:
+        self.log.append("layer bake")
+
+
+class _HookedNet(nn.Module):
+    def __init__(self, num_classes: int = 4, log: list | None = None, **_: object) -> None:
+        super().__init__()
+        self.inner = nn.Sequential(_BakedLayer(log), nn.ReLU(), _BakedLayer(log))
+        self.fused = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+def test_prepare_fuses_then_bakes_the_family_then_every_layer_on_an_eval_copy(monkeypatch) -> None:
+    log = _SharedLog()
+
+    def fuse(model: nn.Module) -> nn.Module:
+        log.append(("fuse", model.training))
+        model.fused = True
+        return model
+
+    def bake(model: nn.Module, resolution: int) -> None:
+        log.append(("family bake", resolution, model.fused))
+
+    entry = registry.ModelEntry("test_hooked", "test", _HookedNet, registry.Published(),
+                                hooks=registry.FamilyHooks(bake_for_export=bake, reparameterize=fuse))
+    monkeypatch.setitem(registry._REGISTRY, entry.name, entry)
+    model = zm.create(entry.name, log=log)
+    assert zm.hooks_of(model) is entry.hooks
+    prepared = prepare_for_export(model, 96)
+    assert log == [("fuse", False), ("family bake", 96, True), "layer bake", "layer bake"]
+    assert model.training and not model.fused and prepared is not model and not prepared.training
+    # a model built without the registry has no family hooks: copied, its layers still baked
+    log.clear()
+    plain = prepare_for_export(_HookedNet(log=log), 96)
+    assert log == ["layer bake", "layer bake"] and not plain.fused
+
+
+def test_families_declare_their_hooks_and_export_names_none() -> None:
+    sized = {name: zm.get_entry(name).hooks.sized_at_base_resolution for name in zm.list_models()}
+    assert {name for name, flag in sized.items() if flag} >= {"deit_tiny", "pit_ti", "pit_xs"}
+    assert not sized["mobilevit_xxs"] and not sized["coatnet_pico"] and not sized["mobilenetv2_100"]
+    assert zm.hooks_of(nn.Linear(2, 2)) == registry.NO_HOOKS
+    source = Path(__file__).resolve().parent.parent / "zoo" / "models" / "export.py"
+    imported = {node.module for node in ast.walk(ast.parse(source.read_text())) if isinstance(node, ast.ImportFrom)}
+    assert {m for m in imported if m and m.startswith("zoo")} == {"zoo.models.registry"}
 
 
 @pytest.mark.parametrize(("name", "resolution"), [("deit_tiny", 224), ("deit_tiny", 256), ("pit_ti", 256),
@@ -90,3 +157,18 @@ def test_aft_conv_kernel_is_baked_as_a_constant_with_identical_logits() -> None:
     assert mixers and all(m.export_conv_weight.requires_grad is False for m in mixers)
     graph = torch.export.export(prepared, (x,)).graph
     assert "aten.var.correction" not in {str(n.target) for n in graph.nodes}  # no kernel re-parameterisation
+
+
+def test_explicit_attention_takes_multi_query_heads_like_sdpa() -> None:
+    # MobileNetV4's Mobile MQA shares one key/value head across the query heads (SDPA broadcasts it; bmm cannot).
+    import torch.nn.functional as F
+
+    from zoo.models.export import xnnpack_friendly_ops
+
+    torch.manual_seed(0)
+    query, key, value = torch.randn(2, 4, 9, 16), torch.randn(2, 1, 5, 16), torch.randn(2, 1, 5, 8)
+    expected = F.scaled_dot_product_attention(query, key, value)
+    with xnnpack_friendly_ops():
+        got = F.scaled_dot_product_attention(query, key, value)
+    assert got.shape == (2, 4, 9, 8)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from zoo.measure.backends import BACKEND_NAMES, UnknownBackendError, get_backend
 from zoo.measure.latency import (
     BackendSkip,
+    LatencyBackend,
     LatencyStats,
     TimedBackend,
     TimingConfig,
@@ -24,6 +25,13 @@ FAST = TimingConfig(rounds=2, min_round_s=0.05, warmup_calls=1, min_samples_per_
 SHAPE = (1, 3, 32, 32)
 
 
+class SharedLog(list):
+    """A list that a deep copy shares: backends time a prepared copy, and the test reads the original's log."""
+
+    def __deepcopy__(self, memo: dict) -> "SharedLog":
+        return self
+
+
 class TinyAttentionNet(nn.Module):
     """Conv stem, one attention layer, linear head; with the shape arithmetic and clamp that trip coremltools."""
 
@@ -34,7 +42,7 @@ class TinyAttentionNet(nn.Module):
         self.qkv = nn.Linear(16, 48)
         self.gain = nn.Parameter(torch.tensor(0.5))
         self.head = nn.Linear(16, classes)
-        self.threads_seen: list[int] = []
+        self.threads_seen = SharedLog()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.threads_seen.append(torch.get_num_threads())
@@ -48,7 +56,7 @@ class TinyAttentionNet(nn.Module):
 
 
 def _check_stats(stats: LatencyStats, config: TimingConfig = FAST) -> None:
-    assert stats.median_ms > 0 and stats.min_ms > 0 and stats.iqr_ms >= 0
+    assert stats.median_ms > 0 and stats.min_ms > 0 and stats.iqr_ms <= stats.max_ms - stats.min_ms
     assert stats.min_ms <= stats.median_ms <= stats.max_ms
     assert stats.rounds == config.rounds
     assert stats.runs >= config.rounds * config.min_samples_per_round
@@ -192,3 +200,80 @@ def test_backend_names_resolve_and_unknown_names_list_the_known() -> None:
     assert all(get_backend(name).name == name for name in BACKEND_NAMES)
     with pytest.raises(UnknownBackendError, match="cpu-eager-1t"):
         get_backend("tpu")
+
+
+class _TwoLinears(nn.Module):
+    """A 'family' with a reparameterisation: two linear layers in training, one fused linear for inference."""
+
+    def __init__(self, num_classes: int = 4, **_: object) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(12, 8), nn.Linear(8, num_classes)
+        self.calls = SharedLog()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append("unfused")
+        return self.second(self.first(x.mean(dim=(2, 3)).repeat(1, 4)))
+
+
+class _Fused(nn.Module):
+    def __init__(self, source: _TwoLinears) -> None:
+        super().__init__()
+        self.linear = nn.Linear(12, source.second.out_features)
+        with torch.no_grad():
+            self.linear.weight.copy_(source.second.weight @ source.first.weight)
+            self.linear.bias.copy_(source.second.weight @ source.first.bias + source.second.bias)
+        self.calls = source.calls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append("fused")
+        return self.linear(x.mean(dim=(2, 3)).repeat(1, 4))
+
+
+@pytest.fixture
+def fused_family(monkeypatch) -> nn.Module:
+    from zoo.models import registry
+
+    entry = registry.ModelEntry("test_two_linears", "test", _TwoLinears, registry.Published(),
+                                hooks=registry.FamilyHooks(reparameterize=_Fused))
+    monkeypatch.setitem(registry._REGISTRY, entry.name, entry)
+    torch.manual_seed(0)
+    return registry.create(entry.name, num_classes=4)
+
+
+def test_eager_and_onnx_time_the_reparameterised_model(fused_family: nn.Module, tmp_path: Path) -> None:
+    eager = measure_interleaved(get_backend("cpu-eager-1t"), {"m": fused_family}, {"m": SHAPE}, FAST)["m"]
+    assert eager.status == "ok", eager.reason
+    assert set(fused_family.calls) == {"fused"} and len(fused_family.calls) >= FAST.rounds * 3
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    fused_family.calls.clear()
+    outcome = measure_interleaved(get_backend("onnxruntime-cpu-1t"), {"m": fused_family}, {"m": SHAPE}, FAST,
+                                  tmp_path)["m"]
+    assert outcome.status == "ok", outcome.reason
+    # the parity reference is the caller's (unfused) model, run once; the export is the fused one
+    assert fused_family.calls[0] == "unfused" and fused_family.calls.count("unfused") == 1
+    ops = [node.op_type for node in onnx.load(outcome.details["onnx_path"]).graph.node]
+    assert sum(op in {"Gemm", "MatMul"} for op in ops) == 1, ops
+
+
+@pytest.mark.slow
+def test_fp32_onnx_times_the_prepared_graph_deit_has_no_resize_at_256(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from zoo.models import create
+
+    model = create("deit_tiny", num_classes=10)
+    outcome = measure_interleaved(get_backend("onnxruntime-cpu-1t"), {"deit": model}, {"deit": (1, 3, 256, 256)},
+                                  TimingConfig(rounds=1, min_round_s=0.0, warmup_calls=1, min_samples_per_round=1),
+                                  tmp_path)["deit"]
+    assert outcome.status == "ok", outcome.reason
+    exported = onnx.load(outcome.details["onnx_path"])
+    ops = {node.op_type for node in exported.graph.node} | {n.op_type for f in exported.functions for n in f.node}
+    assert "Resize" not in ops and "MatMul" in ops
+
+
+def test_backends_run_on_this_host_unless_they_name_a_device() -> None:
+    assert {get_backend(name).device_id for name in BACKEND_NAMES} == {None}
+    assert "device_id" in LatencyBackend.__annotations__

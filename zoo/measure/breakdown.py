@@ -1,7 +1,7 @@
 """Where the time goes: latency by operator class from ONNX Runtime's own profiler, beside GMACs by class.
 
-`op_class_breakdown(model, resolution)` exports the model (`prepare_for_export` → the ONNX backend's exporter),
-runs it `runs` times at 1 thread with `SessionOptions.enable_profiling`, reads the profiler's JSON (one
+`op_class_breakdown(model, resolution)` takes the ONNX backends' own export (`export_source` → `onnx_file`: the
+prepared graph the onnxruntime-cpu columns time), runs it `runs` times at 1 thread with `SessionOptions.enable_profiling`, reads the profiler's JSON (one
 `Node` event per kernel call, with its op type and node name) and sums kernel time per class:
 
   convolution, depthwise conv, matmul/linear, attention, normalization, reshape/transpose (unfold/fold,
@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn as nn
 
 from zoo.measure.flops import OP_CLASSES, macs_by_class
@@ -101,18 +100,16 @@ def profile_onnxruntime(onnx_path: Path, example: np.ndarray, runs: int, workdir
 def op_class_breakdown(model: nn.Module, resolution: int, runs: int = 20, name: str = "",
                        workdir: Path | None = None) -> dict:
     """One record: ms per op class (ONNX Runtime, 1 thread) and GMACs per class, for `model` at `resolution`."""
-    from zoo.measure.backends.onnx_runtime import export_onnx
-    from zoo.models.export import prepare_for_export
+    from zoo.measure.backends.common import export_source
+    from zoo.measure.backends.onnx_runtime import onnx_file
 
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="zoo-breakdown-") as scratch:
             return op_class_breakdown(model, resolution, runs, name, Path(scratch))
-    exportable = prepare_for_export(model, resolution)
-    example = torch.randn(1, 3, resolution, resolution)
-    with torch.no_grad():
-        export_onnx(exportable, example, workdir / "model.onnx")
-    ms = profile_onnxruntime(workdir / "model.onnx", example.numpy(), runs, workdir)
-    gmacs = {k: round(v / 1e9, 6) for k, v in macs_by_class(exportable, resolution).items()}
+    source = export_source(model, (1, 3, resolution, resolution), threads=1)
+    path, _exporter = onnx_file(source, workdir)
+    ms = profile_onnxruntime(path, source.example.numpy(), runs, workdir)
+    gmacs = {k: round(v / 1e9, 6) for k, v in macs_by_class(source.exportable, resolution).items()}
     return {"model": name, "resolution": resolution, "runtime": "onnxruntime-cpu-1t (profiler)",
             "ms_by_class": ms, "total_kernel_ms": round(sum(ms.values()), 4), "gmacs_by_class": gmacs}
 

@@ -5,6 +5,13 @@ one round. `measure_interleaved` prepares every model first, then runs rounds A,
 per-round medians, so slow drift of a shared machine (other jobs, thermal state) hits every model alike instead
 of favouring whichever ran in the quiet minute.
 
+Every exported runtime is timed by one loop, `CallRunner` (perf_counter around one call on a fixed input, after
+warm-up); the PyTorch eager backends use `torch.utils.benchmark`, which also synchronises an accelerator around
+each block and sets the thread count for the measurement.
+
+A backend may carry a `device_id` (None: this host; e.g. an adb-connected phone's serial), so two devices behind
+one host are told apart.
+
 Reported: `median_ms` = median of the per-round medians (robust to a bad round); `iqr_ms` = interquartile range
 of all samples pooled (the noise a reader should expect); min/max of the samples; `runs` = number of samples.
 """
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +30,7 @@ import torch.nn as nn
 
 __all__ = [
     "BackendSkip",
+    "CallRunner",
     "LatencyBackend",
     "LatencyStats",
     "Outcome",
@@ -92,10 +101,44 @@ class PreparedModel(Protocol):
     def close(self) -> None: ...
 
 
+class CallRunner:
+    """A prepared model timed through one call on a fixed input (the PreparedModel of every exported runtime).
+
+    `before_round` runs before each round, outside the timed calls (e.g. sizing a process-wide thread pool that
+    another backend may have resized).
+    """
+
+    def __init__(self, call: Callable[[], object], details: dict, config: TimingConfig,
+                 before_round: Callable[[], None] | None = None) -> None:
+        self.call = call
+        self.details = details
+        self.before_round = before_round
+        if before_round is not None:
+            before_round()
+        for _ in range(max(config.warmup_calls, 3)):  # first runs allocate buffers / pack weights
+            call()
+
+    def time_round(self, config: TimingConfig) -> list[float]:
+        if self.before_round is not None:
+            self.before_round()
+        times: list[float] = []
+        started = time.perf_counter()
+        while time.perf_counter() - started < config.min_round_s or len(times) < config.min_samples_per_round:
+            t0 = time.perf_counter()
+            self.call()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    def close(self) -> None:
+        self.call = lambda: None  # drops the runtime's session/program so its memory can go
+
+
 @runtime_checkable
 class LatencyBackend(Protocol):
     name: str
     batch_sizes: tuple[int, ...]
+    # None: this host. Else the device the backend runs on (e.g. an adb-connected phone's serial).
+    device_id: str | None
 
     def available(self) -> tuple[bool, str]:
         """(True, "") when usable here, else (False, why not)."""
@@ -193,6 +236,7 @@ class TimedBackend:
 
     name: str = ""
     batch_sizes: tuple[int, ...] = (1,)
+    device_id: str | None = None
 
     def available(self) -> tuple[bool, str]:
         return True, ""

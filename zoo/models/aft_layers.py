@@ -262,6 +262,9 @@ class AFTConv(_ProjectedMixer):
         # gamma = beta = 0 at init: the mixer starts as per-head AFT-simple and learns how much position matters.
         self.gamma = nn.Parameter(torch.zeros(heads))
         self.beta = nn.Parameter(torch.zeros(heads))
+        # Set by `bake_for_export` on an export copy only; None (no buffer, nothing in the state_dict) otherwise.
+        self.register_buffer("export_conv_weight", None, persistent=False)
+        self.register_buffer("export_global_scale", None, persistent=False)
         self.reset_kernel()
 
     def reset_kernel(self) -> None:
@@ -280,9 +283,11 @@ class AFTConv(_ProjectedMixer):
     def conv_weight(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """The depthwise-conv weight [dim + heads, 1, s, s] and the global-term scale exp(-m) [heads].
 
-        A function of the parameters only: an export copy may store it as a constant (zoo.models.export), so
-        the runtime sees a conv with static weights, which XNNPACK delegates.
+        A function of the parameters only: an export copy stores it as a constant (`bake_for_export`), so the
+        runtime sees a conv with static weights, which XNNPACK delegates.
         """
+        if self.export_conv_weight is not None:  # baked: the constant, not a graph computing it
+            return self.export_conv_weight.to(dtype), self.export_global_scale.to(dtype)
         heads, size = self.heads, self.kernel_size
         per_head = self.dim // heads
         w = self.position_kernel(dtype)
@@ -293,6 +298,19 @@ class AFTConv(_ProjectedMixer):
         # then rejects.
         per_channel = kernel.unsqueeze(1).expand(heads, per_head, size, size).reshape(heads * per_head, size, size)
         return torch.cat((per_channel, kernel)).unsqueeze(1), torch.exp(-shift)
+
+    def bake_for_export(self) -> None:
+        """Store the conv weight and global scale as constants (called by `prepare_for_export` on an eval copy).
+
+        Computed from parameters on every call, the weight makes the exported graph a conv with a computed
+        weight, which XNNPACK does not delegate (it ran on ExecuTorch's portable conv, ~35x slower than
+        MobileNetV2 overall, and its int8 form had no kernel at all). At inference it is a constant. A baked
+        mixer no longer follows its parameters: bake copies only, never a model that trains on.
+        """
+        with torch.no_grad():
+            weight, scale = self.conv_weight(self.weight.dtype)
+        self.register_buffer("export_conv_weight", weight.detach().clone(), persistent=False)
+        self.register_buffer("export_global_scale", scale.detach().clone(), persistent=False)
 
     def forward(self, x: Tensor, grid: Grid) -> Tensor:
         batch, tokens, dim = x.shape

@@ -1,21 +1,20 @@
 """Make a zoo model exportable at one fixed resolution: `prepare_for_export(model, resolution)`.
 
-Phone runtimes (ExecuTorch/XNNPACK, LiteRT, Core ML) compile a graph for one input shape. Two families resize a
-learned position embedding on every forward with timm's antialiased bicubic interpolation
-(`aten._upsample_bicubic2d_aa`), an op none of those exporters lower:
+Every latency backend (ONNX Runtime fp32 and int8, ExecuTorch, LiteRT, Core ML, and PyTorch eager) times the
+copy this returns, so every column of the board times the graph a device would run. The steps are generic; what
+a family needs is declared on the family (`zoo.models.registry.FamilyHooks`, in the family's own file):
 
-- DeiT (timm `dynamic_img_size`): timm skips its size-match early-out while exporting (`is_exporting()`), so the
-  op appears even at the construction size 224.
-- PiT (`AnySizePiT`): the map is resized whenever the token grid differs from the construction one (256 px).
+1. a deep copy in eval mode (the model passed in is not modified, so a training run can export mid-way);
+2. the family's `reparameterize` hook, if any: the fused inference model (structural reparameterisation);
+3. the family's `bake_for_export(model, resolution)` hook, if any: makes the graph at that size static, e.g.
+   DeiT's and PiT's run-time resize of their position embedding (an antialiased bicubic interpolation that no
+   phone exporter lowers) evaluated once and stored as a buffer (`BAKED_BUFFER`);
+4. every submodule's own `bake_for_export()` method, if it has one: layers that compute a constant from their
+   parameters on every call (AFT-conv's depthwise kernel) store it, wherever the layer is used (AFT models,
+   MobileViT with AFT mixers).
 
-The resize depends only on the weights and the input size, so at a fixed size it is a constant: we evaluate it
-once in eager mode (the very same call the model makes) and store the result as a buffer that the exported graph
-adds. The logits at that size are then the eager model's (same numbers, added in the same order).
-
-AFT-conv's depthwise kernel, a function of its parameters, is baked the same way (a conv with static weights).
-
-The model passed in is not modified: a deep copy is prepared (in eval mode), so a training run can export its
-model mid-way. Models with nothing to bake are copied unchanged.
+The logits at that size are the eager model's (baked values are the same computation, done once). Models with
+nothing to bake are copied unchanged. `reclass` and `BAKED_BUFFER` are the tools families' bakes share.
 """
 from __future__ import annotations
 
@@ -27,114 +26,41 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import resample_abs_pos_embed
-from timm.models.vision_transformer import VisionTransformer
 
-from zoo.models.aft_layers import AFTConv
-from zoo.models.pit import AnySizePiT
+from zoo.models.registry import hooks_of
 
-__all__ = ["BAKED_BUFFER", "xnnpack_friendly_ops", "prepare_for_export", "token_grid_of"]
+__all__ = ["BAKED_BUFFER", "prepare_for_export", "reclass", "xnnpack_friendly_ops"]
 
+# The buffer a family's bake stores its precomputed position embedding in (non-persistent: not in state_dicts).
 BAKED_BUFFER = "export_pos_embed"
 
 
-def token_grid_of(model: nn.Module, resolution: int) -> tuple[int, int]:
-    """The token grid a DeiT/PiT produces from a square image of `resolution` pixels."""
-    if isinstance(model, AnySizePiT):
-        return model.token_grid((resolution, resolution))
-    if isinstance(model, VisionTransformer):
-        patch = model.patch_embed.patch_size
-        # dynamic_img_pad pads up to the next multiple of the patch: ceil division.
-        return tuple(-(-resolution // p) for p in patch)  # type: ignore[return-value]
-    raise TypeError(f"{type(model).__name__} has no position-embedding grid")
+def reclass(model: nn.Module, overrides: dict[str, Any]) -> None:
+    """Give one instance a subclass of its class with some methods replaced (`Export<Class>`).
 
-
-def _baked_vit_pos_embed(self: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
-    # timm's `_pos_embed` for the dynamic-size path (patch embed output NHWC), with the resample replaced by the
-    # stored result. Class/register tokens are concatenated first, as timm does when no_embed_class is False.
-    batch, _, _, channels = x.shape
-    x = x.view(batch, -1, channels)
-    to_cat = []
-    if self.cls_token is not None:
-        to_cat.append(self.cls_token.expand(batch, -1, -1))
-    if self.reg_token is not None:
-        to_cat.append(self.reg_token.expand(batch, -1, -1))
-    pos_embed = getattr(self, BAKED_BUFFER)
-    if self.no_embed_class:
-        x = x + pos_embed
-        x = torch.cat(to_cat + [x], dim=1) if to_cat else x
-    else:
-        x = torch.cat(to_cat + [x], dim=1) if to_cat else x
-        x = x + pos_embed
-    return self.pos_drop(x)
-
-
-def _baked_pit_position_embedding(self: AnySizePiT, grid: tuple[int, int]) -> torch.Tensor:
-    baked = getattr(self, BAKED_BUFFER)
-    if tuple(baked.shape[-2:]) != tuple(grid):
-        raise ValueError(f"exported for token grid {tuple(baked.shape[-2:])}, got {tuple(grid)}")
-    return baked
-
-
-def _reclass(model: nn.Module, overrides: dict[str, Any]) -> None:
-    # A subclass made on the fly keeps the instance's weights, modules and every other method; only the
-    # position-embedding step changes. (Same technique as AnySizePiT.from_timm.)
+    A subclass made on the fly keeps the instance's weights, modules and every other method; only the overridden
+    steps change (the technique of `AnySizePiT.from_timm`), and other instances of the class are untouched.
+    """
     cls = type(model)
     model.__class__ = type(f"Export{cls.__name__}", (cls,), overrides)
 
 
-def _bake_vit(model: VisionTransformer, resolution: int) -> None:
-    if not getattr(model, "dynamic_img_size", False) or model.pos_embed is None:
-        return  # fixed-size ViT: pos_embed is added as is, nothing to bake
-    grid = token_grid_of(model, resolution)
-    with torch.no_grad():
-        baked = resample_abs_pos_embed(
-            model.pos_embed,
-            new_size=grid,
-            old_size=model.patch_embed.grid_size,
-            num_prefix_tokens=0 if model.no_embed_class else model.num_prefix_tokens,
-        )
-    model.register_buffer(BAKED_BUFFER, baked.detach().clone(), persistent=False)
-    _reclass(model, {"_pos_embed": _baked_vit_pos_embed})
-
-
-def _bake_pit(model: AnySizePiT, resolution: int) -> None:
-    grid = token_grid_of(model, resolution)
-    with torch.no_grad():
-        baked = model.position_embedding(grid)  # the eager model's own resize at this grid
-    model.register_buffer(BAKED_BUFFER, baked.detach().clone(), persistent=False)
-    _reclass(model, {"position_embedding": _baked_pit_position_embedding})
-
-
-def _baked_conv_weight(self: AFTConv, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    return self.export_conv_weight.to(dtype), self.export_global_scale.to(dtype)
-
-
-def _bake_aft_conv(module: AFTConv) -> None:
-    # AFT-conv's depthwise kernel is computed from parameters on every call; in the graph that makes a conv with
-    # a computed weight, which XNNPACK does not delegate (it runs on ExecuTorch's portable conv, ~35x slower
-    # than MobileNetV2 overall, and its int8 form has no kernel at all). At inference it is a constant.
-    with torch.no_grad():
-        weight, scale = module.conv_weight(module.weight.dtype)
-    module.register_buffer("export_conv_weight", weight.detach().clone(), persistent=False)
-    module.register_buffer("export_global_scale", scale.detach().clone(), persistent=False)
-    _reclass(module, {"conv_weight": _baked_conv_weight})
-
-
 def prepare_for_export(model: nn.Module, resolution: int) -> nn.Module:
-    """An eval-mode copy of `model` whose forward at `resolution` x `resolution` has no run-time pos-embed resize.
+    """An eval-mode copy of `model`, fused and baked for a `resolution` x `resolution` input (module docstring).
 
-    Its logits at that size equal `model`'s (eval mode). Other sizes are refused (PiT) or wrong (DeiT): the copy
-    is for exporting at one size only.
+    Its logits at that size equal `model`'s (eval mode). Other sizes may be refused (PiT) or wrong (DeiT): the
+    copy is for exporting and timing at one size only.
     """
+    hooks = hooks_of(model)
     prepared = copy.deepcopy(model).eval()
-    if isinstance(prepared, AnySizePiT):
-        _bake_pit(prepared, resolution)
-    elif isinstance(prepared, VisionTransformer):
-        _bake_vit(prepared, resolution)
-    for module in prepared.modules():
-        if isinstance(module, AFTConv):
-            _bake_aft_conv(module)
+    if hooks.reparameterize is not None:
+        prepared = hooks.reparameterize(prepared).eval()
+    if hooks.bake_for_export is not None:
+        hooks.bake_for_export(prepared, resolution)
+    for module in list(prepared.modules()):
+        bake = getattr(module, "bake_for_export", None)
+        if callable(bake):
+            bake()
     return prepared
 
 
@@ -143,6 +69,15 @@ def _explicit_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_cau
     """softmax(Q Kᵀ · scale + mask) V with 3-D batched matmuls (inference: no dropout)."""
     if is_causal or enable_gqa:
         raise NotImplementedError("explicit attention for export covers the zoo's non-causal attention only")
+    if query.dim() == 4 and key.shape[1] == 1 and query.shape[1] > 1:
+        # Multi-query attention (MobileNetV4's Mobile MQA): one key/value head shared by every query head, passed
+        # to SDPA by broadcasting. bmm does not broadcast, so the query heads are folded into the query length
+        # (each query row attends to the same keys): same numbers, still only bmm and softmax in the graph.
+        if attn_mask is not None:
+            raise NotImplementedError("explicit multi-query attention for export takes no mask")
+        batch, heads, length, dim = query.shape
+        folded = _explicit_attention(query.reshape(batch, 1, heads * length, dim), key, value, scale=scale)
+        return folded.reshape(batch, heads, length, value.shape[-1])
     *lead, length, dim = query.shape
     scale = dim ** -0.5 if scale is None else scale
     # bmm on [batch*heads, L, d]: a 4-D matmul would be traced as expand + bmm + squeeze, and XNNPACK does not

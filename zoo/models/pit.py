@@ -9,6 +9,11 @@ the map is used as is, so the logits equal timm's exactly. The resize is not cac
 and, since the map is a trained parameter, a cache would go stale after every optimiser step.
 
 Inputs must be at least 16 pixels (one patch).
+
+Family hooks: built at the run's base resolution (its position map is tied to the construction size), and for
+export at a grid other than the construction one the resize (antialiased bicubic, which no phone exporter
+lowers) is evaluated once by the model's own `position_embedding` and stored as a buffer; the baked copy then
+refuses other sizes.
 """
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.pit import PoolingVisionTransformer
 
-from zoo.models.registry import Published, register
+from zoo.models.export import BAKED_BUFFER, reclass
+from zoo.models.registry import FamilyHooks, Published, register
 from zoo.models.timm_bridge import create_timm_model
 
 
@@ -70,6 +76,25 @@ class AnySizePiT(PoolingVisionTransformer):
         return super().forward_intermediates(x, *args, **kwargs)
 
 
+def _baked_position_embedding(self: AnySizePiT, grid: tuple[int, int]) -> torch.Tensor:
+    baked = getattr(self, BAKED_BUFFER)
+    if tuple(baked.shape[-2:]) != tuple(grid):
+        raise ValueError(f"exported for token grid {tuple(baked.shape[-2:])}, got {tuple(grid)}")
+    return baked
+
+
+def bake_pit_for_export(model: nn.Module, resolution: int) -> None:
+    """In place, on an eval copy: the position map at `resolution`'s token grid, stored as a buffer."""
+    grid = model.token_grid((resolution, resolution))
+    with torch.no_grad():
+        baked = model.position_embedding(grid)  # the eager model's own resize at this grid
+    model.register_buffer(BAKED_BUFFER, baked.detach().clone(), persistent=False)
+    reclass(model, {"position_embedding": _baked_position_embedding})
+
+
+PIT_HOOKS = FamilyHooks(sized_at_base_resolution=True, bake_for_export=bake_pit_for_export)
+
+
 def _any_size_pit(
     variant: str, num_classes: int, drop_path_rate: float, drop_rate: float | None, knobs: dict[str, Any]
 ) -> AnySizePiT:
@@ -84,6 +109,7 @@ def _any_size_pit(
     family="pit",
     published=Published(params_m=4.9, gmacs=0.70, resolution=224, top1=73.0, source="PiT-Ti, arXiv 2103.16302"),
     description="PiT-Ti: base dim 32, depths (2, 6, 4), heads (2, 4, 8), pooling between stages (timm pit_ti_224)",
+    hooks=PIT_HOOKS,
 )
 def pit_ti(
     num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any
@@ -96,6 +122,7 @@ def pit_ti(
     family="pit",
     published=Published(params_m=10.6, gmacs=1.40, resolution=224, top1=78.1, source="PiT-XS, arXiv 2103.16302"),
     description="PiT-XS: base dim 48, depths (2, 6, 4), heads (2, 4, 8), pooling between stages (timm pit_xs_224)",
+    hooks=PIT_HOOKS,
 )
 def pit_xs(
     num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any

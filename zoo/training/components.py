@@ -22,16 +22,15 @@ from zoo.training.distributed import DistContext
 from zoo.training.loaders import Loaders, build_loaders
 
 
-# Families with a learned position grid tied to their construction size: built at the run's base resolution, so the
-# fixed sampler never resizes their position embeddings and multi-scale resizes them only away from the base.
-GRID_FAMILIES = ("deit", "pit")
 EMA_WARMUP_POWER = 2 / 3  # timm ModelEmaV3's default warm-up curve, compressed to the recipe's warm-up length
 
 
 def build_model(cfg: RunConfig, num_classes: int) -> nn.Module:
     knobs = dict(cfg.model_kwargs)
     knobs.setdefault("drop_path_rate", cfg.recipe.drop_path)
-    if get_entry(cfg.model).family in GRID_FAMILIES:
+    # A family whose position grid is tied to its construction size (DeiT, PiT) is built at the run's base
+    # resolution, so the fixed sampler never resizes its position embeddings and multi-scale only away from it.
+    if get_entry(cfg.model).hooks.sized_at_base_resolution:
         knobs.setdefault("img_size", cfg.sampler.base_resolution)
     return create(cfg.model, num_classes=num_classes, **knobs)
 

@@ -1,4 +1,9 @@
-"""The latency backends by name. Each is a `zoo.measure.latency.LatencyBackend`."""
+"""The latency backends by name. Each is a `zoo.measure.latency.LatencyBackend`.
+
+Adding one: a file here with its class (a runtime that times an export subclasses `common.ExportedBackend` and
+writes `export`; the preparation, parity check and timing loop come with it) and its line in `_FACTORIES`. A
+backend running on another device than this host (e.g. a phone over adb) sets `device_id` (e.g. the serial).
+"""
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,9 +1,12 @@
 """Core ML: export to an ML program (`.mlpackage`) with coremltools; time `predict` on macOS only.
 
-Path: eval model -> `torch.jit.trace` -> `ct.convert(convert_to="mlprogram")`. coremltools converts on Linux but
-its runtime exists only on macOS, so elsewhere `prepare` exports, then raises BackendSkip with the package path
-and size (the record says the export works and where it is, with no latency). Two converter fixes for this
-stack live in `zoo.measure.coreml_compat`.
+Path: the `prepare_for_export` copy (as every backend) -> `torch.jit.trace` -> `ct.convert(convert_to=
+"mlprogram")`. coremltools converts on Linux but its runtime exists only on macOS, so elsewhere `prepare` exports,
+then raises BackendSkip with the package path and size (the record says the export works and where it is, with
+no latency).
+On macOS the package is timed by the shared loop (`zoo.measure.latency.CallRunner`). No fp32 parity check: an ML
+program computes in float16 by default (what the device runs), so its logits are not fp32's to 1e-4. Two
+converter fixes for this stack live in `zoo.measure.coreml_compat`.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ import torch
 import torch.nn as nn
 
 from zoo.measure import coreml_compat
-from zoo.measure.latency import BackendSkip, TimedBackend, TimingConfig
+from zoo.measure.backends.common import Calibration, Exported, ExportedBackend, ExportSource
+from zoo.measure.latency import BackendSkip
 
 __all__ = ["CoreMLBackend", "export_coreml", "package_size"]
 
@@ -46,23 +50,16 @@ def package_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def export_coreml(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
-    """Trace `model` at `input_shape` and save a Core ML ML program to `path` (a .mlpackage directory)."""
+def export_coreml(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
+    """Trace `model` (prepared for export, eval mode) at `example`'s shape; save an ML program to `path`."""
     ct = _import_coremltools()
     coreml_compat.install()
-    was_training = model.training
-    model.eval()
-    try:
-        example = torch.randn(input_shape)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic; the shape is fixed here
-            model(example)  # fill per-size caches with real tensors before tracing
-            traced = torch.jit.trace(model, example)
-    finally:
-        model.train(was_training)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic; the shape is fixed here
+        traced = torch.jit.trace(model, example)
     with _quiet():
         mlmodel = ct.convert(
-            traced, inputs=[ct.TensorType(name="input", shape=input_shape)], convert_to="mlprogram"
+            traced, inputs=[ct.TensorType(name="input", shape=tuple(example.shape))], convert_to="mlprogram"
         )
         if path.exists():
             shutil.rmtree(path)
@@ -71,30 +68,10 @@ def export_coreml(model: nn.Module, input_shape: tuple[int, ...], path: Path) ->
     return path
 
 
-class _PredictRunner:
-    def __init__(self, mlmodel, input_shape: tuple[int, ...], details: dict, config: TimingConfig) -> None:
-        self.mlmodel = mlmodel
-        self.feed = {"input": torch.randn(input_shape).numpy()}
-        self.details = details
-        for _ in range(config.warmup_calls):
-            mlmodel.predict(self.feed)
-
-    def time_round(self, config: TimingConfig) -> list[float]:
-        times: list[float] = []
-        started = time.perf_counter()
-        while time.perf_counter() - started < config.min_round_s or len(times) < config.min_samples_per_round:
-            t0 = time.perf_counter()
-            self.mlmodel.predict(self.feed)
-            times.append(time.perf_counter() - t0)
-        return times
-
-    def close(self) -> None:
-        self.mlmodel = None
-
-
-class CoreMLBackend(TimedBackend):
+class CoreMLBackend(ExportedBackend):
     name = "coreml"
     batch_sizes = (1,)
+    fp32_parity = False  # float16 compute by default (module docstring)
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -103,15 +80,9 @@ class CoreMLBackend(TimedBackend):
             return False, f"coremltools not importable: {error}"
         return True, ""
 
-    def prepare(
-        self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path, config: TimingConfig
-    ) -> _PredictRunner:
+    def export(self, source: ExportSource, workdir: Path, calibration: Calibration | None) -> Exported:
         started = time.perf_counter()
-        from zoo.models.export import prepare_for_export
-
-        # Core ML has no antialiased bicubic resize: DeiT/PiT export with their position embeddings baked.
-        exportable = prepare_for_export(model, int(input_shape[-1]))
-        path = export_coreml(exportable, input_shape, workdir / "model.mlpackage")
+        path = export_coreml(source.exportable, source.example, workdir / "model.mlpackage")
         details = {
             "exported": True,
             "artifact": str(path),
@@ -122,4 +93,6 @@ class CoreMLBackend(TimedBackend):
             raise BackendSkip(f"Core ML export ok; prediction needs macOS (this is {platform.system()})", details)
         ct = _import_coremltools()
         mlmodel = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.ALL)
-        return _PredictRunner(mlmodel, input_shape, details, config)
+        feed = {"input": source.example.numpy()}
+        return Exported(run=lambda array: next(iter(mlmodel.predict({"input": array}).values())),
+                        call=lambda: mlmodel.predict(feed), details=details)

@@ -3,7 +3,8 @@
 Export, with ExecuTorch's own API: `prepare_for_export` (bakes resized position embeddings) → `torch.export` →
 `to_edge_transform_and_lower(..., partitioner=[XnnpackPartitioner()])` → `.pte`, run from Python by
 `executorch.runtime.Runtime`. int8: PT2E static quantisation with ExecuTorch's `XNNPACKQuantizer` (symmetric,
-per-channel weights), calibrated on the caller's images (see `phone_common`), before lowering.
+per-channel weights), calibrated on the caller's images, before lowering. Preparation, parity and int8 checks:
+`zoo.measure.backends.common`; timing: `zoo.measure.latency.CallRunner`.
 
 Why a model is slow: `get_delegation_info` counts the graph nodes XNNPACK took and those left to ExecuTorch's
 portable (reference) kernels, by op; the counts go in the record's details. A non-delegated op runs on portable
@@ -20,19 +21,10 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from zoo.measure.backends.phone_common import (
-    CallRunner,
-    check_batch,
-    check_fp32,
-    export_inputs,
-    make_calibration,
-    top1_agreement,
-)
-from zoo.measure.latency import TimedBackend, TimingConfig
+from zoo.measure.backends.common import Calibration, Exported, ExportedBackend, ExportSource
 
 __all__ = ["ExecuTorchXnnpackBackend", "delegation_summary", "export_executorch", "load_executorch"]
 
@@ -117,18 +109,7 @@ def load_executorch(path: Path, enable_etdump: bool = False):
     return program.load_method("forward"), program
 
 
-class _ThreadedRunner(CallRunner):
-    def __init__(self, threads: int, *args, **kwargs) -> None:
-        self.threads = threads
-        set_threads(threads)
-        super().__init__(*args, **kwargs)
-
-    def time_round(self, config: TimingConfig) -> list[float]:
-        set_threads(self.threads)  # the pool is process-wide: another backend may have resized it
-        return super().time_round(config)
-
-
-class ExecuTorchXnnpackBackend(TimedBackend):
+class ExecuTorchXnnpackBackend(ExportedBackend):
     """`executorch-xnnpack[-int8][-1t]`: batch 1, fp32 or PT2E int8, 1 thread or all usable cores."""
 
     def __init__(self, threads: int | None = None, int8: bool = False,
@@ -149,27 +130,18 @@ class ExecuTorchXnnpackBackend(TimedBackend):
             return False, "this executorch build has no XnnpackBackend"
         return True, ""
 
-    def prepare(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path,
-                config: TimingConfig) -> CallRunner:
-        threads, exportable, example = export_inputs(model, input_shape, self.threads)
-        details: dict = {"threads": threads, "exporter": "torch.export → to_edge_transform_and_lower(XNNPACK)",
-                         "export_rewrite": "xnnpack_friendly_ops (attention: bmm-softmax-bmm; layer norm: 4-D means)"}
-        calibration = None
-        if self.int8:
-            cal = make_calibration(self.calibration_images, input_shape)
-            calibration, details["calibration"] = cal.batches(1), cal.source
+    def export(self, source: ExportSource, workdir: Path, calibration: Calibration | None) -> Exported:
         path = workdir / "model.pte"
-        details["delegation"] = export_executorch(exportable, example, path, calibration)
-        details["artifact"] = str(path)
+        batches = calibration.batches(1) if calibration is not None else None
+        delegation = export_executorch(source.exportable, source.example, path, batches)
+        threads = source.threads
         set_threads(threads)
-        method, program = load_executorch(path)
-
-        def run(array: np.ndarray) -> np.ndarray:
-            return method.execute([torch.from_numpy(array)])[0].numpy()
-
-        if self.int8:
-            details["int8_top1_agreement"] = top1_agreement(run, exportable, check_batch(input_shape))
-        else:
-            details.update(check_fp32(run, exportable, example))
-        inputs = [example]
-        return _ThreadedRunner(threads, lambda: method.execute(inputs), details, config, close=None)
+        method, _program = load_executorch(path)
+        inputs = [source.example]
+        details = {"threads": threads, "exporter": "torch.export → to_edge_transform_and_lower(XNNPACK)",
+                   "export_rewrite": "xnnpack_friendly_ops (attention: bmm-softmax-bmm; layer norm: 4-D means)",
+                   "delegation": delegation, "artifact": str(path)}
+        return Exported(run=lambda array: method.execute([torch.from_numpy(array)])[0].numpy(),
+                        call=lambda: method.execute(inputs), details=details,
+                        # the pool is process-wide: another backend may have resized it between rounds
+                        before_round=lambda: set_threads(threads))

@@ -2,7 +2,7 @@
 
 Export with Google's own converter, `litert_torch.convert(model, (example,)).export(path)` (after
 `prepare_for_export`), run with `ai_edge_litert.interpreter.Interpreter(num_threads=...)`, the interpreter an
-Android app embeds. Output checked against PyTorch before timing (see `phone_common`).
+Android app embeds. Output checked against PyTorch before timing (`zoo.measure.backends.common`).
 
 Delegation: the interpreter applies XNNPACK by default and replaces each delegated run of ops with one
 `DELEGATE` node. Python exposes the node list but not the execution plan, so we record the graph's op counts and
@@ -21,8 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from zoo.measure.backends.phone_common import CallRunner, check_fp32, export_inputs
-from zoo.measure.latency import TimedBackend, TimingConfig
+from zoo.measure.backends.common import Calibration, Exported, ExportedBackend, ExportSource
 
 __all__ = ["LiteRTBackend", "export_litert", "litert_graph_summary"]
 
@@ -61,7 +60,7 @@ def make_interpreter(path: Path, threads: int):
     return interpreter
 
 
-class LiteRTBackend(TimedBackend):
+class LiteRTBackend(ExportedBackend):
     """`litert[-1t]`: batch 1, fp32, 1 thread or every usable core."""
 
     def __init__(self, threads: int | None = None) -> None:
@@ -77,12 +76,10 @@ class LiteRTBackend(TimedBackend):
             return False, f"litert-torch / ai-edge-litert not importable ({error}); pip install -e '.[phone]'"
         return True, ""
 
-    def prepare(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path,
-                config: TimingConfig) -> CallRunner:
-        threads, exportable, example = export_inputs(model, input_shape, self.threads)
+    def export(self, source: ExportSource, workdir: Path, calibration: Calibration | None) -> Exported:
         path = workdir / "model.tflite"
-        export_litert(exportable, example, path)
-        interpreter = make_interpreter(path, threads)
+        export_litert(source.exportable, source.example, path)
+        interpreter = make_interpreter(path, source.threads)
         input_index = interpreter.get_input_details()[0]["index"]
         output_index = interpreter.get_output_details()[0]["index"]
 
@@ -91,8 +88,8 @@ class LiteRTBackend(TimedBackend):
             interpreter.invoke()
             return interpreter.get_tensor(output_index)
 
-        details: dict = {"threads": threads, "exporter": "litert_torch.convert", "artifact": str(path)}
-        details.update(check_fp32(run, exportable, example))
-        details["delegation"] = litert_graph_summary(interpreter)
-        interpreter.set_tensor(input_index, example.numpy())
-        return CallRunner(interpreter.invoke, details, config)
+        details = {"threads": source.threads, "exporter": "litert_torch.convert", "artifact": str(path),
+                   "delegation": litert_graph_summary(interpreter)}
+        # the timed input is set before each round, outside the timed calls
+        return Exported(run=run, call=interpreter.invoke, details=details,
+                        before_round=lambda: interpreter.set_tensor(input_index, source.example.numpy()))

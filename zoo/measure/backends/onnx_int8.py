@@ -1,9 +1,10 @@
 """ONNX Runtime int8 on CPU ('onnxruntime-cpu-int8-1t' / 'onnxruntime-cpu-int8'): the second int8 runtime.
 
-The fp32 ONNX export (`onnx_runtime.export_onnx`, of the `prepare_for_export` copy) is quantised with ONNX
-Runtime's own static quantiser (`onnxruntime.quantization.quantize_static`: QDQ format, per-channel int8 weights,
-uint8 activations, MinMax calibration on the caller's images), then timed like the fp32 backend. The export is
-checked by top-1 agreement with the fp32 eager model on a batch that is not the calibration batch.
+The fp32 ONNX export (`onnx_runtime.onnx_file`, of the `prepare_for_export` copy: the very file the fp32 backend
+times) is quantised with ONNX Runtime's own static quantiser (`onnxruntime.quantization.quantize_static`: QDQ
+format, per-channel int8 weights, uint8 activations, MinMax calibration on the caller's images), then timed like
+the fp32 backend. The export is
+checked by top-1 agreement with the fp32 eager model on a batch that is not the calibration batch (`common`).
 """
 from __future__ import annotations
 
@@ -15,11 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-from zoo.measure.backends.phone_common import (CallRunner, check_batch, export_inputs, make_calibration,
-                                               top1_agreement)
-from zoo.measure.latency import TimedBackend, TimingConfig
+from zoo.measure.backends.common import Calibration, Exported, ExportedBackend, ExportSource
+from zoo.measure.backends.onnx_runtime import loaded_session, onnx_file
 
 __all__ = ["OnnxRuntimeInt8Backend", "quantize_onnx"]
 
@@ -47,7 +46,9 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: list[torch.Tens
                         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
 
 
-class OnnxRuntimeInt8Backend(TimedBackend):
+class OnnxRuntimeInt8Backend(ExportedBackend):
+    int8 = True
+
     def __init__(self, threads: int | None = None, calibration_images: torch.Tensor | None = None) -> None:
         self.threads = threads
         self.calibration_images = calibration_images
@@ -61,27 +62,14 @@ class OnnxRuntimeInt8Backend(TimedBackend):
             return False, f"onnxruntime quantization not importable: {error}"
         return True, ""
 
-    def prepare(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path,
-                config: TimingConfig) -> CallRunner:
-        from zoo.measure.backends.onnx_runtime import OnnxRuntimeCpuBackend, export_onnx
-        threads, exportable, example = export_inputs(model, input_shape, self.threads)
-        fp32_path, int8_path = workdir / "model.fp32.onnx", workdir / "model.int8.onnx"
-        with torch.no_grad():
-            exporter = export_onnx(exportable, example, fp32_path)
-        calibration = make_calibration(self.calibration_images, input_shape)
+    def export(self, source: ExportSource, workdir: Path, calibration: Calibration | None) -> Exported:
+        if calibration is None:
+            raise ValueError(f"{self.name} quantises: it needs a calibration set")
+        fp32_path, exporter = onnx_file(source, workdir)
+        int8_path = workdir / "model.int8.onnx"
         quantize_onnx(fp32_path, int8_path, calibration.batches(1))
-        session = OnnxRuntimeCpuBackend(threads=threads)._session(int8_path)
-        input_name = session.get_inputs()[0].name
-
-        def run(array: np.ndarray) -> np.ndarray:
-            return session.run(None, {input_name: array})[0]
-
-        details = {
-            "threads": threads,
+        return loaded_session(int8_path, source, {
+            "threads": source.threads,
             "exporter": f"{exporter} + onnxruntime.quantization.quantize_static (QDQ, per-channel)",
             "artifact": str(int8_path),
-            "calibration": calibration.source,
-            "int8_top1_agreement": top1_agreement(run, exportable, check_batch(input_shape)),
-        }
-        feed = {input_name: example.numpy()}
-        return CallRunner(lambda: session.run(None, feed), details, config)
+        })

@@ -1,43 +1,35 @@
 """ONNX Runtime on CPU, one thread ('onnxruntime-cpu-1t') or all usable cores ('onnxruntime-cpu').
 
-Export: torch 2.14's default, the dynamo exporter (`torch.onnx.export(..., dynamo=True)`, opset 18), which
-exports every zoo model; if it fails on some model we fall back to the TorchScript exporter (opset 17) and record
-which one produced the file. The graph has a static input shape: latency is measured at one shape anyway.
-The model is run eagerly once before export, which gives the parity reference and also fills any per-size
-caches the model keeps with real tensors (CoAtNet caches its relative-position tables per size, and a first
-call under the exporter's fake tensors would otherwise cache fake ones).
+Export: of the `prepare_for_export` copy, as every backend (so DeiT's graph has no run-time position-embedding
+`Resize`), with torch 2.14's default, the dynamo exporter (`torch.onnx.export(..., dynamo=True)`, opset 18),
+which exports every zoo model; if it fails on some model we fall back to the TorchScript exporter (opset 17) and
+record which one produced the file. The graph has a static input shape: latency is measured at one shape anyway.
+The file is exported once per (model, input shape) and shared by both thread counts and by the int8 backend,
+which quantises this very graph.
 
-Parity: the ONNX output must match PyTorch within 1e-4 of the output's scale (max |ref|, at least 1).
-Timing: InferenceSession.run in a perf_counter loop, after warm-up (the first runs allocate the arena).
+Parity and timing: `zoo.measure.backends.common` (fp32 check against PyTorch) and `zoo.measure.latency.CallRunner`
+(InferenceSession.run in a perf_counter loop, after warm-up: the first runs allocate the arena).
 """
 from __future__ import annotations
 
 import contextlib
 import io
-import time
 import warnings
 import weakref
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from zoo.measure.latency import TimedBackend, TimingConfig
-from zoo.measure.machine import usable_cpus
+from zoo.measure.backends.common import Calibration, Exported, ExportedBackend, ExportSource
 
-__all__ = ["OnnxRuntimeCpuBackend", "ParityError", "export_onnx", "PARITY_RTOL"]
+__all__ = ["OnnxRuntimeCpuBackend", "export_onnx", "onnx_file", "onnx_session"]
 
-PARITY_RTOL = 1e-4
 DYNAMO_OPSET = 18
 TORCHSCRIPT_OPSET = 17
 
-# Both ONNX backends time the same exported file: export once per (model object, input shape).
+# One export per (caller's model object, input shape), reused by every ONNX backend in the process.
 _exports: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], tuple[Path, str]]]" = weakref.WeakKeyDictionary()
-
-
-class ParityError(RuntimeError):
-    """The ONNX Runtime output differs from PyTorch's beyond tolerance."""
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> str:
@@ -62,28 +54,41 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> str:
         return f"torchscript (opset {TORCHSCRIPT_OPSET}; dynamo failed: {type(dynamo_error).__name__})"
 
 
-class _SessionRunner:
-    def __init__(self, session, feed: dict[str, np.ndarray], details: dict, config: TimingConfig) -> None:
-        self.session = session
-        self.feed = feed
-        self.details = details
-        for _ in range(max(config.warmup_calls, 3)):
-            session.run(None, feed)
-
-    def time_round(self, config: TimingConfig) -> list[float]:
-        times: list[float] = []
-        started = time.perf_counter()
-        while time.perf_counter() - started < config.min_round_s or len(times) < config.min_samples_per_round:
-            t0 = time.perf_counter()
-            self.session.run(None, self.feed)
-            times.append(time.perf_counter() - t0)
-        return times
-
-    def close(self) -> None:
-        self.session = None
+def onnx_file(source: ExportSource, workdir: Path) -> tuple[Path, str]:
+    """(path, exporter) of the fp32 ONNX export of `source.exportable`, exported on the first call only."""
+    shape = tuple(source.example.shape)
+    cached = _exports.get(source.model, {}).get(shape)
+    if cached is not None and cached[0].exists():
+        return cached
+    path = workdir / "model.onnx"
+    with torch.no_grad():
+        exporter = export_onnx(source.exportable, source.example, path)
+    _exports.setdefault(source.model, {})[shape] = (path, exporter)
+    return path, exporter
 
 
-class OnnxRuntimeCpuBackend(TimedBackend):
+def onnx_session(path: Path, threads: int):
+    """A CPU InferenceSession with `threads` intra-op threads and every graph optimisation."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1  # batch 1, sequential graph: parallelism within ops only, like torch
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def loaded_session(path: Path, source: ExportSource, details: dict) -> Exported:
+    """An ONNX file loaded for the source's threads: run on any image, timed on the source's input."""
+    session = onnx_session(path, source.threads)
+    input_name = session.get_inputs()[0].name
+    feed = {input_name: source.example.numpy()}
+    return Exported(run=lambda array: session.run(None, {input_name: array})[0],
+                    call=lambda: session.run(None, feed), details=details)
+
+
+class OnnxRuntimeCpuBackend(ExportedBackend):
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads
         self.name = "onnxruntime-cpu-1t" if threads == 1 else "onnxruntime-cpu"
@@ -98,47 +103,7 @@ class OnnxRuntimeCpuBackend(TimedBackend):
             return False, "onnxruntime has no CPUExecutionProvider"
         return True, ""
 
-    def _session(self, path: Path):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads or usable_cpus()
-        options.inter_op_num_threads = 1  # batch 1, sequential graph: parallelism within ops only, like torch
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-    def prepare(
-        self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path, config: TimingConfig
-    ) -> _SessionRunner:
-        was_training = model.training
-        model.eval()
-        try:
-            example = torch.randn(input_shape)
-            with torch.inference_mode():
-                reference = model(example).float().numpy()
-            cached = _exports.get(model, {}).get(tuple(input_shape))
-            if cached is None or not cached[0].exists():
-                path = workdir / "model.onnx"
-                with torch.no_grad():
-                    exporter = export_onnx(model, example, path)
-                _exports.setdefault(model, {})[tuple(input_shape)] = (path, exporter)
-            else:
-                path, exporter = cached
-        finally:
-            model.train(was_training)
-        session = self._session(path)
-        feed = {session.get_inputs()[0].name: example.numpy()}
-        output = session.run(None, feed)[0]
-        error = float(np.abs(output - reference).max())
-        tolerance = PARITY_RTOL * max(1.0, float(np.abs(reference).max()))
-        details = {
-            "threads": self.threads or usable_cpus(),
-            "exporter": exporter,
-            "onnx_path": str(path),
-            "parity_max_abs_err": error,
-            "parity_tolerance": tolerance,
-        }
-        if not error <= tolerance:  # also catches NaN
-            raise ParityError(f"ONNX output differs from PyTorch: max abs err {error:.3g} > {tolerance:.3g}")
-        return _SessionRunner(session, feed, details, config)
+    def export(self, source: ExportSource, workdir: Path, calibration: Calibration | None) -> Exported:
+        path, exporter = onnx_file(source, workdir)
+        return loaded_session(path, source, {"threads": source.threads, "exporter": exporter,
+                                             "onnx_path": str(path)})

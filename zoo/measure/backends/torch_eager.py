@@ -1,5 +1,9 @@
 """PyTorch eager backends: CPU with one thread or all usable threads; CUDA in fp32 or bf16 autocast.
 
+Like every backend they time `zoo.models.export.prepare_for_export(model, resolution)`: the family's fused
+(reparameterised) inference model with its per-size constants baked, which is what a deployment runs; the
+caller's model is left as it was.
+
 Timed with `torch.utils.benchmark.Timer.blocked_autorange`, which picks a block size so that timer overhead is
 negligible, sets the thread count for the measurement and restores it, and synchronises the accelerator around
 each block (so CUDA timings are of finished work, not of queued kernels).
@@ -7,7 +11,6 @@ each block (so CUDA timings are of finished work, not of queued kernels).
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from torch.utils import benchmark
 
 from zoo.measure.latency import TimedBackend, TimingConfig
 from zoo.measure.machine import usable_cpus
+from zoo.models.export import prepare_for_export
 
 __all__ = ["CpuEagerBackend", "CudaBackend", "torch_threads"]
 
@@ -41,9 +45,7 @@ class _EagerRunner:
         autocast_dtype: torch.dtype | None,
         config: TimingConfig,
     ) -> None:
-        self.model = model
-        self.was_training = model.training
-        model.eval()
+        self.model = model  # an eval-mode prepared copy
         self.threads = threads
         device_type = example.device.type
 
@@ -70,7 +72,7 @@ class _EagerRunner:
         return times
 
     def close(self) -> None:
-        self.model.train(self.was_training)
+        self.model = self.timer = None  # drop the copy (the timer's closure holds it too)
 
 
 class CpuEagerBackend(TimedBackend):
@@ -91,13 +93,14 @@ class CpuEagerBackend(TimedBackend):
         if device.type != "cpu":
             raise ValueError(f"{self.name} times CPU models; this one is on {device}")
         example = torch.randn(input_shape)
-        return _EagerRunner(model, example, self._thread_count(), None, config)
+        prepared = prepare_for_export(model, int(input_shape[-1]))
+        return _EagerRunner(prepared, example, self._thread_count(), None, config)
 
 
 class CudaBackend(TimedBackend):
     """PyTorch eager on the first CUDA device, batch 1 and 32, fp32 ('cuda') or bf16 autocast ('cuda-bf16').
 
-    The model is copied to the GPU, so the caller's CPU model is left as it was.
+    The prepared copy is moved to the GPU, so the caller's CPU model is left as it was.
     """
 
     def __init__(self, autocast_dtype: torch.dtype | None = None, batch_sizes: tuple[int, ...] = (1, 32)) -> None:
@@ -118,7 +121,7 @@ class CudaBackend(TimedBackend):
     def prepare(
         self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path, config: TimingConfig
     ) -> _EagerRunner:
-        gpu_model = copy.deepcopy(model).to("cuda")
+        gpu_model = prepare_for_export(model, int(input_shape[-1])).to("cuda")
         example = torch.randn(input_shape, device="cuda")
         runner = _EagerRunner(gpu_model, example, torch.get_num_threads(), self.autocast_dtype, config)
         runner.details.update(gpu=torch.cuda.get_device_name(0), matmul_precision=torch.get_float32_matmul_precision())

@@ -1,0 +1,191 @@
+"""What the backends that time an export share: one export preparation, one parity check, int8 calibration.
+
+Every backend starts from `export_source(model, input_shape, threads)`: the caller's model in eval mode gives the
+reference logits on a fixed random input (run first, so per-size caches a model keeps hold real tensors before
+any exporter traces it with fake ones), and `zoo.models.export.prepare_for_export` gives the copy that is
+exported and timed (the family's fused, baked inference graph).
+
+Every export is checked before it is timed, against the caller's model:
+- fp32: the runtime's logits on the fixed input against the eager model's; the max abs error goes in the record
+  and must be within `FP32_RTOL` of the logits' scale (max |ref|, at least 1), else `ParityError`.
+- int8: top-1 agreement with the fp32 eager model on a check batch that is *not* the calibration batch
+  (different seed), recorded; quantisation is expected to move logits, so agreement is reported, not enforced.
+
+Calibration: int8 backends are given images (a [N, 3, H, W] tensor, e.g. training images) by the caller; they are
+resized to the export size if needed. With none, a seeded synthetic batch is used and the record says so, since
+random images calibrate activation ranges poorly and the int8 figures then bound the speed, not the accuracy.
+
+`ExportedBackend` is the base of those backends: a subclass writes `export` (export, load, say how to run it);
+`load` adds the preparation and the check, `prepare` the timing (`zoo.measure.latency.CallRunner`). int8
+accuracy (`zoo.measure.int8_accuracy`) evaluates through the int8 backends' `load`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from zoo.measure.latency import CallRunner, TimedBackend, TimingConfig
+
+__all__ = [
+    "FP32_RTOL",
+    "Calibration",
+    "ExportSource",
+    "Exported",
+    "ExportedBackend",
+    "ParityError",
+    "check_batch",
+    "check_fp32",
+    "eager_logits",
+    "export_source",
+    "make_calibration",
+    "top1_agreement",
+]
+
+FP32_RTOL = 1e-4
+CHECK_BATCH = 8
+SYNTHETIC_CALIBRATION = 8
+
+Run = Callable[[np.ndarray], np.ndarray]
+
+
+class ParityError(RuntimeError):
+    """The exported model's output differs from PyTorch's beyond tolerance."""
+
+
+def eager_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The model's eval-mode logits, one image at a time (as the batch-1 exports run); its mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return torch.cat([model(x).float() for x in images.split(1)])
+    finally:
+        model.train(was_training)
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """What every export starts from (see the module docstring)."""
+
+    model: nn.Module  # the caller's model: the parity reference
+    exportable: nn.Module  # prepare_for_export(model, resolution): what is exported and timed
+    example: torch.Tensor  # the fixed input the export is checked and timed on
+    reference: np.ndarray  # the caller's model's logits on `example`
+    threads: int
+
+
+def export_source(model: nn.Module, input_shape: Sequence[int], threads: int | None) -> ExportSource:
+    from zoo.measure.machine import usable_cpus
+    from zoo.models.export import prepare_for_export
+
+    example = torch.randn(tuple(input_shape))
+    reference = eager_logits(model, example).numpy()  # before the copy: caches filled with real tensors
+    exportable = prepare_for_export(model, int(input_shape[-1]))
+    return ExportSource(model, exportable, example, reference, threads or usable_cpus())
+
+
+def check_fp32(run: Run, source: ExportSource) -> dict:
+    """Run the export on the source's input, compare with eager PyTorch; raise ParityError beyond tolerance."""
+    reference = source.reference
+    output = np.asarray(run(source.example.numpy()), dtype=np.float32).reshape(reference.shape)
+    error = float(np.abs(output - reference).max())
+    tolerance = FP32_RTOL * max(1.0, float(np.abs(reference).max()))
+    if not error <= tolerance:  # also catches NaN
+        raise ParityError(f"output differs from PyTorch: max abs err {error:.3g} > {tolerance:.3g}")
+    return {"parity_max_abs_err": error, "parity_tolerance": tolerance}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Calibration images at the export size and where they came from ('given' or 'synthetic')."""
+
+    images: torch.Tensor
+    source: str
+
+    def batches(self, size: int = 1) -> list[torch.Tensor]:
+        return list(self.images.split(size))
+
+
+def _to_size(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    images = images.float()
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def make_calibration(images: torch.Tensor | None, input_shape: Sequence[int]) -> Calibration:
+    """The calibration set for an export of `input_shape`: the caller's images, else synthetic ones."""
+    size = (int(input_shape[-2]), int(input_shape[-1]))
+    if images is not None and len(images):
+        return Calibration(_to_size(images, size), f"given ({len(images)} images)")
+    generator = torch.Generator().manual_seed(1234)
+    synthetic = torch.randn((SYNTHETIC_CALIBRATION, int(input_shape[1]), *size), generator=generator)
+    return Calibration(synthetic, f"synthetic ({SYNTHETIC_CALIBRATION} random images)")
+
+
+def check_batch(input_shape: Sequence[int], count: int = CHECK_BATCH) -> torch.Tensor:
+    """Images for the int8 agreement check: a seed different from the calibration batch's."""
+    generator = torch.Generator().manual_seed(4321)
+    return torch.randn((count, *input_shape[1:]), generator=generator)
+
+
+def predictions(run: Run, images: torch.Tensor) -> np.ndarray:
+    """The export's top-1 class of each image, run one at a time (the exports take batch 1)."""
+    return np.array([int(np.asarray(run(x.float().numpy())).reshape(-1).argmax()) for x in images.split(1)])
+
+
+def top1_agreement(run: Run, model: nn.Module, images: torch.Tensor) -> float:
+    """Fraction of `images` whose top-1 from the export equals the fp32 eager model's."""
+    reference = eager_logits(model, images).argmax(dim=1).numpy()
+    return float((predictions(run, images) == reference).mean())
+
+
+@dataclass
+class Exported:
+    """An export loaded in its runtime: `run` maps one image ([1, 3, H, W] float32) to its logits; `call` is the
+    timed call (the fixed input already bound, so no conversion is timed); `details` go in the record."""
+
+    run: Run
+    call: Callable[[], object]
+    details: dict
+    before_round: Callable[[], None] | None = None
+
+
+class ExportedBackend(TimedBackend):
+    """A backend that times an export of the prepared model on a fixed input, batch 1."""
+
+    threads: int | None = None
+    int8: bool = False
+    calibration_images: torch.Tensor | None = None
+    fp32_parity: bool = True  # False only for a runtime that computes in lower precision by design (Core ML)
+
+    def export(self, source: ExportSource, workdir: Path, calibration: Calibration | None) -> Exported:
+        """Export `source.exportable` under `workdir` (int8 when `calibration` is given) and load it."""
+        raise NotImplementedError
+
+    def load(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path,
+             check_int8: bool = True) -> Exported:
+        """Prepare, export, load and check `model`: fp32 parity always (ParityError), int8 agreement unless
+        `check_int8` is False (int8 accuracy measures it on real images instead)."""
+        source = export_source(model, input_shape, self.threads)
+        calibration = make_calibration(self.calibration_images, input_shape) if self.int8 else None
+        exported = self.export(source, workdir, calibration)
+        if calibration is None:
+            if self.fp32_parity:
+                exported.details.update(check_fp32(exported.run, source))
+            return exported
+        exported.details["calibration"] = calibration.source
+        if check_int8:
+            exported.details["int8_top1_agreement"] = top1_agreement(exported.run, model, check_batch(input_shape))
+        return exported
+
+    def prepare(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path,
+                config: TimingConfig) -> CallRunner:
+        exported = self.load(model, input_shape, workdir)
+        return CallRunner(exported.call, exported.details, config, before_round=exported.before_round)
