@@ -1,13 +1,19 @@
-"""Leaderboard generation from a fixture store: tables present, numbers in the right cells, byte-identical output."""
+"""Leaderboard generation from a fixture store: tables present, numbers in the right cells, byte-identical output,
+the previous version's board from the same stores, and which measurement records the board shows."""
 import json
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
 
+from zoo.measure.store import Measurement, MeasurementStore
 from zoo.report.leaderboard import write_leaderboard
-from zoo.report.stats import SeedStat, pareto_front, rank_agreement, ranks
+from zoo.report.stats import SeedStat, pareto_front, rank_agreement, ranks, welch
+
+# Stores as the previous zoo version wrote them (two machines, a retried failure, a forced re-measure, batch 32,
+# evaluation-resolution records, int8 and breakdown rows, the deploy_resolutions.json side file), with the README
+# that version generated from them.
+BOARD_V0 = Path(__file__).parent / "data" / "board_v0"
 
 MODELS = {  # model: (params, gmacs, latency ms on cpu-eager-1t, latency on onnxruntime-cpu)
     "deit_tiny": (5.5e6, 0.090, 4.0, 2.0),
@@ -25,7 +31,19 @@ TOP1 = {  # (model, recipe, sampler): top-1 per seed
 }
 
 
+def run_cfg(model: str, recipe: str = "basic", sampler: str = "fixed", seed: int = 0, recipe_changes=None, **changes):
+    """A full run config, as results.jsonl holds one (the board reads it typed)."""
+    from dataclasses import replace
+
+    from zoo.config import RunConfig, SamplerConfig, load_recipe
+
+    return RunConfig(model=model, recipe=replace(load_recipe(recipe), **(recipe_changes or {})),
+                     sampler=SamplerConfig(name=sampler), seed=seed, **changes)
+
+
 def make_store(path: Path) -> Path:
+    from zoo.config import to_dict
+
     path.mkdir(parents=True, exist_ok=True)
     with open(path / "results.jsonl", "w") as f:
         for (model, recipe, sampler), values in TOP1.items():
@@ -33,7 +51,8 @@ def make_store(path: Path) -> Path:
                 f.write(json.dumps({
                     "run_id": f"{model}-{recipe}-{sampler}-{seed}", "status": "finished", "model": model,
                     "recipe": recipe, "sampler": sampler, "seed": seed, "dataset": "digits", "eval_resolution": 48,
-                    "epochs": 4, "global_batch": 64, "num_classes": 10, "config": {"lr": 0.002}, "git_commit": "abc1234",
+                    "epochs": 4, "global_batch": 64, "num_classes": 10, "git_commit": "abc1234",
+                    "config": to_dict(run_cfg(model, recipe, sampler, seed, epochs=4, lr=0.002)),
                     "top1": top1, "top5": 1.0, "updates": 100 if sampler == "fixed" else 60,
                     "train_time_s": 30.0, "train_img_per_s": 250.0,
                 }) + "\n")
@@ -43,11 +62,11 @@ def make_store(path: Path) -> Path:
         for model, (params, gmacs, lat1, lat2) in MODELS.items():
             for backend, lat in (("cpu-eager-1t", lat1), ("onnxruntime-cpu", lat2)):
                 f.write(json.dumps({"model": model, "resolution": 256 if "mobilevit" in model else 224,
-                                    "backend": backend, "batch_size": 1,
+                                    "backend": backend, "machine_id": "0123456789ab", "batch_size": 1,
                                     "num_classes": 1000, "status": "ok", "params": params, "gmacs": gmacs,
                                     "median_ms": lat, "iqr_ms": 0.1, "runs": 30,
                                     "machine": {"cpu_model": "Test CPU", "cpus": 2}}) + "\n")
-            f.write(json.dumps({"model": model, "resolution": 224, "backend": "flops", "batch_size": 1,
+            f.write(json.dumps({"model": model, "resolution": 224, "backend": "flops", "machine_id": "any", "batch_size": 1,
                                 "num_classes": 1000, "status": "ok", "params": params * 1.2, "gmacs": gmacs * 20}) + "\n")
     return path
 
@@ -85,9 +104,10 @@ def test_leaderboard_tables_and_cells(tmp_path):
     # Reproduction: deit_tiny measured 6.6 M / 1.8 GMACs at 224 against the paper's 5.7 M / 1.26
     repro = row_of(text, "## 5.", "deit_tiny")
     assert repro[1:8] == ["224", "6.600", "5.700", "+15.8", "1.800", "1.26", "+42.9"]
-    assert "Test CPU (2 cores)" in text
+    assert "- **Latency machine**: Test CPU (2 cores)." in text
     assert (tmp_path / "board" / "top1_vs_latency.png").stat().st_size > 1000
-    assert (tmp_path / "board" / "gmacs_vs_latency.png").is_file()
+    assert (tmp_path / "board" / "gmacs_vs_latency.png").stat().st_size > 1000
+    assert "![top1_vs_latency.png](top1_vs_latency.png)" in text and "![gmacs_vs_latency.png](gmacs_vs_latency.png)" in text
 
 
 def test_leaderboard_is_byte_identical_on_regeneration(tmp_path):
@@ -115,10 +135,13 @@ def test_leaderboard_is_logged_to_wandb_as_tables_and_images(tmp_path):
     assert "plots/top1_vs_latency" in run.summary
 
 
-def test_leaderboard_cli_missing_store(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "zoo.leaderboard", str(tmp_path / "none")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and "results.jsonl not found" in proc.stderr
+def test_leaderboard_cli_missing_store(tmp_path, capsys):
+    import zoo.leaderboard
+    from zoo.report.leaderboard import main
+
+    assert zoo.leaderboard.main is main  # `python -m zoo.leaderboard` runs this main
+    assert main([str(tmp_path / "none")]) == 2
+    assert f"error: {tmp_path / 'none'}/results.jsonl not found" in capsys.readouterr().err
 
 
 def test_rank_correlation_maths():
@@ -145,7 +168,7 @@ def test_sweep_points_are_rows_of_their_own_not_extra_seeds(tmp_path):
     store = ResultsStore(tmp_path)
     for lr, top1s in ((0.002, [0.90, 0.92]), (0.004, [0.50, 0.52]), (0.008, [0.30])):
         for seed, top1 in enumerate(top1s):
-            config = {"lr": lr, "seed": seed, "recipe": {"name": "basic", "weight_decay": 0.01}}
+            config = run_cfg("mobilevit_xs", seed=seed, lr=lr, recipe_changes={"weight_decay": 0.01})
             store.append(RunRecord(f"r{lr}-{seed}", "finished", model="mobilevit_xs", recipe="basic",
                                    sampler="fixed", seed=seed, dataset="digits", eval_resolution=32, epochs=1,
                                    global_batch=32, config=config, top1=top1))
@@ -159,8 +182,6 @@ def test_sweep_points_are_rows_of_their_own_not_extra_seeds(tmp_path):
 def test_plateau_significance_and_conclusions_from_a_store_with_curves(tmp_path):
     """A fixture store with learning curves: the board counts runs at their plateau, tests differences with Welch's
     t-test over seeds, and writes only the conclusions the numbers support."""
-    from scipy import stats as sps
-
     from zoo.results import ResultsStore, RunRecord
     from zoo.training.epoch import EpochMetrics
 
@@ -170,8 +191,8 @@ def test_plateau_significance_and_conclusions_from_a_store_with_curves(tmp_path)
         rec = RunRecord(f"{model}-{recipe}-{seed}", "finished", model=model, recipe=recipe, sampler="fixed",
                         seed=seed, dataset="digits", eval_resolution=32, epochs=len(curve), global_batch=32,
                         num_classes=10,
-                        config={"lr": 0.002, "seed": seed, "ema_time_scale": 0.01,
-                                "recipe": {"name": recipe, "hflip": 0.0, "ema_decay": 0.99996 if recipe == "advanced" else 0.9995}})
+                        config=run_cfg(model, recipe, seed=seed, lr=0.002, ema_time_scale=0.01,
+                                       recipe_changes={"hflip": 0.0}))
         rec.set_history(history)
         return rec
 
@@ -190,8 +211,6 @@ def test_plateau_significance_and_conclusions_from_a_store_with_curves(tmp_path)
     assert "recipe fields changed for this data set: hflip=0.0" in text  # stated, once, for every recipe alike
     assert "EMA time constants scaled by 0.01" in text
     assert row_of(text, "## Trained to a plateau?", "deit_tiny")[6:8] == ["+20.0", "**no**"]
-    p = sps.ttest_ind([0.93, 0.94, 0.92], [0.80, 0.81, 0.79], equal_var=False).pvalue
-    assert p < 0.001
     conclusions = text.split("## Conclusions the data supports", 1)[1].split("## 1.", 1)[0]
     supported, unsupported = conclusions.split("**Not supported by the data**")
     assert row_of(text, "## Trained to a plateau?", "mobilenetv2_100")[7] == "**no** (near chance)"
@@ -204,3 +223,65 @@ def test_plateau_significance_and_conclusions_from_a_store_with_curves(tmp_path)
     assert "far from ImageNet" in conclusions and "runs/cifar.yaml" in conclusions
     assert text.index("## Conclusions") < text.index("## 1. Main boards")
     assert (tmp_path / "learning_curves.png").stat().st_size > 5000
+
+
+def test_the_previous_versions_stores_give_the_previous_versions_board(tmp_path):
+    store = tmp_path / "board_v0"
+    shutil.copytree(BOARD_V0, store, ignore=shutil.ignore_patterns("README*"))
+    assert write_leaderboard(store).read_text() == (BOARD_V0 / "README.expected.md").read_text()
+
+
+def _measurement(model: str, res: int, backend: str, ms: float | None, machine: str = "0123456789ab",
+                 cpu: str = "Test CPU", **fields) -> Measurement:
+    return Measurement(model, res, backend, machine, params=1_000_000, gmacs=0.5, median_ms=ms, iqr_ms=0.1, runs=30,
+                       machine={"cpu_model": cpu, "cpus": 2}, **fields)
+
+
+def test_the_deployment_resolution_comes_from_the_flagged_records(tmp_path):
+    store = make_store(tmp_path / "board")
+    measurements = MeasurementStore(store / "measurements.jsonl")
+    measurements.append(_measurement("mobilevit_xxs", 64, "cpu-eager-1t", 1.5))  # measured, but not deployed
+    unflagged = write_leaderboard(store).read_text()
+    assert row_of(unflagged, "## 6.", "mobilevit_xxs")[1:4] == ["256", "0.030", "9.0"]  # the paper's 256 px
+    measurements.append(_measurement("mobilevit_xxs", 64, "cpu-eager-1t", 1.5, deployed=True))
+    flagged = write_leaderboard(store).read_text()
+    assert row_of(flagged, "## 6.", "mobilevit_xxs")[1:4] == ["64", "0.500", "1.5"]
+    assert row_of(flagged, "### basic recipe, fixed sampler", "mobilevit_xxs")[6:8] == ["1.50", "–"]
+    measurements.append(_measurement("mobilevit_xxs", 256, "cpu-eager-1t", 8.0, deployed=True))  # chosen again
+    assert row_of(write_leaderboard(store).read_text(), "## 6.", "mobilevit_xxs")[1:4] == ["256", "0.500", "8.0"]
+
+
+def test_each_latency_column_comes_from_the_machine_that_measured_it_last(tmp_path):
+    store = make_store(tmp_path / "board")
+    measurements = MeasurementStore(store / "measurements.jsonl")
+    for model, ms in (("deit_tiny", 40.0), ("pit_ti", 39.0)):
+        measurements.append(_measurement(model, 224, "cpu-eager-1t", ms, machine="fedcba987654", cpu="New CPU"))
+    text = write_leaderboard(store).read_text()
+    section = "### basic recipe, fixed sampler"
+    # cpu-eager-1t (column 6): the new machine's figures, never mixed with the old machine's; onnxruntime-cpu
+    # (column 7) was measured by the old machine only.
+    assert row_of(text, section, "deit_tiny")[6:8] == ["40.00", "2.00"]
+    assert row_of(text, section, "mobilenetv2_100")[6:8] == ["–", "1.00"]
+    assert "- **Latency machine**: New CPU (2 cores); Test CPU (2 cores)." in text
+
+
+def test_a_newer_failure_hides_an_older_figure_everywhere(tmp_path):
+    store = make_store(tmp_path / "board")
+    MeasurementStore(store / "measurements.jsonl").append(
+        _measurement("deit_tiny", 224, "cpu-eager-1t", None, status="failed", reason="ParityError: differs"))
+    text = write_leaderboard(store).read_text()
+    assert row_of(text, "### basic recipe, fixed sampler", "deit_tiny")[6] == "–"
+    assert row_of(text, "## 6.", "deit_tiny")[3] == "failed: ParityError: differs"
+    conclusions = text.split("## 1.", 1)[0]
+    fastest = next(line for line in conclusions.splitlines() if line.startswith("- on cpu-eager-1t"))
+    assert "deit_tiny" not in fastest and "pit_ti 0.7×" in fastest  # the one "latest" of the tables, too
+
+
+def test_welch_verdicts():
+    apart = welch([0.80, 0.81, 0.79], [0.93, 0.94, 0.92])
+    assert apart.delta == pytest.approx(0.13) and apart.p == pytest.approx(9.1e-5, rel=0.05)
+    assert apart.beyond_noise and apart.verdict() == "beyond seed noise (p<0.001)"
+    close = welch([0.80, 0.82], [0.81, 0.83])  # t = 0.71 on 2 degrees of freedom
+    assert close.p == pytest.approx(0.553, abs=0.002) and close.verdict() == "within seed noise (p=0.55)"
+    assert welch([0.5, 0.5], [0.6, 0.6]).verdict() == "beyond seed noise (p<0.001)"  # no spread on either side
+    assert welch([0.5], [0.6, 0.7]).verdict() == "untested (one seed)"

@@ -7,6 +7,7 @@ import pytest
 import torch.nn as nn
 
 from zoo.measure.flops import OP_CLASSES, count_macs, macs_by_class
+from zoo.measure.store import Measurement
 from zoo.report.runtime_tables import (
     breakdown_table,
     delegation_table,
@@ -19,9 +20,9 @@ from zoo.report.runtime_tables import (
 
 
 def _rec(model: str, res: int, backend: str, ms: float | None, gmacs: float, status: str = "ok",
-         reason: str = "", details: dict | None = None) -> dict:
-    return {"model": model, "resolution": res, "backend": backend, "machine_id": "m", "median_ms": ms,
-            "gmacs": gmacs, "status": status, "reason": reason, "details": details or {}}
+         reason: str = "", details: dict | None = None) -> Measurement:
+    return Measurement(model, res, backend, "m", median_ms=ms, gmacs=gmacs, status=status, reason=reason,
+                       details=details or {})
 
 
 RECORDS = [
@@ -41,10 +42,16 @@ DEPLOY = {"mobilenetv2_100": 224, "deit_tiny": 224, "pit_ti": 224, "mobilevit_xx
 def test_latency_table_keeps_deployment_resolution_and_failures_as_cells() -> None:
     table = runtime_latency_table(RECORDS, deploy_res=DEPLOY)
     assert table.headers[:3] == ["model", "res", "GMACs"]
-    rows = {row[0]: row for row in table.rows}
-    assert rows["mobilevit_xxs"][1] == "256" and rows["mobilevit_xxs"][3] == "20.0"
-    assert rows["deit_tiny"][4].startswith("failed: ParityError")
-    assert len(table.rows) == 4
+    assert table.headers == ["model", "res", "GMACs", "executorch-xnnpack-1t ms", "litert-1t ms"]
+    assert table.rows == [["mobilenetv2_100", "224", "0.300", "4.0", "3.0"],
+                          ["deit_tiny", "224", "1.250", "40.0", "failed: ParityError: differs"],
+                          ["pit_ti", "224", "0.700", "30.0", "–"],
+                          ["mobilevit_xxs", "256", "0.410", "20.0", "–"]]
+
+
+def test_two_records_of_one_cell_are_refused() -> None:
+    with pytest.raises(ValueError, match="two records"):
+        runtime_latency_table(RECORDS + [_rec("pit_ti", 224, "executorch-xnnpack-1t", 31.0, 0.70)])
 
 
 def test_rank_and_relative_tables() -> None:
@@ -63,8 +70,10 @@ def test_status_delegation_int8_and_breakdown_tables() -> None:
     delegation = delegation_table(RECORDS, deploy_res=DEPLOY)
     assert delegation.rows[0][3] == "204/205" and "getitem 1" in delegation.rows[0][5]
     int8 = int8_accuracy_table([{"model": "m", "runtime": "onnxruntime", "fp32_top1": 70.0, "int8_top1": 69.5,
-                                 "status": "ok"}])
-    assert int8.rows[0][4] == "+0.50"
+                                 "status": "ok"},
+                                {"model": "n", "run_id": "r", "status": "skipped", "reason": "no checkpoint: c.pt"}])
+    assert int8.rows == [["m", "onnxruntime", "70.00", "69.50", "+0.50", "ok"],
+                         ["n", "–", "–", "–", "–", "skipped: no checkpoint: c.pt"]]
     bd = breakdown_table([{"model": "m", "resolution": 224, "total_kernel_ms": 10.0,
                            "ms_by_class": {"convolution": 6.0, "attention": 4.0},
                            "gmacs_by_class": {"convolution": 0.2}}])

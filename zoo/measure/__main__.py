@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from zoo.measure.backends import BACKEND_NAMES, UnknownBackendError, available_backends
 from zoo.measure.latency import TimingConfig
+from zoo.measure.store import Measurement
 from zoo.measure.suite import expected_steps, measure_models
 
 DEFAULT_STORE = "leaderboard/measurements.jsonl"
@@ -41,20 +42,20 @@ def _cell(value: Any, digits: int) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def format_table(records: Sequence[dict[str, Any]]) -> str:
+def format_table(records: Sequence[Measurement]) -> str:
     rows = [
         [
-            r["model"],
-            r["resolution"],
-            r["backend"],
-            r["batch_size"],
-            _cell(r["params"] / 1e6 if r.get("params") is not None else None, 3),
-            _cell(r["params_1k"] / 1e6 if r.get("params_1k") is not None else None, 3),
-            _cell(r.get("gmacs"), 3),
-            _cell(r.get("median_ms"), 2),
-            _cell(r.get("iqr_ms"), 2),
-            r.get("runs") or "",
-            r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('reason', '')[:60]}",
+            r.model,
+            r.resolution,
+            r.backend,
+            r.batch_size,
+            _cell(r.params / 1e6 if r.params is not None else None, 3),
+            _cell(r.params_1k / 1e6 if r.params_1k is not None else None, 3),
+            _cell(r.gmacs, 3),
+            _cell(r.median_ms, 2),
+            _cell(r.iqr_ms, 2),
+            r.runs or "",
+            r.status if r.status == "ok" else f"{r.status}: {(r.reason or '')[:60]}",
         ]
         for r in records
     ]
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     backends = args.backends or available_backends()
     timing = TimingConfig(rounds=args.rounds, min_round_s=args.round_seconds)
     calibration = torch.load(args.calibration) if args.calibration else None
-    records: list[dict[str, Any]] = []
+    records: list[Measurement] = []
     try:
         for resolution in args.res or [None]:
             with tqdm(total=expected_steps(models, backends, timing), desc=f"measuring @{resolution or 'published'}",

@@ -30,14 +30,6 @@ class ParamCount:
     params_1k: int
     num_classes: int
 
-    @property
-    def params_m(self) -> float:
-        return self.params / 1e6
-
-    @property
-    def params_1k_m(self) -> float:
-        return self.params_1k / 1e6
-
 
 def count_model_params(name: str, num_classes: int = PAPER_NUM_CLASSES, **knobs) -> ParamCount:
     """Build zoo model `name` with `num_classes` (and again with 1000 classes if different) and count both."""

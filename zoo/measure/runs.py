@@ -3,7 +3,8 @@
 - At each model's **deployment resolution** (the paper's: 256 for MobileViT, 224 for the others; `measure.
   deploy_resolutions` overrides) with a 1000-class head, on `measure.backends` — the phone runtimes among them —
   latency, params and GMACs: properties of the architecture, independent of the resolution the matrix trained at.
-  int8 backends calibrate on training images of the matrix's data set, resized to that resolution.
+  int8 backends calibrate on training images of the matrix's data set, resized to that resolution. These records
+  are flagged `deployed`: the board takes each architecture's deployment resolution from them.
 - At the matrix's **evaluation resolution** with the trained head, on `measure.eval_backends`: the cost of the model
   the accuracy column refers to.
 - **int8 accuracy**: one trained run per model (basic/fixed, first seed, when present) is quantised by each int8
@@ -16,7 +17,6 @@ unless `measure.force` is set.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from zoo.config import MatrixConfig, RunConfig, from_dict
-from zoo.measure.store import MEASUREMENTS_FILE, PAPER_FLOPS_BACKEND
-from zoo.results import ResultsStore, RunRecord, append_jsonl, read_jsonl
-
-INT8_FILE = "int8_accuracy.jsonl"
-DEPLOY_FILE = "deploy_resolutions.json"
-BREAKDOWN_FILE = "breakdown.jsonl"
+from zoo.config import MatrixConfig
+from zoo.measure.store import MEASUREMENTS_FILE, PAPER_FLOPS_BACKEND, BreakdownStore, Int8Store
+from zoo.models.registry import deploy_resolution
+from zoo.results import ResultsStore, RunRecord
 
 
 @dataclass
@@ -52,7 +49,7 @@ def trained_models(runs: list[RunRecord]) -> dict[str, Trained]:
 
     trained: dict[str, Trained] = {}
     for run in sorted(runs, key=lambda r: r.run_id):
-        kwargs = dict(run.config.get("model_kwargs") or {})
+        kwargs = dict(run.require_config().model_kwargs)
         trained.setdefault(model_label(run.model, kwargs), Trained(run.model, kwargs)).runs.append(run)
     return trained
 
@@ -74,7 +71,8 @@ def measure_matrix(matrix: MatrixConfig, store_dir: Path, output_dir: Path) -> N
 
 
 def _timed(labels: list[str], resolution: int, backends: list[str], matrix: MatrixConfig, store_dir: Path,
-           artifacts: Path, num_classes: int, kwargs: dict[str, dict], calibration: torch.Tensor | None) -> None:
+           artifacts: Path, num_classes: int, kwargs: dict[str, dict], calibration: torch.Tensor | None,
+           deployed: bool) -> None:
     from zoo.measure.latency import TimingConfig
     from zoo.measure.suite import expected_steps, measure_models
 
@@ -83,30 +81,22 @@ def _timed(labels: list[str], resolution: int, backends: list[str], matrix: Matr
                  total=expected_steps(labels, backends, timing), disable=not matrix.execution.progress)
     measure_models(labels, resolution, backends, store_dir / MEASUREMENTS_FILE, num_classes=num_classes,
                    force=matrix.measure.force, timing=timing, artifacts_dir=artifacts, calibration_images=calibration,
-                   on_progress=lambda _msg: steps.update(), model_kwargs=kwargs)
+                   on_progress=lambda _msg: steps.update(), model_kwargs=kwargs, deployed=deployed)
     steps.close()
-
-
-def deploy_resolution(name: str, matrix: MatrixConfig) -> int:
-    from zoo.models import get_entry
-
-    return matrix.measure.deploy_resolutions.get(name) or get_entry(name).published.resolution or 224
 
 
 def deployed(trained: dict[str, Trained], matrix: MatrixConfig, store_dir: Path, artifacts: Path) -> None:
     by_res: dict[int, list[str]] = {}
-    for label, model in sorted(trained.items()):
-        res = deploy_resolution(model.name, matrix)
-        by_res.setdefault(res, []).append(label)
+    for label in sorted(trained):
+        by_res.setdefault(deploy_resolution(label, matrix.measure.deploy_resolutions), []).append(label)
     kwargs = {label: model.kwargs for label, model in trained.items()}
-    # The board reads the stores only: it learns each architecture's deployment resolution from this file.
-    chosen = {label: res for res, labels in by_res.items() for label in labels}
-    (store_dir / DEPLOY_FILE).write_text(json.dumps(dict(sorted(chosen.items())), indent=1) + "\n")
     some_run = next(iter(trained.values())).representative
     for res, labels in sorted(by_res.items()):
         calibration = images_of(some_run, res, matrix.measure.calibration_images, split="train")[0]
+        # deployed=True: the records carry the choice, and the board reads each architecture's deployment
+        # resolution from them (it reads the stores only).
         _timed(labels, res, list(matrix.measure.backends), matrix, store_dir, artifacts / f"{res}px", 1000, kwargs,
-               calibration)
+               calibration, deployed=True)
 
 
 def evaluated(trained: dict[str, Trained], matrix: MatrixConfig, store_dir: Path, artifacts: Path) -> None:
@@ -117,7 +107,7 @@ def evaluated(trained: dict[str, Trained], matrix: MatrixConfig, store_dir: Path
     kwargs = {label: model.kwargs for label, model in trained.items()}
     for (res, classes), labels in sorted(groups.items()):
         _timed(labels, res, list(matrix.measure.eval_backends), matrix, store_dir, artifacts / f"{res}px", classes,
-               kwargs, None)
+               kwargs, None, deployed=False)
 
 
 def images_of(run: RunRecord, resolution: int, count: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,7 +115,7 @@ def images_of(run: RunRecord, resolution: int, count: int, split: str) -> tuple[
     from zoo.data import build_datasets, eval_transform
     from zoo.training.loaders import transform_spec
 
-    cfg = from_dict(RunConfig, run.config, "results.jsonl")
+    cfg = run.require_config()
     splits = build_datasets(cfg.data.kind, root=cfg.data.root, options=dict(cfg.data.options))
     dataset = splits.train if split == "train" else splits.val
     transform = eval_transform(transform_spec(cfg), resolution)
@@ -138,7 +128,7 @@ def trained_weights(run: RunRecord, output_dir: Path) -> torch.nn.Module:
     """The run's evaluated weights (EMA when the recipe had one) from its last checkpoint."""
     from zoo.training.components import build_model
 
-    cfg = from_dict(RunConfig, run.config, "results.jsonl")
+    cfg = run.require_config()
     model = build_model(cfg, run.num_classes or 1000)
     state = torch.load(output_dir / "runs" / run.dir_name / "checkpoint.pt", map_location="cpu", weights_only=True)
     weights = state["ema"] if state.get("ema") else state["model"]
@@ -150,58 +140,59 @@ def int8_of(label: str, model: Trained, matrix: MatrixConfig, store_dir: Path, o
     from zoo.measure.int8_accuracy import int8_accuracy
     from zoo.measure.machine import software_versions
 
-    run = model.representative
-    done = {(r.get("run_id"), r.get("runtime")) for r in read_jsonl(store_dir / INT8_FILE) if r.get("status") == "ok"}
+    run, store = model.representative, Int8Store(store_dir)
+    done = store.evaluated()
     if not matrix.measure.force and all((run.run_id, rt) in done for rt in matrix.measure.int8_runtimes):
         return
     try:
         weights = trained_weights(run, output_dir)
     except FileNotFoundError as error:  # the run's checkpoint was deleted: nothing to quantise
-        append_jsonl(store_dir / INT8_FILE, {"model": label, "run_id": run.run_id, "status": "skipped",
-                                             "reason": f"no checkpoint: {error.filename}"})
+        store.append({"model": label, "run_id": run.run_id, "status": "skipped",
+                      "reason": f"no checkpoint: {error.filename}"})
         return
     res = run.eval_resolution or 224
     calibration = images_of(run, res, matrix.measure.calibration_images, split="train")[0]
     val_x, val_y = images_of(run, res, matrix.measure.int8_eval_images, split="val")
     for row in int8_accuracy(weights, calibration, val_x, val_y, runtimes=matrix.measure.int8_runtimes):
-        append_jsonl(store_dir / INT8_FILE, {"model": label, "run_id": run.run_id, "recipe": run.recipe,
-                                             "sampler": run.sampler, "seed": run.seed, "resolution": res,
-                                             **row.as_dict(), "versions": software_versions()})
+        store.append({"model": label, "run_id": run.run_id, "recipe": run.recipe, "sampler": run.sampler,
+                      "seed": run.seed, "resolution": res, **row.as_dict(), "versions": software_versions()})
 
 
 def breakdowns(trained: dict[str, Trained], matrix: MatrixConfig, store_dir: Path) -> None:
     from zoo.measure.breakdown import op_class_breakdown
     from zoo.models import create
 
-    stored = {(r["model"], r["resolution"]) for r in read_jsonl(store_dir / BREAKDOWN_FILE)}
+    store = BreakdownStore(store_dir)
+    stored = store.measured()
     for label, model in tqdm(sorted(trained.items()), desc="op-class breakdown", leave=False,
                              disable=not matrix.execution.progress):
-        res = deploy_resolution(model.name, matrix)
+        res = deploy_resolution(label, matrix.measure.deploy_resolutions)
         if (label, res) in stored and not matrix.measure.force:
             continue
         try:
             record = op_class_breakdown(create(model.name, num_classes=1000, **model.kwargs), res, runs=10, name=label)
         except Exception as error:  # a profiler failure is a row of the board, not the end of measuring
             record = {"model": label, "resolution": res, "status": "failed", "reason": f"{type(error).__name__}: {error}"}
-        append_jsonl(store_dir / BREAKDOWN_FILE, record)
+        store.append(record)
 
 
 def paper_costs(models: list[str], store_path: Path, force: bool = False) -> None:
     """Params and GMACs at each model's published resolution (1000 classes), once per model and code version."""
     from zoo.measure.flops import count_macs
     from zoo.measure.machine import software_versions
-    from zoo.measure.store import MeasurementKey, MeasurementStore
-    from zoo.measure.suite import architecture_fingerprint, resolve_resolutions
+    from zoo.measure.store import Measurement, MeasurementKey, MeasurementStore
+    from zoo.measure.suite import architecture_fingerprint
     from zoo.models import create
 
     store = MeasurementStore(store_path)
     stored = {} if force else store.latest()
-    for model, resolution in resolve_resolutions(models, None).items():
+    for model in models:
+        resolution = deploy_resolution(model)  # no overrides: the paper's resolution, as the papers' figures
         key = MeasurementKey(model, resolution, PAPER_FLOPS_BACKEND, "any", 1, 1000)
         net = create(model, num_classes=1000)
         fingerprint = architecture_fingerprint(net)
-        if stored.get(key, {}).get("arch") == fingerprint:
+        if (previous := stored.get(key)) is not None and previous.arch == fingerprint:
             continue
-        store.append({**key.as_dict(), "arch": fingerprint, "status": "ok",
-                      "params": sum(p.numel() for p in net.parameters() if p.requires_grad),
-                      "gmacs": round(count_macs(net, resolution).gmacs, 6), "versions": software_versions()})
+        store.append(Measurement(**key.as_dict(), arch=fingerprint, status="ok",
+                                 params=sum(p.numel() for p in net.parameters() if p.requires_grad),
+                                 gmacs=round(count_macs(net, resolution).gmacs, 6), versions=software_versions()))

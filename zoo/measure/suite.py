@@ -2,13 +2,15 @@
 
 A stored record is reused (not re-measured) when its key matches and the model's architecture fingerprint is
 unchanged, unless `force=True`; failed records are always retried (the cause may have been fixed). Models are
-measured per (backend, batch size) group in interleaved rounds (see `zoo.measure.latency`).
+measured per (backend, batch size) group in interleaved rounds (see `zoo.measure.latency`). A record's
+machine id is this host's, or its backend's `device_id` when the backend times on a device of its own.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,28 +23,25 @@ from zoo.measure.flops import count_macs
 from zoo.measure.latency import Outcome, TimingConfig, measure_interleaved
 from zoo.measure.machine import MachineInfo, machine_info, software_versions
 from zoo.measure.params import PAPER_NUM_CLASSES, count_params
-from zoo.measure.store import MeasurementKey, MeasurementStore
+from zoo.measure.store import Measurement, MeasurementKey, MeasurementStore
 
 __all__ = [
-    "DEFAULT_RESOLUTION",
     "architecture_fingerprint",
+    "device_of",
     "expected_steps",
     "measure_models",
     "resolve_resolutions",
 ]
 
-DEFAULT_RESOLUTION = 224
-
 
 def resolve_resolutions(models: Sequence[str], resolutions: Mapping[str, int] | int | None) -> dict[str, int]:
-    """Resolution per model: the given int, the mapping's entry, else the model's published resolution."""
-    from zoo.models import get_entry, model_name
+    """Resolution per model: the given int, else its deployment resolution (`zoo.models.registry.
+    deploy_resolution`, with the mapping as overrides)."""
+    from zoo.models.registry import deploy_resolution
 
     if isinstance(resolutions, int):
         return {name: resolutions for name in models}
-    given = dict(resolutions or {})
-    return {name: given.get(name) or given.get(model_name(name)) or get_entry(model_name(name)).published.resolution
-            or DEFAULT_RESOLUTION for name in models}
+    return {name: deploy_resolution(name, resolutions) for name in models}
 
 
 def architecture_fingerprint(model: nn.Module) -> str:
@@ -64,8 +63,8 @@ class _ModelFacts:
     gmacs: float | None = None
 
 
-def _reusable(record: dict[str, Any] | None, fingerprint: str) -> bool:
-    return record is not None and record.get("status") != "failed" and record.get("arch") == fingerprint
+def _reusable(record: Measurement | None, fingerprint: str) -> bool:
+    return record is not None and record.status != "failed" and record.arch == fingerprint
 
 
 def _count(facts: _ModelFacts, label: str, resolution: int, num_classes: int) -> None:
@@ -79,31 +78,10 @@ def _count(facts: _ModelFacts, label: str, resolution: int, num_classes: int) ->
         facts.gmacs = round(count_macs(facts.model, resolution).gmacs, 6)
 
 
-def _record(
-    key: MeasurementKey, facts: _ModelFacts | None, outcome: Outcome, machine: MachineInfo, versions: dict
-) -> dict[str, Any]:
-    stats = outcome.stats
-    return {
-        **key.as_dict(),
-        "arch": facts.fingerprint if facts else None,
-        "params": facts.params if facts else None,
-        "params_1k": facts.params_1k if facts else None,
-        "gmacs": facts.gmacs if facts else None,
-        "status": outcome.status,
-        "reason": outcome.reason,
-        "unit": "ms",
-        "median_ms": stats.median_ms if stats else None,
-        "iqr_ms": stats.iqr_ms if stats else None,
-        "min_ms": stats.min_ms if stats else None,
-        "max_ms": stats.max_ms if stats else None,
-        "runs": stats.runs if stats else None,
-        "rounds": stats.rounds if stats else None,
-        "round_medians_ms": list(stats.round_medians_ms) if stats else None,
-        "details": outcome.details,
-        "machine": machine.as_dict(),
-        "versions": versions,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+def device_of(backend: object, machine: MachineInfo) -> str:
+    """The machine id of a backend's records: its device's identity when it times on a device of its own (a phone
+    behind this host), else this host's. `getattr`: a backend written before `device_id` existed has none."""
+    return getattr(backend, "device_id", None) or machine.machine_id
 
 
 @dataclass
@@ -111,20 +89,58 @@ class _Run:
     """One call of `measure_models`: where records go and what every record shares."""
 
     store: MeasurementStore
-    stored: dict[MeasurementKey, dict[str, Any]]
+    stored: dict[MeasurementKey, Measurement]
     machine: MachineInfo
     versions: dict
     num_classes: int
     resolution_of: dict[str, int]
-    results: dict[MeasurementKey, dict[str, Any]]
+    machine_of: dict[str, str]  # backend name -> machine id of its records
+    deployed: bool
+    results: dict[MeasurementKey, Measurement] = field(default_factory=dict)
 
     def key(self, label: str, backend: str, batch: int) -> MeasurementKey:
-        return MeasurementKey(label, self.resolution_of[label], backend, self.machine.machine_id, batch,
+        return MeasurementKey(label, self.resolution_of[label], backend, self.machine_of[backend], batch,
                               self.num_classes)
 
     def keep(self, key: MeasurementKey, facts: _ModelFacts | None, outcome: Outcome) -> None:
-        self.results[key] = _record(key, facts, outcome, self.machine, self.versions)
+        stats = outcome.stats
+        self.results[key] = Measurement(
+            **key.as_dict(),
+            arch=facts.fingerprint if facts else None,
+            params=facts.params if facts else None,
+            params_1k=facts.params_1k if facts else None,
+            gmacs=facts.gmacs if facts else None,
+            status=outcome.status,
+            reason=outcome.reason,
+            median_ms=stats.median_ms if stats else None,
+            iqr_ms=stats.iqr_ms if stats else None,
+            min_ms=stats.min_ms if stats else None,
+            max_ms=stats.max_ms if stats else None,
+            runs=stats.runs if stats else None,
+            rounds=stats.rounds if stats else None,
+            round_medians_ms=tuple(stats.round_medians_ms) if stats else None,
+            details=outcome.details,
+            machine=self.machine.as_dict(),
+            versions=self.versions,
+            timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            deployed=self.deployed,
+        )
         self.store.append(self.results[key])
+
+    def reuse(self, key: MeasurementKey) -> None:
+        """Keep the stored record. A deploy pass writes it again (a copy of the line, flagged) when the store does
+        not say yet that this is the model's deployment resolution: the record came from another pass, or a newer
+        deploy pass chose another resolution. The board reads the choice from the newest flagged record."""
+        record = self.stored[key]
+        if self.deployed and (not record.deployed or self._chosen_since(record)):
+            record = dataclasses.replace(record, deployed=True)
+            self.store.append(record)
+        self.results[key] = record
+
+    def _chosen_since(self, record: Measurement) -> bool:
+        """A later deploy pass chose another resolution for this record's model."""
+        return any(other.deployed and other.model == record.model and other.resolution != record.resolution
+                   and other.position > record.position for other in self.stored.values())
 
 
 def _build(labels: Sequence[str], num_classes: int, model_kwargs: Mapping[str, Mapping[str, Any]]
@@ -150,7 +166,7 @@ def _ready_to_time(run: _Run, facts: dict[str, _ModelFacts | Exception], backend
         if isinstance(fact, Exception):
             run.keep(key, None, Outcome("failed", f"build: {fact}"))
         elif _reusable(run.stored.get(key), fact.fingerprint):
-            run.results[key] = run.stored[key]
+            run.reuse(key)
         else:
             try:
                 _count(fact, label, run.resolution_of[label], run.num_classes)
@@ -172,7 +188,8 @@ def measure_models(
     on_progress: Callable[[str], None] | None = None,
     calibration_images: torch.Tensor | None = None,
     model_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-) -> list[dict[str, Any]]:
+    deployed: bool = False,
+) -> list[Measurement]:
     """Measure `models` on `backends` (every batch size a backend times), store and return one record each.
 
     `models` are registry names, or labels `zoo.models.model_label(name, kwargs)` of knob variants whose kwargs
@@ -180,6 +197,8 @@ def measure_models(
     Returns records in (model, backend, batch) order, reused ones included. Exported ONNX / Core ML files go
     under `artifacts_dir` (default: `<store folder>/artifacts`). int8 backends calibrate on
     `calibration_images` ([N, 3, H, W], e.g. training images; None: synthetic, recorded in the details).
+    `deployed`: the resolutions are the models' deployment resolutions (the matrix's deploy pass); the records
+    say so, and the board takes each architecture's deployment resolution from them.
     """
     from zoo.models import get_entry, model_name
 
@@ -189,8 +208,10 @@ def measure_models(
     backend_objects = {name: get_backend(name, **calibration) for name in backends}
     store = MeasurementStore(store_path)
     artifacts = Path(artifacts_dir) if artifacts_dir else Path(store_path).parent / "artifacts"
-    run = _Run(store, {} if force else store.latest(), machine_info(), software_versions(), num_classes,
-               resolve_resolutions(models, resolutions), {})
+    machine = machine_info()
+    run = _Run(store, {} if force else store.latest(), machine, software_versions(), num_classes,
+               resolve_resolutions(models, resolutions),
+               {name: device_of(backend, machine) for name, backend in backend_objects.items()}, deployed)
     facts = _build(models, num_classes, model_kwargs or {})
     for backend_name, backend in backend_objects.items():
         for batch in backend.batch_sizes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch.nn as nn
 
@@ -119,3 +119,15 @@ def model_label(name: str, kwargs: dict | None = None) -> str:
 def model_name(label: str) -> str:
     """The registry name inside a `model_label`."""
     return label.split("[", 1)[0]
+
+
+DEFAULT_DEPLOY_RESOLUTION = 224  # a model without a published resolution is deployed at ImageNet's usual size
+
+
+def deploy_resolution(label: str, overrides: Mapping[str, int] | None = None) -> int:
+    """The one place a model's deployment resolution is decided: `overrides[label]` (or of its registry name,
+    e.g. `measure.deploy_resolutions`), else the paper's resolution, else 224."""
+    overrides = overrides or {}
+    name = model_name(label)
+    return overrides.get(label) or overrides.get(name) or get_entry(name).published.resolution \
+        or DEFAULT_DEPLOY_RESOLUTION

@@ -1,7 +1,8 @@
 """`python -m zoo.leaderboard [STORE_DIR]`: regenerate STORE_DIR/README.md and its plots from the stores.
 
-Reads `results.jsonl` (training) and `measurements.jsonl` (params, FLOPs, latency) and nothing else, so the same
-stores always give a byte-identical README (no timestamps; rows and columns in a fixed order).
+Reads `results.jsonl` (training) and the measurement stores (`measurements.jsonl`: params, FLOPs, latency; int8
+accuracy; the op-class breakdown; see `zoo.report.measured` for which records are shown) and nothing else, so the
+same stores always give a byte-identical README (no timestamps; rows and columns in a fixed order).
 """
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from zoo.config import WandbConfig
 from zoo.tracking.wandb_sink import WandbSink
-from zoo.report.conclusions import DeployLatency, conclusions
+from zoo.measure.store import Measurement
+from zoo.report.conclusions import conclusions
+from zoo.report.measured import BoardMeasurements, deploy_latency, load_measurements
 from zoo.report.plots import accuracy_vs_latency, gmacs_vs_latency, learning_curves
 from zoo.report.tables import (
     BoardInputs,
@@ -30,8 +32,6 @@ from zoo.report.tables import (
     sampler_table,
     top1_stat,
 )
-from zoo.measure.runs import BREAKDOWN_FILE, DEPLOY_FILE, INT8_FILE
-from zoo.measure.store import MEASUREMENTS_FILE, PAPER_FLOPS_BACKEND
 from zoo.report.runtime_tables import (
     breakdown_table,
     delegation_table,
@@ -40,7 +40,7 @@ from zoo.report.runtime_tables import (
     relative_to_mobilenet_table,
     runtime_latency_table,
 )
-from zoo.results import ResultsStore, RunRecord, read_jsonl
+from zoo.results import ResultsStore, RunRecord
 
 BACKEND_ORDER = ["executorch-xnnpack-1t", "executorch-xnnpack-int8-1t", "litert-1t", "onnxruntime-cpu-1t",
                  "onnxruntime-cpu-int8-1t", "cpu-eager-1t", "executorch-xnnpack", "executorch-xnnpack-int8", "litert",
@@ -48,66 +48,46 @@ BACKEND_ORDER = ["executorch-xnnpack-1t", "executorch-xnnpack-int8-1t", "litert-
                  "cuda-bf16 b32"]
 
 
-def _latest_by_key(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
-    """Newest record per (model, resolution, backend, batch, classes), whatever machine measured it."""
-    latest: dict[tuple, dict[str, Any]] = {}
-    for rec in records:
-        key = (rec.get("model"), rec.get("resolution"), rec.get("backend"), rec.get("batch_size", 1),
-               rec.get("num_classes", 1000))
-        latest[key] = rec
-    return latest
-
-
 def column_name(backend: str, batch: int) -> str:
     return backend if batch == 1 else f"{backend} b{batch}"
 
 
-def deploy_resolutions(store_dir: Path) -> dict[str, int]:
-    """Each measured architecture's deployment resolution, as the measurement chose it (the paper's unless
-    runs.yaml said otherwise)."""
-    path = store_dir / DEPLOY_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+def _cell_order(record: Measurement) -> str:
+    # The order costs have always been filled in (the last record of a model wins): keeps boards byte-identical.
+    return str((record.model, record.resolution, record.backend, record.batch_size, record.num_classes))
 
 
-def deploy_resolution(model: str, chosen: dict[str, int]) -> int:
-    from zoo.models import get_entry, model_name
+def _params_m(record: Measurement) -> float | None:
+    """Millions of parameters with a 1000-class head (the head it was built with when that is all we have)."""
+    count = record.params_1k or record.params
+    return count / 1e6 if count else None
 
-    return chosen.get(model) or get_entry(model_name(model)).published.resolution or 224
 
-
-def load_inputs(store_dir: Path) -> tuple[BoardInputs, list[dict[str, Any]]]:
+def load_inputs(store_dir: Path) -> tuple[BoardInputs, BoardMeasurements]:
     """The finished runs, plus each trained architecture's costs and latency at its deployment resolution (1000
     classes, batch 1 and up) and its paper figures."""
     from zoo.models import get_entry, list_models, model_name
 
     runs = list(ResultsStore(store_dir).finished())
-    trained = {cost_key(r) for r in runs}
-    chosen = deploy_resolutions(store_dir)
+    measured = load_measurements(store_dir, {cost_key(r) for r in runs})
     costs: dict[str, Cost] = {}
     paper_costs: dict[str, Cost] = {}
     latency: dict[tuple[str, str], Latency] = {}
     columns: set[str] = set()
-    used: list[dict[str, Any]] = []
-    latest = _latest_by_key(read_jsonl(store_dir / MEASUREMENTS_FILE))
-    for (model, res, backend, batch, classes), rec in sorted(latest.items(), key=lambda kv: str(kv[0])):
-        params = rec["params_1k"] / 1e6 if rec.get("params_1k") else (rec["params"] / 1e6 if rec.get("params") else None)
-        if backend == PAPER_FLOPS_BACKEND:
-            paper_costs[model] = Cost(params, rec.get("gmacs"), res)
-            continue
-        if model not in trained or res != deploy_resolution(model, chosen) or classes != 1000:
-            continue
-        if rec.get("gmacs") is not None:
-            costs[model] = Cost(params, rec["gmacs"], res)
-        if rec.get("status") == "ok" and rec.get("median_ms") is not None:
-            name = column_name(backend, batch)
-            latency[(model, name)] = Latency(rec["median_ms"], rec.get("iqr_ms") or 0.0, rec.get("runs") or 0)
+    for rec in sorted(measured.paper, key=_cell_order):
+        paper_costs[rec.model] = Cost(_params_m(rec), rec.gmacs, rec.resolution)
+    for rec in sorted(measured.deployed, key=_cell_order):
+        if rec.gmacs is not None:
+            costs[rec.model] = Cost(_params_m(rec), rec.gmacs, rec.resolution)
+        if rec.timed:
+            name = column_name(rec.backend, rec.batch_size)
+            latency[(rec.model, name)] = Latency(rec.median_ms, rec.iqr_ms or 0.0, rec.runs or 0)
             columns.add(name)
-            used.append(rec)
     known = set(list_models())
     published = {m: get_entry(model_name(m)).published for m in set(costs) | set(paper_costs)
                  if model_name(m) in known}
     ordered = [b for b in BACKEND_ORDER if b in columns] + sorted(columns - set(BACKEND_ORDER))
-    return BoardInputs(runs, costs, paper_costs, latency, ordered, published), used
+    return BoardInputs(runs, costs, paper_costs, latency, ordered, published), measured
 
 
 def adaptations(runs: list[RunRecord]) -> list[str]:
@@ -117,24 +97,24 @@ def adaptations(runs: list[RunRecord]) -> list[str]:
 
     changed: set[str] = set()
     stock = {name: to_dict(load_recipe(name)) for name in available_recipes()}
-    for r in runs:
-        recipe = r.config.get("recipe", {})
-        base = stock.get(recipe.get("name"), {})
-        changed |= {f"{k}={json.dumps(v)}" for k, v in recipe.items() if k in base and base[k] != v}
-    scales = sorted({r.config.get("ema_time_scale", 1.0) for r in runs} - {1.0})
+    configs = [r.config for r in runs if r.config is not None]  # None: written by another zoo version
+    for cfg in configs:
+        base = stock.get(cfg.recipe.name, {})
+        changed |= {f"{k}={json.dumps(v)}" for k, v in to_dict(cfg.recipe).items() if k in base and base[k] != v}
+    scales = sorted({cfg.ema_time_scale for cfg in configs} - {1.0})
     notes = [f"recipe fields changed for this data set: {', '.join(sorted(changed))}"] if changed else []
     return notes + [f"EMA time constants scaled by {scale:g} (decay' = 1 − (1 − decay)/scale), every recipe alike"
                     for scale in scales]
 
 
-def _header(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str) -> str:
+def _header(inputs: BoardInputs, measured: BoardMeasurements, title: str) -> str:
     runs = inputs.runs
     datasets = sorted({r.dataset for r in runs})
-    budgets = sorted({(r.epochs, r.global_batch, r.config["lr"]) for r in runs})
+    budgets = sorted({(r.epochs, r.global_batch, r.config.lr) for r in runs if r.config is not None})
     commits = sorted({r.git_commit or "?" for r in runs})
-    machines = {f"{m['machine'].get('cpu_model', '?')} ({m['machine'].get('cpus', '?')} cores"
-                + (f", {m['machine']['gpu']}" if m["machine"].get("gpu") else "") + ")"
-                for m in measurements if isinstance(m.get("machine"), dict)}
+    machines = {f"{m.machine.get('cpu_model', '?')} ({m.machine.get('cpus', '?')} cores"
+                + (f", {m.machine['gpu']}" if m.machine.get("gpu") else "") + ")"
+                for m in measured.deployed if m.timed and isinstance(m.machine, dict)}
     seeds = sorted({r.seed for r in runs})
     lines = [
         f"# zoo leaderboard: {title}",
@@ -180,24 +160,11 @@ def _plots(inputs: BoardInputs, out_dir: Path) -> list[str]:
     return links
 
 
-def deploy_records(store_dir: Path, inputs: BoardInputs) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Batch-1, 1000-class measurement records of the trained architectures at their deployment resolution."""
-    trained = {cost_key(r) for r in inputs.runs}
-    records = [r for r in read_jsonl(store_dir / MEASUREMENTS_FILE)
-               if r.get("model") in trained and r.get("backend") != PAPER_FLOPS_BACKEND
-               and r.get("batch_size", 1) == 1 and r.get("num_classes", 1000) == 1000]
-    chosen = deploy_resolutions(store_dir)
-    resolutions = {m: deploy_resolution(m, chosen) for m in trained}
-    return [r for r in records if r["resolution"] == resolutions[r["model"]]], resolutions
-
-
-def runtime_sections(store_dir: Path, inputs: BoardInputs) -> list[tuple[str, str, Table]]:
+def runtime_sections(measured: BoardMeasurements) -> list[tuple[str, str, Table]]:
     """Latency on the runtimes devices use, delegation, int8 accuracy, where the time goes, export status."""
-    records, resolutions = deploy_records(store_dir, inputs)
-    backends = [b for b in BACKEND_ORDER if any(r["backend"] == b for r in records)]
-    backends += sorted({r["backend"] for r in records} - set(backends))
-    int8 = read_jsonl(store_dir / INT8_FILE)
-    breakdown = [b for b in read_jsonl(store_dir / BREAKDOWN_FILE) if b.get("ms_by_class")]
+    records, resolutions = measured.batch1, measured.resolutions
+    backends = [b for b in BACKEND_ORDER if any(r.backend == b for r in records)]
+    backends += sorted({r.backend for r in records} - set(backends))
     return [
         ("## 6. Latency on the runtimes phones use (ms, batch 1, at each model's deployment resolution; `-1t`: one "
          "thread, as on a phone's big core)", "runtimes/latency",
@@ -206,16 +173,16 @@ def runtime_sections(store_dir: Path, inputs: BoardInputs) -> list[tuple[str, st
         ("## 7. Why a model is slow: what each runtime delegates to its fast kernels", "runtimes/delegation",
          delegation_table(records, resolutions)),
         ("## 8. int8: validation top-1 of the trained models, fp32 against each runtime's int8 export", "int8",
-         int8_accuracy_table(int8)),
+         int8_accuracy_table(measured.int8)),
         ("## 9. Where the time goes: ONNX Runtime's profiler (1 thread) by operator class, beside GMACs",
-         "breakdown", breakdown_table(breakdown)),
+         "breakdown", breakdown_table(measured.breakdown)),
         ("## 10. Export status per runtime (failures kept; Core ML predictions need macOS: time the exported "
          "`.mlpackage` on an iPhone with Xcode's performance report)", "exports",
          export_status_table(records, backends)),
     ]
 
 
-def tables(inputs: BoardInputs, store_dir: Path) -> list[tuple[str, str, Table]]:
+def tables(inputs: BoardInputs, measured: BoardMeasurements) -> list[tuple[str, str, Table]]:
     """(section heading, key, table) in README order; the key names the table in W&B."""
     flops, corr = flops_latency_table(inputs)
     out = [(f"### {title}", "board/" + title.replace(" recipe, ", "-").replace(" sampler", ""), table)
@@ -226,19 +193,8 @@ def tables(inputs: BoardInputs, store_dir: Path) -> list[tuple[str, str, Table]]
         ("## 4. FLOPs vs measured latency", "flops_vs_latency/correlation", corr),
         ("", "flops_vs_latency/ranks", flops),
         ("## 5. Reproduction: our params and GMACs against the papers", "reproduction", reproduction_table(inputs)),
-        *runtime_sections(store_dir, inputs),
+        *runtime_sections(measured),
     ]
-
-
-def deploy_latency(records: list[dict[str, Any]]) -> DeployLatency:
-    """Latency and GMACs of each architecture at its deployment resolution (records of `deploy_records`)."""
-    ms, gmacs, res = {}, {}, {}
-    for rec in records:  # file order: the newest record of a key wins
-        if rec.get("gmacs") is not None:
-            gmacs[rec["model"]], res[rec["model"]] = rec["gmacs"], rec["resolution"]
-        if rec.get("status") == "ok" and rec.get("median_ms") is not None:
-            ms[(rec["backend"], rec["model"])] = rec["median_ms"]
-    return DeployLatency(ms, gmacs, res)
 
 
 def curves_by_cell(inputs: BoardInputs) -> dict[tuple[str, str], dict[str, list[list[float]]]]:
@@ -248,10 +204,10 @@ def curves_by_cell(inputs: BoardInputs) -> dict[tuple[str, str], dict[str, list[
     return curves
 
 
-def render(inputs: BoardInputs, measurements: list[dict[str, Any]], title: str, out_dir: Path,
+def render(inputs: BoardInputs, measured: BoardMeasurements, title: str, out_dir: Path,
            sections: list[tuple[str, str, Table]]) -> str:
-    findings = conclusions(group_runs(inputs.runs), deploy_latency(deploy_records(out_dir, inputs)[0]))
-    parts = [_header(inputs, measurements, title), "", findings.markdown(), "",
+    findings = conclusions(group_runs(inputs.runs), deploy_latency(measured.batch1))
+    parts = [_header(inputs, measured, title), "", findings.markdown(), "",
              "## 1. Main boards (sorted by top-1)\n"]
     for heading, key, table in sections:
         if heading.startswith("## 4."):
@@ -276,9 +232,9 @@ def write_leaderboard(store_dir: str | Path, title: str | None = None, wandb: Wa
     """Regenerate README.md and plots; with `wandb`, also log the tables and plots to a summary W&B run."""
     store_dir = Path(store_dir)
     store_dir.mkdir(parents=True, exist_ok=True)
-    inputs, measurements = load_inputs(store_dir)
-    sections = tables(inputs, store_dir)
-    text = render(inputs, measurements, title or store_dir.name, store_dir, sections)
+    inputs, measured = load_inputs(store_dir)
+    sections = tables(inputs, measured)
+    text = render(inputs, measured, title or store_dir.name, store_dir, sections)
     path = store_dir / "README.md"
     path.write_text(text)
     if wandb is not None and wandb.mode != "disabled":

@@ -1,14 +1,15 @@
 """Tables of latency on phone runtimes (issue 11), built from measurement records alone. Pure functions.
 
-Each function takes records as stored in `measurements.jsonl` (dicts; see zoo/measure/suite.py `_record`) and
-returns a `Table`. When several records share (model, resolution, backend), the last one wins, as in the store.
-Failed and skipped records stay visible as cells ("failed: reason") instead of disappearing.
+Each function takes `zoo.measure.store.Measurement` records, at most one per (model, resolution, backend): the
+store's latest records of one machine per backend, batch 1 (`zoo.report.measured` chooses them), and returns a
+`Table`. Failed and skipped records stay visible as cells ("failed: reason") instead of disappearing.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from zoo.measure.store import Measurement
 from zoo.report.stats import rank_agreement
 from zoo.report.tables import DASH, Table, md
 
@@ -23,7 +24,6 @@ __all__ = [
     "runtime_latency_table",
 ]
 
-Record = Mapping[str, Any]
 REFERENCE_MODEL = "mobilenetv2_100"
 # Column order of the op-class breakdown (zoo.measure.flops.OP_CLASSES); unknown classes go last.
 CLASS_ORDER = ("convolution", "depthwise conv", "matmul/linear", "attention", "normalization", "reshape/transpose",
@@ -37,53 +37,61 @@ PAPER_IPHONE12_MS: dict[str, tuple[float, float]] = {
 }
 
 
-def _latest(records: Iterable[Record]) -> dict[tuple[str, int, str], Record]:
-    return {(r["model"], int(r["resolution"]), r["backend"]): r for r in records}
+def _by_cell(records: Iterable[Measurement]) -> dict[tuple[str, int, str], Measurement]:
+    """(model, resolution, backend) -> its record, in the records' order; two records of one cell are a caller's
+    mistake (two machines, batch sizes or heads mixed), not something to settle here."""
+    cells: dict[tuple[str, int, str], Measurement] = {}
+    for record in records:
+        cell = (record.model, record.resolution, record.backend)
+        if cell in cells:
+            raise ValueError(f"two records for {cell}: pass one machine's batch-1 records (the store's latest)")
+        cells[cell] = record
+    return cells
 
 
 def _order(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def _cell(record: Record | None, digits: int = 1) -> str:
+def _cell(record: Measurement | None, digits: int = 1) -> str:
     if record is None:
         return DASH
-    if record.get("status") == "ok" and record.get("median_ms") is not None:
-        return f"{record['median_ms']:.{digits}f}"
-    reason = str(record.get("reason", ""))[:60]
-    return f"{record.get('status', '?')}: {reason}" if reason else str(record.get("status", "?"))
+    if record.timed:
+        return f"{record.median_ms:.{digits}f}"
+    reason = (record.reason or "")[:60]
+    return f"{record.status}: {reason}" if reason else record.status
 
 
-def _deploy(records: Iterable[Record], deploy_res: Mapping[str, int] | None) -> list[Record]:
+def _deploy(records: Iterable[Measurement], deploy_res: Mapping[str, int] | None) -> list[Measurement]:
     """Records at each model's deployment resolution (all records when `deploy_res` is None)."""
     records = list(records)
     if deploy_res is None:
         return records
-    return [r for r in records if int(r["resolution"]) == deploy_res.get(r["model"], int(r["resolution"]))]
+    return [r for r in records if r.resolution == deploy_res.get(r.model, r.resolution)]
 
 
-def runtime_latency_table(records: Iterable[Record], backends: Sequence[str] | None = None,
+def runtime_latency_table(records: Iterable[Measurement], backends: Sequence[str] | None = None,
                           deploy_res: Mapping[str, int] | None = None) -> Table:
     """Model × runtime median latency (ms, batch 1) at deployment resolution; fp32 and int8 backends as columns."""
     chosen = _deploy(records, deploy_res)
-    latest = _latest(chosen)
-    backends = list(backends or _order(r["backend"] for r in chosen))
+    cells = _by_cell(chosen)
+    backends = list(backends or _order(r.backend for r in chosen))
     rows = []
-    for model, res in _order((k[0], k[1]) for k in latest):
-        gmacs = next((r.get("gmacs") for k, r in latest.items() if k[:2] == (model, res)), None)
+    for model, res in _order((k[0], k[1]) for k in cells):
+        gmacs = next((r.gmacs for k, r in cells.items() if k[:2] == (model, res)), None)
         rows.append([model, res, DASH if gmacs is None else f"{gmacs:.3f}",
-                     *[_cell(latest.get((model, res, b))) for b in backends]])
+                     *[_cell(cells.get((model, res, b))) for b in backends]])
     return md(rows, ["model", "res", "GMACs", *[f"{b} ms" for b in backends]])
 
 
-def gmacs_rank_table(records: Iterable[Record], deploy_res: Mapping[str, int] | None = None) -> Table:
+def gmacs_rank_table(records: Iterable[Measurement], deploy_res: Mapping[str, int] | None = None) -> Table:
     """Per runtime: does ordering by GMACs predict ordering by latency? Spearman ρ, Kendall τ, ms per GMAC."""
-    ok = [r for r in _deploy(records, deploy_res) if r.get("status") == "ok" and r.get("gmacs")]
+    ok = [r for r in _deploy(records, deploy_res) if r.timed and r.gmacs]
     rows = []
-    for backend in _order(r["backend"] for r in ok):
-        chosen = list(_latest(r for r in ok if r["backend"] == backend).values())
-        agreement = rank_agreement([r["gmacs"] for r in chosen], [r["median_ms"] for r in chosen])
-        per_gmac = sorted(r["median_ms"] / r["gmacs"] for r in chosen)
+    for backend in _order(r.backend for r in ok):
+        chosen = list(_by_cell(r for r in ok if r.backend == backend).values())
+        agreement = rank_agreement([r.gmacs for r in chosen], [r.median_ms for r in chosen])
+        per_gmac = sorted(r.median_ms / r.gmacs for r in chosen)
         rows.append([backend, len(chosen),
                      DASH if agreement is None else f"{agreement.spearman:.2f}",
                      DASH if agreement is None else f"{agreement.kendall:.2f}",
@@ -91,21 +99,21 @@ def gmacs_rank_table(records: Iterable[Record], deploy_res: Mapping[str, int] | 
     return md(rows, ["runtime", "models", "Spearman ρ", "Kendall τ", "ms per GMAC (min–max)"])
 
 
-def relative_to_mobilenet_table(records: Iterable[Record], backends: Sequence[str] | None = None,
+def relative_to_mobilenet_table(records: Iterable[Measurement], backends: Sequence[str] | None = None,
                                 deploy_res: Mapping[str, int] | None = None,
                                 paper: Mapping[str, tuple[float, float]] = PAPER_IPHONE12_MS) -> Table:
     """Each model's latency ÷ MobileNetV2's on the same runtime, beside the paper's iPhone-12 ratios."""
-    chosen = [r for r in _deploy(records, deploy_res) if r.get("status") == "ok"]
-    latest = {(k[0], k[2]): r for k, r in _latest(chosen).items()}
-    backends = list(backends or _order(r["backend"] for r in chosen))
-    models = _order(r["model"] for r in chosen)
+    chosen = [r for r in _deploy(records, deploy_res) if r.timed]
+    latest = {(k[0], k[2]): r for k, r in _by_cell(chosen).items()}  # one resolution per model: the deployment one
+    backends = list(backends or _order(r.backend for r in chosen))
+    models = _order(r.model for r in chosen)
     ref_paper = paper.get(REFERENCE_MODEL)
     rows = []
     for model in models:
         cells = []
         for backend in backends:
             mine, ref = latest.get((model, backend)), latest.get((REFERENCE_MODEL, backend))
-            cells.append(DASH if not (mine and ref) else f"{mine['median_ms'] / ref['median_ms']:.2f}×")
+            cells.append(DASH if not (mine and ref) else f"{mine.median_ms / ref.median_ms:.2f}×")
         figures = paper.get(model)
         paper_cells = [DASH, DASH] if not (figures and ref_paper) else [
             f"{figures[0] / ref_paper[0]:.2f}×", f"{figures[1] / ref_paper[1]:.2f}×"]
@@ -115,28 +123,29 @@ def relative_to_mobilenet_table(records: Iterable[Record], backends: Sequence[st
 
 
 def int8_accuracy_table(rows: Iterable[Mapping[str, Any]]) -> Table:
-    """Rows of `zoo.measure.int8_accuracy.Int8Accuracy.as_dict()` plus a 'model' key: fp32 vs int8 top-1."""
+    """Rows of `zoo.measure.store.Int8Store`: fp32 vs int8 top-1 (a run skipped for want of a checkpoint has
+    neither, nor a runtime)."""
     out = []
     for row in rows:
-        int8 = row.get("int8_top1")
-        out.append([row.get("model", DASH), row["runtime"], f"{row['fp32_top1']:.2f}",
+        fp32, int8 = row.get("fp32_top1"), row.get("int8_top1")
+        out.append([row.get("model", DASH), row.get("runtime") or DASH, DASH if fp32 is None else f"{fp32:.2f}",
                     DASH if int8 is None else f"{int8:.2f}",
-                    DASH if int8 is None else f"{row['fp32_top1'] - int8:+.2f}",
+                    DASH if int8 is None or fp32 is None else f"{fp32 - int8:+.2f}",
                     row.get("status", "ok") if row.get("status", "ok") == "ok" else
                     f"{row['status']}: {str(row.get('reason', ''))[:60]}"])
     return md(out, ["model", "int8 runtime", "fp32 top-1", "int8 top-1", "drop (points)", "status"])
 
 
-def export_status_table(records: Iterable[Record], backends: Sequence[str] | None = None) -> Table:
+def export_status_table(records: Iterable[Measurement], backends: Sequence[str] | None = None) -> Table:
     """Model@res × runtime: did export (and the parity check) succeed? Failures keep their reason."""
     records = list(records)
-    latest = _latest(records)
-    backends = list(backends or _order(r["backend"] for r in records))
+    latest = _by_cell(records)
+    backends = list(backends or _order(r.backend for r in records))
 
-    def status(record: Record | None) -> str:
+    def status(record: Measurement | None) -> str:
         if record is None:
             return DASH
-        if record.get("status") == "ok" or record.get("details", {}).get("exported"):
+        if record.status == "ok" or record.details.get("exported"):
             return "ok"
         return _cell(record)
 
@@ -145,11 +154,11 @@ def export_status_table(records: Iterable[Record], backends: Sequence[str] | Non
     return md(rows, ["model", *backends])
 
 
-def delegation_table(records: Iterable[Record], deploy_res: Mapping[str, int] | None = None) -> Table:
+def delegation_table(records: Iterable[Measurement], deploy_res: Mapping[str, int] | None = None) -> Table:
     """How much of each graph the runtime delegates to XNNPACK, and the top ops left out (ExecuTorch counts)."""
     rows = []
-    for (model, res, backend), record in _latest(_deploy(records, deploy_res)).items():
-        delegation = (record.get("details") or {}).get("delegation")
+    for (model, res, backend), record in _by_cell(_deploy(records, deploy_res)).items():
+        delegation = record.details.get("delegation")
         if not delegation:
             continue
         if "delegated_nodes" in delegation:

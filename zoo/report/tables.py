@@ -34,7 +34,7 @@ class Latency:
 @dataclass
 class BoardInputs:
     runs: list[RunRecord]  # finished records of the results store
-    costs: dict[str, Cost] = field(default_factory=dict)  # model -> cost at its eval resolution, trained head
+    costs: dict[str, Cost] = field(default_factory=dict)  # model -> cost at its deployment resolution, 1000 classes
     paper_costs: dict[str, Cost] = field(default_factory=dict)  # model -> cost at the paper's resolution, 1000 classes
     latency: dict[tuple[str, str], Latency] = field(default_factory=dict)  # (model, backend) -> latency
     backends: list[str] = field(default_factory=list)  # latency columns, in order
@@ -73,7 +73,7 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
 def _variants(records: list[RunRecord]) -> dict[str, str]:
     """run_id -> what its config (seed aside) changes against the cell's most common config ("" for that one):
     the points of a sweep or a knob variant become rows of their own instead of passing for extra seeds."""
-    flats = {r.run_id: {k: v for k, v in _flat(r.config).items() if k != "seed"} for r in records}
+    flats = {r.run_id: {k: v for k, v in _flat(r.config_json()).items() if k != "seed"} for r in records}
     shapes = Counter(json.dumps(flat, sort_keys=True) for flat in flats.values())
     common = json.loads(min(shapes, key=lambda shape: (-shapes[shape], shape)))
     labels = {}
@@ -87,16 +87,12 @@ def row_name(model: str, variant: str) -> str:
     return f"{model} [{variant}]" if variant else model
 
 
-def base_model(name: str) -> str:
-    """The zoo model behind a row name."""
-    return name.split(" [", 1)[0]
-
-
 def cost_key(record: RunRecord) -> str:
     """Where a run's architecture is measured: its model with its knobs (`zoo.models.model_label`)."""
     from zoo.models import model_label
 
-    return model_label(record.model, record.config.get("model_kwargs") or None)
+    kwargs = record.config.model_kwargs if record.config is not None else None  # None: another version's config
+    return model_label(record.model, kwargs or None)
 
 
 def group_runs(runs: list[RunRecord]) -> dict[tuple[str, str, str], list[RunRecord]]:
