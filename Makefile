@@ -1,10 +1,11 @@
-# The two quick-start commands: `make run` (set up + train the default matrix) and `make test`.
+# The two quick-start commands: `make run` (set up + train the default matrix) and `make test` (everything, as CI
+# runs it); `make test-fast` leaves out the tests marked slow, for the edit-test loop (about a minute on 2 cores).
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup run test bench leaderboard clean
+.PHONY: setup run test test-fast bench leaderboard clean
 
 PHONE := 'executorch==1.5.1' 'litert-torch==0.10.*' 'ai-edge-litert>=2.3'
 SHARED := '^(pydantic|pydantic.core|typing.extensions|anyio|cattrs|numpy|torch|torchvision)=='
@@ -26,6 +27,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow"
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

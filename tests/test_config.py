@@ -24,9 +24,14 @@ def minimal(**extra) -> dict:
 
 
 def test_default_runs_yaml_and_bigger_configs_parse():
-    for name in ["runs.yaml", "runs/digits-long.yaml", "runs/cifar.yaml", "runs/imagenet.yaml"]:
+    expected = {"runs.yaml": ("digits-default", "digits", 8),
+                "runs/digits-long.yaml": ("digits-long", "digits", 24),
+                "runs/cifar.yaml": ("cifar10", "cifar10", 100),
+                "runs/imagenet.yaml": ("imagenet1k-300ep", "imagefolder", 300)}
+    for name, (title, kind, epochs) in expected.items():
         matrix = load_matrix(REPO / name)
-        assert matrix.models and matrix.recipes
+        assert (matrix.name, matrix.data.kind, matrix.budget.epochs) == (title, kind, epochs), name
+        assert (matrix.recipes, matrix.samplers) == (("basic", "advanced"), ("fixed", "multiscale")), name
 
 
 def test_the_long_digits_matrix_is_the_default_at_three_times_the_budget():

@@ -18,7 +18,8 @@ def test_digits_sizes_classes_and_rgb_images():
     assert (len(splits.train), len(splits.val)) == (1437, 360)
     assert splits.num_classes == 10 and splits.class_names == tuple("0123456789")
     image, label = splits.train[0]
-    assert image.mode == "RGB" and image.size == (24, 24) and 0 <= label < 10
+    assert image.mode == "RGB" and image.size == (24, 24) and label == 0  # the split keeps sklearn's order
+    assert splits.train.labels[:10] == list(range(10))
     pixels = np.asarray(image)
     assert (pixels[..., 0] == pixels[..., 1]).all() and pixels.max() > 200  # grey digits, full 0..255 range
 

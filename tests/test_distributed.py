@@ -1,4 +1,5 @@
-"""DDP on CPU (gloo, 2 processes via torchrun) matches one process over the same global batch."""
+"""DDP on CPU (gloo, 2 processes via torchrun) matches one process over the same global batch, and a NaN on one
+rank is recorded with that rank's step and loss."""
 import json
 import os
 import subprocess
@@ -46,3 +47,18 @@ def test_ranks_draw_identical_resolutions_and_disjoint_samples(tmp_path):
     assert ranks[0]["resolutions"] == ranks[1]["resolutions"] and len(set(ranks[0]["resolutions"])) == 2
     seen = [i for r in ranks for batch in r["batches"] for i in batch]
     assert len(seen) == len(set(seen)) == 128
+
+
+@pytest.mark.slow
+def test_a_nan_on_rank_1_alone_is_recorded_with_rank_1s_step_and_loss(tmp_path):
+    # Rank 0 writes the record, and its own losses are finite until the NaN gradients reach it (one step later):
+    # the record must carry rank 1's step and its non-finite loss, not rank 0's view of the window.
+    from zoo.results import ResultsStore
+
+    worker = WORKER.with_name("_ddp_divergence_worker.py")
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+          str(worker), str(tmp_path), "3"], tmp_path)
+    [record] = ResultsStore(tmp_path / "store").records()
+    assert (record.status, record.diverged_step, record.diverged_epoch, record.epochs_done) == ("diverged", 3, 1, 0)
+    assert record.error == "loss became nan at optimiser step 3 (epoch 1, rank 1)"
+    assert record.world_size == 2

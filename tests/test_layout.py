@@ -3,10 +3,12 @@ import ast
 from pathlib import Path
 
 ZOO = Path(__file__).resolve().parent.parent / "zoo"
-# The flow, earliest first: a package may import from its own rank or lower ranks only.
+# The layers of README's "The flow", lowest first: a package may import from its own rank or lower ranks only. The
+# runner sits above measure and report because it drives them (a matrix ends by measuring and writing its board);
+# sweeps build on the runner's plan.
 RANK = {"config": 0, "models": 1, "data": 1, "tracking": 1, "training": 2, "results": 3, "measure": 4,
-        "report": 5, "runner": 6, "sweeps": 6}
-ENTRY_RANK = 7  # the top-level `python -m` modules
+        "report": 5, "runner": 6, "sweeps": 7}
+ENTRY_RANK = 8  # the top-level `python -m` modules
 # The edge validates a config by asking the stages what they accept (model names, data options, backend names):
 # the one deliberate upward import, always inside the validating function.
 EDGE_CHECKS = {("config", "models"), ("config", "data"), ("config", "measure")}
@@ -58,3 +60,17 @@ def test_modules_under_400_lines_and_functions_under_80():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
                 long_functions.append(f"{path.relative_to(ZOO.parent)}:{node.name}")
     assert not long_modules and not long_functions, (long_modules, long_functions)
+
+
+def test_readme_flow_table_names_every_module():
+    """Every module of the flow's packages appears in README's "The flow" table (by file name, in its row)."""
+    readme = (ZOO.parent / "README.md").read_text()
+    section = readme[readme.index("## The flow"):readme.index("\n## ", readme.index("## The flow") + 1)]
+    rows = {line.split("|")[1].strip().strip("`"): line for line in section.splitlines() if line.startswith("| `zoo/")}
+    missing = []
+    for package in ("config", "runner", "training", "results", "report", "sweeps"):
+        row = rows.get(f"zoo/{package}/", "")
+        for path in sorted((ZOO / package).glob("*.py")):
+            if path.name != "__init__.py" and f"`{path.name}`" not in row:
+                missing.append(f"zoo/{package}/{path.name}")
+    assert not missing, "modules missing from README's flow table: " + ", ".join(missing)

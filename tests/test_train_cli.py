@@ -53,6 +53,7 @@ def test_cli_exit_code_2_on_bad_value(tmp_path):
     assert proc.returncode == 2 and "lr" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # one `python -m zoo.train` start (~3 s) per value
 @pytest.mark.parametrize("arg, needle", [("--epochs=-2", "epochs: must be > 0"), ("--batch_size=0", "batch_size"),
                                          ("--accum_steps=0", "accum_steps: must be > 0"),
                                          ("--optimizer=adamz", "a timm optimizer name"),

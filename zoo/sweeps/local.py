@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.sweeps.spec import MetricSpec, ParamSpec, SweepSpec, iterate_points, load_sweep, parse_sweep
+from zoo.config.files import REPO_ROOT
 from zoo.config.typed import ConfigError
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
     "load_sweep", "parse_sweep", "run_local", "main",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ENVVAR_MACRO = re.compile(r"\$\{envvar:([A-Z0-9_]*)\}")  # the agent's own pattern: upper-case names only
 MAX_INITIAL_FAILURES = 3  # the agent gives up when its first runs all fail; so do we
 

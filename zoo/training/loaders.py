@@ -27,7 +27,6 @@ class Loaders:
     sampler: MultiScaleBatchSampler
     num_classes: int
     skipped_images: int = 0
-    val_images: int = 0  # the whole validation set, over all ranks
 
     @property
     def batches_per_epoch(self) -> int:
@@ -110,4 +109,4 @@ def build_loaders(cfg: RunConfig, ctx: DistContext) -> Loaders:
     val_set = _EvalDataset(val_set, eval_transform(spec, s.eval_size))
     shard = Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size)) if ctx.distributed else val_set
     val = DataLoader(shard, batch_size=cfg.batch_size * 2, num_workers=workers, pin_memory=pin)
-    return Loaders(train, val, sampler, splits.num_classes, getattr(splits, "skipped", 0), len(val_set))
+    return Loaders(train, val, sampler, splits.num_classes, getattr(splits, "skipped", 0))
