@@ -13,6 +13,7 @@ from timm.data import Mixup
 
 from zoo.config import DataConfig, RunConfig, SamplerConfig, load_recipe
 from zoo.training.distributed import init_distributed
+from zoo.runner.plan import plan_for
 from zoo.training.engine import train_run
 
 
@@ -57,7 +58,7 @@ def main(out_dir: str, spec_json: str) -> None:
 
     recording_forward(MobileViT, checksums, resolutions)
     run_dir = Path(spec["run_dir"].format(rank=ctx.rank))
-    outcome = train_run(cfg, ctx, run_dir, progress=False, stop_after_epochs=spec["stop_after"])
+    outcome = train_run(plan_for(cfg, ctx), ctx, run_dir, progress=False, stop_after_epochs=spec["stop_after"])
     first_param = next(iter(torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"].values())) \
         if ctx.is_main else None
     path = Path(out_dir) / f"{spec['tag']}_rank{ctx.rank}.json"

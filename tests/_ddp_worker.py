@@ -9,6 +9,7 @@ from pathlib import Path
 
 from zoo.config import DataConfig, RunConfig, SamplerConfig, load_recipe
 from zoo.training.distributed import init_distributed
+from zoo.runner.plan import plan_for
 from zoo.training.engine import train_run
 
 
@@ -24,7 +25,7 @@ def main(out_dir: str, batch_size: int, sampler: str) -> None:
         epochs=1, batch_size=batch_size, lr=0.001, lr_scaling="none", warmup_epochs=0, seed=3,
     )
     losses = []
-    outcome = train_run(cfg, ctx, Path(out_dir) / f"run{ctx.world_size}", progress=False, log_every=1,
+    outcome = train_run(plan_for(cfg, ctx), ctx, Path(out_dir) / f"run{ctx.world_size}", progress=False, log_every=1,
                         log=lambda m, step: losses.append(m["train/loss"]) if "train/loss" in m else None)
     from zoo.training.loaders import build_loaders
 

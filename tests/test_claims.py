@@ -13,6 +13,7 @@ import pytest
 from zoo.results.store import append_jsonl
 from zoo.runner import claims as claims_mod
 from zoo.runner.claims import ClaimStore, results_offset, scan_results
+from zoo.runner.plan import RunSpec
 
 
 def foreign(store_dir: Path, lease_s: float) -> ClaimStore:
@@ -99,7 +100,7 @@ def test_settled_cells_are_never_claimed(tmp_path):
     assert store.try_claim("old-fail", since_offset=since) is not None
     assert store.try_claim("stopped", since_offset=since) is not None
     scan = scan_results(tmp_path, since)
-    assert scan.since == {"new-fail": "failed", "stopped": "interrupted"}
+    assert {k: r.status for k, r in scan.since.items()} == {"new-fail": "failed", "stopped": "interrupted"}
 
 
 def test_claim_first_skips_held_and_settled_cells(tmp_path):
@@ -153,3 +154,36 @@ def test_lease_from_environment(tmp_path, monkeypatch, lease):
     monkeypatch.setenv("ZOO_LEASE_S", lease)
     assert ClaimStore(tmp_path).lease_s == 7.5
     assert ClaimStore(tmp_path, lease_s=3).lease_s == 3
+
+
+def _planned_cell(seed: int) -> RunSpec:
+    from zoo.config import Execution, PlannedRun, RunConfig, SamplerConfig, load_recipe
+
+    cfg = RunConfig(model="mobilevit_xxs", recipe=load_recipe("basic"), sampler=SamplerConfig(), seed=seed)
+    return RunSpec(PlannedRun.plan(cfg, Execution("cpu", 1, False)), "todo")
+
+
+def test_a_stalled_owners_late_interrupted_record_does_not_reopen_a_finished_cell(tmp_path):
+    """The new owner finished the cell; the former owner, back from its stall, records `interrupted` on its way out.
+    The claims, the matrix loop, its summary and both progress views still see the cell finished."""
+    from zoo.results import ResultsStore, RunRecord
+    from zoo.runner.matrix import DONE, Progress, _decide, summarize
+
+    cell, other = _planned_cell(0), _planned_cell(1)
+    store, claims = ResultsStore(tmp_path), ClaimStore(tmp_path, lease_s=60)
+    since = results_offset(tmp_path)
+    for status in ("finished", "interrupted"):  # the new owner's record, then the stalled one's
+        top1 = 0.5 if status == "finished" else None
+        store.append(RunRecord(cell.run_id, status, label=cell.config.label, top1=top1))
+    assert scan_results(tmp_path, since).settled(cell.run_id) and scan_results(tmp_path).settled(cell.run_id)
+    assert claims.try_claim(cell.run_id, since_offset=since) is None and claims.try_claim(cell.run_id) is None
+    assert claims.explain(cell.run_id, since) == "already finished in the results store"
+    assert _decide(claims, [cell.run_id], {}, since) == (DONE, None)
+    summary = summarize([cell.run_id], tmp_path, since, wall_s=1.0)
+    assert (summary.finished, summary.left, summary.exit_code) == (1, 0, 0)
+    for by_label in (False, True):
+        progress = Progress([cell, other], tmp_path, since, enabled=False, by_label=by_label)
+        assert progress.settled() == {cell.config.label if by_label else cell.run_id}
+        progress.close()
+    # an unfinished cell is still claimed (the rule hides nothing else)
+    assert _decide(claims, [cell.run_id, other.run_id], {}, since)[0] == other.run_id

@@ -21,7 +21,7 @@ from zoo.runner.slurm import MatrixWorker, make_executor  # noqa: E402
 
 
 def _records(store_dir: Path) -> list[dict]:
-    return [r if isinstance(r, dict) else vars(r) for r in ResultsStore(store_dir).records()]
+    return [vars(r) for r in ResultsStore(store_dir).records()]
 
 
 @pytest.mark.slow

@@ -340,7 +340,7 @@ def test_agent_command_for_a_real_sweep_point_trains_a_tiny_run(
     lr, weight_decay = result.point["lr"], result.point["recipe.weight_decay"]
     (record,) = ResultsStore(tmp_path / "store").records()
     assert record.status == "finished"
-    assert (record.config["lr"], record.config["recipe"]["weight_decay"]) == (lr, weight_decay)
+    assert (record.config.lr, record.config.recipe.weight_decay) == (lr, weight_decay)
     (run,) = [read_offline_run(d) for d in find_offline_runs(tmp_path / "out")]
     assert (run.config["lr"], run.config["recipe"]["weight_decay"]) == (lr, weight_decay)
     assert METRIC_NAME in run.summary and run.finished

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from test_matrix_e2e import tiny_matrix
-from zoo.config import load_matrix
+from zoo.config import PlannedRun, load_matrix
 from zoo.config.cli import resolve, split_argv
 from zoo.results import ResultsStore
 from zoo.runner.claims import ClaimStore
@@ -31,11 +31,7 @@ def _records(store_dir: Path) -> list:
 def _run_id(args: list[str]) -> str:
     """The id `zoo.train args` records: its config resolved for this machine, as the plan resolves cells."""
     cfg, matrix = resolve(split_argv(args))
-    return cfg.resolved(*planned_execution(matrix.execution.device)).run_id()
-
-
-def _get(record, name):
-    return record[name] if isinstance(record, dict) else getattr(record, name)
+    return PlannedRun.plan(cfg, planned_execution(matrix.execution.device)).run_id
 
 
 @pytest.fixture
@@ -90,7 +86,7 @@ def test_agent_command_trains_one_cell_and_respects_claims(matrix_sweep, capsys)
     proc = subprocess.run(command, cwd=config.parent, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = _records(board)
-    assert [(_get(r, "run_id"), _get(r, "status")) for r in records] == [(run_id, "finished")]
+    assert [(r.run_id, r.status) for r in records] == [(run_id, "finished")]
 
     # done: a second agent on the same point trains nothing
     assert train_main(args) == 0 and len(_records(board)) == 1

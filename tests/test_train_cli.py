@@ -64,3 +64,21 @@ def test_out_of_range_command_line_values_exit_2_and_write_nothing(tmp_path, arg
                            f"--output_dir={tmp_path}/out"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_run_is_planned_once_for_the_processes_it_starts_in():
+    """`zoo.train` plans its one run as the matrix plans a cell: the same resolved config, hence the same id, and
+    a planned run refuses to train on another number of processes than its id covers."""
+    from zoo.config import Execution, PlannedRun, RunConfig, SamplerConfig, load_recipe
+    from zoo.runner.plan import plan_for
+    from zoo.training.distributed import DistContext
+
+    cfg = RunConfig(model="mobilevit_xxs", recipe=load_recipe("basic"), sampler=SamplerConfig())
+    run = plan_for(cfg, DistContext())
+    assert run == PlannedRun.plan(cfg, Execution("cpu", 1, False)) and run.run_id == run.config.run_id()
+    assert (run.config.world_size, run.config.amp, run.config.channels_last) == (1, False, False)
+    assert run.run_id != PlannedRun.plan(cfg, Execution("cuda", 1, True)).run_id  # AMP in bf16 is another run
+    with pytest.raises(ValueError, match="resolved config"):
+        PlannedRun(cfg)  # an unresolved config has no identity yet
+    with pytest.raises(ConfigError, match="planned for 1 processes, started on 2"):
+        run.check_world(2)

@@ -25,7 +25,7 @@ FOUR_CELLS = dict(models=["mobilevit_xxs_aft"], model_kwargs={}, recipes=["basic
 
 
 def _records(store_dir: Path) -> list[dict]:
-    return [r if isinstance(r, dict) else vars(r) for r in ResultsStore(store_dir).records()]
+    return [vars(r) for r in ResultsStore(store_dir).records()]
 
 
 def _by_id(records: list[dict]) -> dict[str, dict]:

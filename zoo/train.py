@@ -9,7 +9,6 @@ leaderboard sees it. Under a W&B sweep agent, `wandb.config` parameters are merg
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 from zoo.config.cli import ALIASES, resolve, split_argv
@@ -35,16 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.training.distributed import init_distributed
     from zoo.runner.execute import execute_run
     from zoo.results import ResultsStore
+    from zoo.runner.plan import plan_for
     from zoo.runner.workspace import workspace_for
 
     ctx = init_distributed(matrix.execution.device)
     ws = workspace_for(matrix, Path.cwd())
-    claim = _claim(cfg, ws, ctx)
+    run = plan_for(cfg, ctx)  # the config as it runs here, and its id: claimed, trained and recorded as one
+    claim = _claim(run, ws, ctx)
     if claim is None:
         return 0
     try:
         with claim:
-            record = execute_run(cfg, ws, ctx, ResultsStore(ws.store_dir))
+            record = execute_run(run, ws, ctx, ResultsStore(ws.store_dir))
     except KeyboardInterrupt:
         return 130
     if ctx.is_main:
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if record.status == "finished" else 1
 
 
-def _claim(cfg, ws, ctx):
+def _claim(run, ws, ctx):
     """Claim the run in the results store (rank 0), as every matrix worker does: a run that is already finished,
     or that a live worker (a `zoo.run`, another agent) is training, is not trained again — say so, exit 0.
     Returns the claim (a no-op context on other ranks), or None to skip."""
@@ -60,15 +61,13 @@ def _claim(cfg, ws, ctx):
 
     from zoo.runner.claims import ClaimStore
     from zoo.training.distributed import broadcast_flag
-    from zoo.training.engine import resolve_for
 
-    run_id = resolve_for(cfg, ctx).run_id()  # the id execute_run records: the config as it runs here
     claim = None
     if ctx.is_main:
         claims = ClaimStore(ws.store_dir)
-        claim = claims.try_claim(run_id, cfg.label)
+        claim = claims.try_claim(run.run_id, run.label)
         if claim is None:
-            print(f"[skipped] {cfg.label} run_id={run_id}: {claims.explain(run_id)}", flush=True)
+            print(f"[skipped] {run.label} run_id={run.run_id}: {claims.explain(run.run_id)}", flush=True)
     if broadcast_flag(ctx, ctx.is_main and claim is None):
         return None
     return claim if claim is not None else nullcontext()

@@ -17,9 +17,11 @@ from zoo.config.schema import (
     WandbConfig,
 )
 from zoo.config.typed import ConfigError, from_dict, to_dict
+from zoo.config.planned import Execution, PlannedRun
 
 __all__ = [
     "RECIPES_DIR", "REPO_ROOT", "BudgetConfig", "ConfigError", "DataConfig", "DatasetKind", "ExecConfig",
-    "MatrixConfig", "MeasureConfig", "RecipeConfig", "RunConfig", "SamplerConfig", "SamplerName", "WandbConfig",
+    "Execution", "MatrixConfig", "MeasureConfig", "PlannedRun", "RecipeConfig", "RunConfig", "SamplerConfig",
+    "SamplerName", "WandbConfig",
     "available_recipes", "from_dict", "load_matrix", "load_recipe", "load_yaml", "run_config", "to_dict",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import types
 import typing
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -113,13 +114,20 @@ def coerce(value: Any, tp: Any, source: str, path: str) -> Any:
     raise TypeError(f"unsupported annotation {tp!r} at {path}")  # a programming error, not a user one
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    # Evaluating string annotations costs ~1 ms per class: a results store of a few hundred runs is read every
+    # second by a matrix's progress view and under the claims lock, each record's config through here.
+    return get_type_hints(cls)
+
+
 def from_dict(cls: type, data: Any, source: str, path: str = "") -> Any:
     """Build dataclass `cls` from a mapping; unknown keys and missing required keys are ConfigErrors."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{_where(source, path)}: expected a mapping, got {data!r}")
-    hints = get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:

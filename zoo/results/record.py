@@ -2,7 +2,8 @@
 
 Written by `zoo.runner.execute`, read by the plan, the measurement bridge and the leaderboard through attributes.
 JSON lines of any earlier format still load: a missing field takes its default, and keys this version does not know
-are kept in `extra` and written back unchanged, so an older and a newer zoo can share one store.
+are kept in `extra` and written back unchanged, so an older and a newer zoo can share one store. The run's config
+is a typed `RunConfig`; in JSON it is `zoo.config.to_dict` of it, as it always was.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from zoo.config import ConfigError, RunConfig, from_dict, to_dict
 from zoo.training.epoch import EpochMetrics
 
 RunStatus = Literal["finished", "diverged", "failed", "interrupted"]
@@ -20,6 +22,18 @@ TERMINAL: tuple[RunStatus, ...] = ("finished", "diverged")
 
 def run_dir_name(model: str, recipe: str, sampler: str, seed: int, run_id: str) -> str:
     return f"{model}-{recipe}-{sampler}-s{seed}-{run_id}"
+
+
+def _config_of(raw: Any) -> tuple[RunConfig | None, dict[str, Any]]:
+    """The stored config as a RunConfig, or (None, {"config": raw}) where this version cannot read it (another
+    version's fields): the raw config then travels in `extra`, unchanged. A record written without a config (an
+    absent key, or the empty mapping the field's old default wrote) has none."""
+    if not raw:
+        return None, {}
+    try:
+        return from_dict(RunConfig, raw, "results.jsonl", "config"), {}
+    except ConfigError:
+        return None, {"config": raw}
 
 
 def _best(history: list[EpochMetrics], key: str) -> float | None:
@@ -45,7 +59,9 @@ class RunRecord:
     global_batch: int | None = None
     device: str = "cpu"
     device_name: str = "cpu"
-    config: dict[str, Any] = field(default_factory=dict)  # the resolved RunConfig as plain data
+    # The resolved config the run trained with; None when this zoo cannot read the stored one (written by a version
+    # with other fields): the record still loads, and its config is kept verbatim in extra["config"].
+    config: RunConfig | None = None
     config_hash: str = ""
     git_commit: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
@@ -99,14 +115,28 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunRecord":
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "history"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "history", "config"}
         known = {k: v for k, v in data.items() if k in names}
-        extra = {k: v for k, v in data.items() if k not in names and k not in ("history", "extra")}
+        extra = {k: v for k, v in data.items() if k not in names and k not in ("history", "extra", "config")}
         history = [EpochMetrics.from_json(row) for row in data.get("history") or []]
-        return cls(**known, history=history, extra={**data.get("extra", {}), **extra})
+        config, unread = _config_of(data.get("config"))
+        return cls(**known, config=config, history=history, extra={**data.get("extra", {}), **extra, **unread})
+
+    def config_json(self) -> dict[str, Any]:
+        """The config as results.jsonl holds it (plain data): for views that compare every field of it."""
+        return to_dict(self.config) if self.config is not None else self.extra.get("config", {})
+
+    def require_config(self) -> RunConfig:
+        """The config, for code that rebuilds the run (its model, its data): a ConfigError where it is unreadable."""
+        if self.config is None:
+            raise ConfigError(f"results.jsonl: run {self.run_id} ({self.label}): its config was written by another "
+                              "zoo version and cannot be read by this one")
+        return self.config
 
     def to_json(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "history")}
+        skip = ("extra", "history", "config")
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        data["config"] = self.config_json()
         data["history"] = [row.to_json() for row in self.history]
         return {**self.extra, **data}
 

@@ -1,13 +1,15 @@
-"""The results store: one JSON line per finished (or failed) run, appended atomically.
+"""The results store: one JSON line per finished (or failed) run, appended atomically, and its one reader.
 
 It is the source of truth for the leaderboard (W&B is a mirror). Each record is a single `write` of one line on a
-file opened with O_APPEND, followed by fsync, so a kill at any moment leaves at most a torn last line, which readers
-skip. The newest record of a run id wins, so a failed run that is retried later is replaced, not duplicated.
+file opened with O_APPEND, followed by fsync, so a kill at any moment leaves at most a torn last line. Every reader
+of results.jsonl (the plan, the claims, the matrix's progress, the measurement, the board) goes through
+`ResultsStore`, so there is one rule for torn lines (`read_jsonl_since`) and one for "latest" (`newest`).
 """
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +34,56 @@ def append_jsonl(path: Path, record: dict[str, Any], *, allow_nan: bool = True) 
         os.close(fd)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """All complete records; lines that do not parse (a torn write) are skipped."""
+def read_jsonl_since(path: Path, offset: int = 0) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """(line start, record) of every complete record starting at or after byte `offset`, and where to read on from.
+
+    The one rule for torn lines: a line that does not parse as a JSON object is skipped. A last line without its
+    newline is either a write still in flight (it does not parse yet: it is left for the next read, which starts
+    there) or a complete record someone wrote without one (it parses, and is read)."""
     if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+        return [], offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    entries: list[tuple[int, dict[str, Any]]] = []
+    start = offset
+    *lines, tail = data.split(b"\n")
+    for line in lines:
+        record = _parse(line)
+        if record is not None:
+            entries.append((start, record))
+        start += len(line) + 1
+    record = _parse(tail)
+    if record is not None:
+        entries.append((start, record))
+        start += len(tail)
+    return entries, start
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:  # blank, torn, or not UTF-8
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """All complete records of a JSON-lines store, as plain data (torn lines skipped)."""
+    return [record for _, record in read_jsonl_since(path)[0]]
+
+
+def newest(records: Iterable[RunRecord], key: Callable[[RunRecord], str] = lambda r: r.run_id
+           ) -> dict[str, RunRecord]:
+    """The one rule for "latest": key -> its newest record, except that a finished/diverged record is never
+    replaced by a later unfinished one (a worker that lost its claim after a stall records `interrupted` after the
+    new owner has finished)."""
+    held: dict[str, RunRecord] = {}
+    for record in records:
+        k = key(record)
+        if k not in held or not held[k].done or record.done:
+            held[k] = record
+    return held
 
 
 class ResultsStore:
@@ -57,18 +95,31 @@ class ResultsStore:
     def append(self, record: RunRecord) -> None:
         append_jsonl(self.path, record.to_json())
 
+    def end_offset(self) -> int:
+        """Where the next record will start: the records of an invocation are those at or after its start."""
+        return self.path.stat().st_size if self.path.is_file() else 0
+
+    def _entries(self, offset: int) -> tuple[list[tuple[int, RunRecord]], int]:
+        entries, end = read_jsonl_since(self.path, offset)
+        return [(start, RunRecord.from_json(data)) for start, data in entries
+                if "run_id" in data and "status" in data], end
+
+    def since(self, offset: int) -> tuple[list[RunRecord], int]:
+        """The records appended at or after byte `offset`, and the offset to read on from (a progress view's)."""
+        entries, end = self._entries(offset)
+        return [record for _, record in entries], end
+
+    def split(self, offset: int) -> tuple[list[RunRecord], list[RunRecord]]:
+        """Every record, and those appended at or after byte `offset` (one read)."""
+        entries = self._entries(0)[0]
+        return [record for _, record in entries], [record for start, record in entries if start >= offset]
+
     def records(self) -> list[RunRecord]:
-        return [RunRecord.from_json(data) for data in read_jsonl(self.path) if "run_id" in data and "status" in data]
+        return self.since(0)[0]
 
     def latest(self) -> dict[str, RunRecord]:
-        """run_id -> its newest record; a finished/diverged record is never replaced by a later unfinished one (a
-        worker that lost its claim after a stall records `interrupted` after the new owner has finished)."""
-        newest: dict[str, RunRecord] = {}
-        for record in self.records():
-            held = newest.get(record.run_id)
-            if held is None or not held.done or record.done:
-                newest[record.run_id] = record
-        return newest
+        """run_id -> its newest record, by the one rule (`newest`)."""
+        return newest(self.records())
 
     def done_ids(self) -> set[str]:
         return {rid for rid, rec in self.latest().items() if rec.status in TERMINAL}

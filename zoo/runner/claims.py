@@ -33,7 +33,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from zoo.results import RESULTS_FILE, TERMINAL
+from zoo.results import ResultsStore, RunRecord
+from zoo.results.store import newest
 
 LEASE_ENV = "ZOO_LEASE_S"
 DEFAULT_LEASE_S = 120.0
@@ -118,42 +119,35 @@ class ClaimState:
 
 @dataclass(frozen=True)
 class StoreScan:
-    """The results store seen by the claims: newest status per run, and statuses recorded after an offset."""
+    """The results store seen by the claims, through its one reader and its one rule for "latest" (so a stalled
+    former owner's `interrupted`, written after the new owner finished, never reopens the cell): each run's newest
+    record, and its newest record among those appended after the invocation's offset."""
 
-    latest: dict[str, str]
-    since: dict[str, str]
-    since_labels: dict[str, str]  # label (model/recipe/sampler/seed) -> status, for views that cannot know run ids
+    latest: dict[str, RunRecord]
+    since: dict[str, RunRecord]
+
+    def status(self, run_id: str) -> str | None:
+        """What this invocation last saw of the run, else what the store holds (None: never recorded)."""
+        record = self.since.get(run_id) or self.latest.get(run_id)
+        return record.status if record else None
 
     def settled(self, run_id: str) -> bool:
-        return self.latest.get(run_id) in TERMINAL or self.since.get(run_id) in SETTLED_SINCE
+        latest, since = self.latest.get(run_id), self.since.get(run_id)
+        return (latest is not None and latest.done) or (since is not None and since.status in SETTLED_SINCE)
 
 
 def scan_results(store_dir: Path, since_offset: int | None = None) -> StoreScan:
-    """One pass over results.jsonl (raw JSON lines, so it works whatever type the store API returns)."""
-    latest: dict[str, str] = {}
-    since: dict[str, str] = {}
-    since_labels: dict[str, str] = {}
-    path = Path(store_dir) / RESULTS_FILE
-    data = path.read_bytes() if path.is_file() else b""
-    offset = 0
-    for line in data.split(b"\n"):
-        start, offset = offset, offset + len(line) + 1
-        try:
-            record = json.loads(line)
-            run_id, status = record["run_id"], record["status"]
-        except (ValueError, KeyError, TypeError):
-            continue  # blank or torn line
-        latest[run_id] = status
-        if since_offset is not None and start >= since_offset:
-            since[run_id] = status
-            since_labels[str(record.get("label"))] = status
-    return StoreScan(latest, since, since_labels)
+    """One read of results.jsonl (`since_offset` None: no record counts as this invocation's)."""
+    store = ResultsStore(store_dir)
+    if since_offset is None:
+        return StoreScan(store.latest(), {})
+    every, fresh = store.split(since_offset)
+    return StoreScan(newest(every), newest(fresh))
 
 
 def results_offset(store_dir: Path) -> int:
     """Where the next record will start: cells settled by this invocation are the ones recorded after it."""
-    path = Path(store_dir) / RESULTS_FILE
-    return path.stat().st_size if path.is_file() else 0
+    return ResultsStore(store_dir).end_offset()
 
 
 def _make_lock(path: Path, timeout: float) -> FileLock:
@@ -231,7 +225,7 @@ class ClaimStore:
         """Why `run_id` cannot be claimed now (or that it can)."""
         scan = scan_results(self.store_dir, since_offset)
         if scan.settled(run_id):
-            return f"already {scan.since.get(run_id) or scan.latest[run_id]} in the results store"
+            return f"already {scan.status(run_id)} in the results store"
         st = self.state(run_id)
         if st is not None and st.live and st.holder is not None:
             return f"claimed by {st.holder.who} (heartbeat {st.age_s:.0f}s ago, lease {st.holder.lease_s:.0f}s)"

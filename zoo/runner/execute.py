@@ -11,25 +11,26 @@ from datetime import datetime, timezone
 
 import torch
 
-from zoo.config import RunConfig, to_dict
+from zoo.config import PlannedRun, to_dict
 from zoo.results import ResultsStore, RunRecord
 from zoo.results.provenance import git_commit, library_versions
 from zoo.runner.workspace import Workspace
 from zoo.tracking.wandb_sink import WandbSink
 from zoo.training.distributed import DistContext, peak_memory_mb
-from zoo.training.engine import RunOutcome, resolve_for, train_run
+from zoo.training.engine import RunOutcome, train_run
 from zoo.training.guards import Diverged
 
 
-def new_record(cfg: RunConfig, ctx: DistContext) -> RunRecord:
+def new_record(run: PlannedRun, ctx: DistContext) -> RunRecord:
     """Who the run is: identity, config and provenance (the outcome is filled in when it ends)."""
+    cfg = run.config
     return RunRecord(
-        run_id=cfg.run_id(), status="interrupted", label=cfg.label, model=cfg.model, recipe=cfg.recipe.name,
+        run_id=run.run_id, status="interrupted", label=cfg.label, model=cfg.model, recipe=cfg.recipe.name,
         sampler=cfg.sampler.name, seed=cfg.seed, dataset=cfg.data.kind, eval_resolution=cfg.sampler.eval_size,
         epochs=cfg.epochs, world_size=ctx.world_size, global_batch=cfg.global_batch,
         device=str(ctx.device),
         device_name=torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
-        config=to_dict(cfg), config_hash=cfg.run_id(), git_commit=git_commit(), versions=library_versions(),
+        config=cfg, config_hash=run.run_id, git_commit=git_commit(), versions=library_versions(),
     )
 
 
@@ -41,30 +42,32 @@ def record_outcome(record: RunRecord, outcome: RunOutcome) -> None:
     record.resumed_from_epoch, record.skipped_images = outcome.resumed_from_epoch, outcome.skipped_images
 
 
-def _open_sink(cfg: RunConfig, ws: Workspace, ctx: DistContext, record: RunRecord) -> WandbSink:
+def _open_sink(run: PlannedRun, ws: Workspace, ctx: DistContext) -> WandbSink:
+    cfg = run.config
     return WandbSink.open(
         project=ws.wandb.project, entity=ws.wandb.entity, group=ws.wandb.group or ws.group,
         name=cfg.label.replace("/", "-"),
         tags=[cfg.model, cfg.recipe.name, cfg.sampler.name, f"seed{cfg.seed}", *ws.wandb.tags],
-        config=record.config, mode=ws.wandb.mode if ctx.is_main else "disabled", dir=str(ws.output_dir),
-        resume_id=record.run_id,  # a resumed run continues its W&B run instead of opening a second one
+        config=to_dict(cfg),  # W&B takes plain data
+        mode=ws.wandb.mode if ctx.is_main else "disabled", dir=str(ws.output_dir),
+        resume_id=run.run_id,  # a resumed run continues its W&B run instead of opening a second one
     )
 
 
-def execute_run(cfg: RunConfig, ws: Workspace, ctx: DistContext, store: ResultsStore) -> RunRecord:
-    """Train (or resume) one run and append its record (rank 0 only). Returns the record."""
-    cfg = resolve_for(cfg, ctx)
-    run_dir = ws.run_dir(cfg)
+def execute_run(run: PlannedRun, ws: Workspace, ctx: DistContext, store: ResultsStore) -> RunRecord:
+    """Train (or resume) one planned run and append its record (rank 0 only). Returns the record."""
+    run.check_world(ctx.world_size)  # a user error (exit 2), before anything is opened or recorded
+    run_dir = ws.run_dir(run)
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = new_record(cfg, ctx)
-    sink = _open_sink(cfg, ws, ctx, record)
+    record = new_record(run, ctx)
+    sink = _open_sink(run, ws, ctx)
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
     started = time.perf_counter()
     outcome = RunOutcome()
     interrupted: BaseException | None = None
     try:
-        outcome = train_run(cfg, ctx, run_dir, compile_model=ws.execution.compile, log_every=ws.execution.log_every,
+        outcome = train_run(run, ctx, run_dir, compile_model=ws.execution.compile, log_every=ws.execution.log_every,
                             progress=ws.execution.progress, log=sink.log)
         record.status = "finished"
         record_outcome(record, outcome)

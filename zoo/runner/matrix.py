@@ -10,56 +10,21 @@ Under torchrun, rank 0 claims and broadcasts the cell; every rank trains it.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tqdm.auto import tqdm
 
-from zoo.results import RESULTS_FILE
+from zoo.results import ResultsStore, RunRecord
+from zoo.results.store import newest
 from zoo.runner.claims import SETTLED_SINCE, ClaimStore, scan_results
 from zoo.runner.plan import RunSpec
 
 DONE, WAIT = "<done>", "<wait>"
-
-
-def field_of(record: Any, name: str, default: Any = None) -> Any:
-    """A record field whether records are dicts or typed `RunRecord`s."""
-    if isinstance(record, dict):
-        return record.get(name, default)
-    return getattr(record, name, default)
-
-
-def one_line(record: Any) -> str:
-    if hasattr(record, "one_line"):
-        return record.one_line()
-    top1 = field_of(record, "top1")
-    score = f"top1 {top1:.4f}" if isinstance(top1, float) else (field_of(record, "error") or "")
-    wall = field_of(record, "wall_time_s") or 0
-    return f"[{field_of(record, 'status')}] {field_of(record, 'label')} {score} ({wall:.0f}s)"
-
-
-def records_since(store_dir: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
-    """The raw records appended at or after byte `offset` (torn lines skipped), and where to read on from."""
-    path = Path(store_dir) / RESULTS_FILE
-    if not path.is_file():
-        return [], offset
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read()
-    complete = data[: data.rfind(b"\n") + 1]  # a line still being written is read next time
-    out = []
-    for line in complete.split(b"\n"):
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return [r for r in out if isinstance(r, dict) and "run_id" in r], offset + len(complete)
 
 
 @dataclass(frozen=True)
@@ -71,7 +36,7 @@ class LoopOptions:
 
 @dataclass
 class LoopReport:
-    trained: list[Any] = field(default_factory=list)  # records this process produced
+    trained: list[RunRecord] = field(default_factory=list)  # records this process produced
     lost: list[str] = field(default_factory=list)  # run ids another worker took over from us
 
 
@@ -90,7 +55,7 @@ def run_cells(
     ctx,
     store,
     opts: LoopOptions,
-    on_record: Callable[[Any], None] | None = None,
+    on_record: Callable[[RunRecord], None] | None = None,
     on_wait: Callable[[], None] | None = None,
     log: Callable[[str], None] = tqdm.write,
 ) -> LoopReport:
@@ -118,7 +83,7 @@ def run_cells(
             log(f"taking over {labels[run_id]} from {old.who if old else '?'} ({claim.taken_from.reason})")
         with claim if claim is not None else nullcontext():
             try:
-                record = execute_run(by_id[run_id].config, ws, ctx, store)
+                record = execute_run(by_id[run_id].run, ws, ctx, store)
             except KeyboardInterrupt:
                 if claim is None or not claim.lost:
                     raise
@@ -155,7 +120,7 @@ class Summary:
 
 def summarize(run_ids: Sequence[str], store_dir: Path, since: int, wall_s: float) -> Summary:
     scan = scan_results(store_dir, since)
-    status = {rid: scan.since.get(rid) or scan.latest.get(rid) for rid in run_ids}
+    status = {rid: scan.status(rid) for rid in run_ids}
     count = {s: sum(1 for rid in run_ids if status[rid] == s and scan.settled(rid)) for s in ("finished", "diverged",
                                                                                               "failed")}
     left = sum(1 for rid in run_ids if not scan.settled(rid))
@@ -165,16 +130,22 @@ def summarize(run_ids: Sequence[str], store_dir: Path, since: int, wall_s: float
 class Progress:
     """One view of the whole matrix: cells settled (by anyone) / running / left, with tqdm's ETA.
 
-    It reads the results store and the claims directory, so it shows the work of every worker — local children,
-    separately started `zoo.run` processes, SLURM jobs — and prints one line per cell as it settles.
-    `by_label`: follow cells by model/recipe/sampler/seed and this invocation's records only, for a parent that
-    cannot know the run ids its workers will record (a GPU-less SLURM login node: ids cover device and precision).
+    It reads the results store (through `ResultsStore`, with its rule for "latest") and the claims directory, so it
+    shows the work of every worker — local children, separately started `zoo.run` processes, SLURM jobs — and
+    prints one line per cell as it settles.
+
+    A cell is followed by its planned run id: the parent plans on the machine its workers run on, so its ids are
+    theirs. `by_label` follows cells by model/recipe/sampler/seed in this invocation's records instead, for the one
+    parent that plans elsewhere: a SLURM login node (often GPU-less). A run id is a pure hash of the config resolved
+    for the device and precision it trains with (AMP, bf16 or fp16, channels_last), which a GPU node decides and
+    the login node cannot know, so there the ids do not agree and the label is the only shared name.
     """
 
     def __init__(self, todo: Sequence[RunSpec], store_dir: Path, since: int, enabled: bool = True,
                  by_label: bool = False):
         self.by_label = by_label
         self.keys = [s.config.label if by_label else s.run_id for s in todo]
+        self.store = ResultsStore(store_dir)
         self.store_dir = Path(store_dir)
         self.since = since
         self.claims = ClaimStore(store_dir)
@@ -182,21 +153,22 @@ class Progress:
         self._seen: set[str] = set()
         self.bar = tqdm(total=len(self.keys), desc="matrix", unit="cell", disable=not enabled, dynamic_ncols=True)
 
-    def _key(self, record: dict[str, Any]) -> str:
-        return str(record.get("label")) if self.by_label else record["run_id"]
+    def _key(self, record: RunRecord) -> str:
+        return record.label if self.by_label else record.run_id
 
     def settled(self) -> set[str]:
-        scan = scan_results(self.store_dir, self.since)
         if self.by_label:
-            return {k for k in self.keys if scan.since_labels.get(k) in SETTLED_SINCE}
+            fresh = newest(self.store.since(self.since)[0], key=self._key)
+            return {k for k in self.keys if k in fresh and fresh[k].status in SETTLED_SINCE}
+        scan = scan_results(self.store_dir, self.since)
         return {k for k in self.keys if scan.settled(k)}
 
     def refresh(self) -> None:
         wanted = set(self.keys)
-        fresh, self._offset = records_since(self.store_dir, self._offset)
+        fresh, self._offset = self.store.since(self._offset)
         for record in fresh:
-            if self._key(record) in wanted and record.get("status") != "interrupted":
-                self.bar.write(one_line(record))
+            if self._key(record) in wanted and record.status != "interrupted":
+                self.bar.write(record.one_line())
         settled = self.settled()
         self.bar.update(len(settled - self._seen))
         self._seen |= settled
@@ -268,7 +240,7 @@ def run_here(matrix, ws, plan: Sequence[RunSpec], since: int, *, lease_s: float 
     started = time.monotonic()
     try:
         run_cells(todo, ws, ctx, ResultsStore(ws.store_dir), LoopOptions(since, lease_s),
-                  on_record=(lambda r: progress.refresh()) if progress else (lambda r: print(one_line(r), flush=True)),
+                  on_record=(lambda r: progress.refresh()) if progress else (lambda r: print(r.one_line(), flush=True)),
                   on_wait=progress.refresh if progress else None)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr, flush=True)

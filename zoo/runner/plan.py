@@ -1,12 +1,17 @@
-"""Expand a matrix into runs, and tell which of them the results store already holds."""
+"""Expand a matrix into runs, and tell which of them the results store already holds.
+
+The run identity is taken here, once: every run is planned (`PlannedRun.plan`: its config resolved for the device
+and processes it will train on, then hashed) and the `PlannedRun` travels on to the claims, the workspace,
+`execute_run` and the engine. A single `zoo.train` run is planned by `plan_for`, for the processes it started in.
+"""
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
 
-from zoo.config import MatrixConfig, RunConfig, load_recipe, run_config
+from zoo.config import MatrixConfig, PlannedRun, RunConfig, load_recipe, run_config
 from zoo.results import TERMINAL, ResultsStore
-from zoo.training.distributed import planned_execution
+from zoo.training.distributed import DistContext, planned_execution
 from zoo.config.typed import ConfigError
 
 FILTER_KEYS = ("model", "recipe", "sampler", "seed")
@@ -14,12 +19,16 @@ FILTER_KEYS = ("model", "recipe", "sampler", "seed")
 
 @dataclass(frozen=True)
 class RunSpec:
-    config: RunConfig
+    run: PlannedRun
     status: str  # "todo", or the status of its newest record in the store
 
     @property
+    def config(self) -> RunConfig:
+        return self.run.config
+
+    @property
     def run_id(self) -> str:
-        return self.config.run_id()
+        return self.run.run_id
 
     @property
     def done(self) -> bool:
@@ -48,18 +57,24 @@ def build_plan(matrix: MatrixConfig, store: ResultsStore, only: list[str] | None
 
     Each cell's config is resolved for the processes and device it will run on (`world_size`: processes per run,
     default: torchrun's WORLD_SIZE or 1), so its run id says what a stored result was trained with."""
-    device_type, world, bf16 = planned_execution(matrix.execution.device, world_size)
+    execution = planned_execution(matrix.execution.device, world_size)
     filters = parse_filters(only)
     recipes = {name: load_recipe(name, matrix.recipe_overrides) for name in matrix.recipes}
     latest = store.latest()
     plan = []
     for seed, model, recipe, sampler in itertools.product(matrix.seeds, matrix.models, matrix.recipes, matrix.samplers):
-        cfg = run_config(matrix, model, recipes[recipe], sampler, seed).resolved(device_type, world, bf16)
+        cfg = run_config(matrix, model, recipes[recipe], sampler, seed)
         if not _keep(cfg, filters):
             continue
-        record = latest.get(cfg.run_id())
-        plan.append(RunSpec(cfg, record.status if record else "todo"))
+        run = PlannedRun.plan(cfg, execution)
+        record = latest.get(run.run_id)
+        plan.append(RunSpec(run, record.status if record else "todo"))
     return plan
+
+
+def plan_for(cfg: RunConfig, ctx: DistContext) -> PlannedRun:
+    """One run planned for the processes it was started in (`zoo.train`, a test): the id its record will carry."""
+    return PlannedRun.plan(cfg, planned_execution(str(ctx.device), ctx.world_size))
 
 
 def format_plan(plan: list[RunSpec]) -> str:

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo.config import MatrixConfig
-from zoo.runner.claims import scan_results
+from zoo.results import ResultsStore
+from zoo.results.store import newest
 from zoo.runner.matrix import Progress, WorkerSpec, run_worker
 from zoo.runner.plan import RunSpec, format_plan
 from zoo.runner.workspace import Workspace
@@ -109,7 +110,8 @@ def launch(matrix: MatrixConfig, ws: Workspace, plan: list[RunSpec], args: argpa
         if args.no_wait:
             print("not waiting: when they are done, `python -m zoo.leaderboard` writes the board")
             return 0
-        # by label: this node may plan other run ids than the GPU nodes record (ids cover device and precision)
+        # by label: this node may plan other run ids than the GPU nodes record (ids cover device and precision,
+        # which the nodes decide: see Progress)
         progress = Progress(todo, ws.store_dir, spec.since_offset, enabled=matrix.execution.progress, by_label=True)
         codes = _wait(jobs, progress)
         if codes is None:
@@ -121,8 +123,8 @@ def launch(matrix: MatrixConfig, ws: Workspace, plan: list[RunSpec], args: argpa
 
 
 def _summary_line(todo: list[RunSpec], ws: Workspace, since: int, wall_s: float, workers: int) -> str:
-    scan = scan_results(ws.store_dir, since)
-    statuses = [scan.since_labels.get(s.config.label) for s in todo]
+    fresh = newest(ResultsStore(ws.store_dir).since(since)[0], key=lambda record: record.label)
+    statuses = [fresh[s.config.label].status if s.config.label in fresh else None for s in todo]
     counts = {k: statuses.count(k) for k in ("finished", "diverged", "failed")}
     rate = 60 * sum(counts.values()) / wall_s if wall_s > 0 else 0.0
     return (f"summary: {len(todo)} cells: {counts['finished']} finished, {counts['diverged']} diverged, "

@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from zoo.config.files import REPO_ROOT
 from zoo.config.typed import ConfigError
 from zoo.runner.matrix import Progress
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 STOP_GRACE_S = 60.0  # how long interrupted workers get to write their `interrupted` records
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.config import ExecConfig, MatrixConfig, RunConfig, WandbConfig
+from zoo.config import ExecConfig, MatrixConfig, PlannedRun, WandbConfig
 from zoo.results.record import run_dir_name
 
 
@@ -18,9 +18,10 @@ class Workspace:
     execution: ExecConfig
     group: str
 
-    def run_dir(self, cfg: RunConfig) -> Path:
+    def run_dir(self, run: PlannedRun) -> Path:
+        cfg = run.config
         return self.output_dir / "runs" / run_dir_name(cfg.model, cfg.recipe.name, cfg.sampler.name, cfg.seed,
-                                                      cfg.run_id())
+                                                      run.run_id)
 
 
 def workspace_for(matrix: MatrixConfig, base: Path) -> Workspace:

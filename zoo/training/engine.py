@@ -19,7 +19,7 @@ from timm.utils import distribute_bn, random_seed
 from torchmetrics import MeanMetric
 from tqdm.auto import tqdm
 
-from zoo.config import RunConfig
+from zoo.config import PlannedRun, RunConfig
 from zoo.training.checkpoint import load_checkpoint, save_checkpoint
 from zoo.training.distributed import DistContext, broadcast_object
 from zoo.training.epoch import EpochMetrics
@@ -49,7 +49,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def train_run(
-    cfg: RunConfig,
+    run: PlannedRun,
     ctx: DistContext,
     run_dir: Path,
     *,
@@ -59,9 +59,11 @@ def train_run(
     log: LogFn | None = None,
     stop_after_epochs: int | None = None,
 ) -> RunOutcome:
-    """Train `cfg` to its budget (or resume it). `log(metrics, step)` receives per-step and per-epoch metrics."""
+    """Train the planned run to its budget (or resume it). `log(metrics, step)` receives per-step and per-epoch
+    metrics. The config is used as planned (resolved for these processes by the plan, never here)."""
     log = log or (lambda metrics, step: None)
-    cfg = resolve_for(cfg, ctx)
+    run.check_world(ctx.world_size)
+    cfg = run.config
     ckpt_path = run_dir / "checkpoint.pt"
     if ctx.device.type == "cpu":
         torch.set_flush_denormal(True)  # tiny weights late in training otherwise hit x86's slow denormal path
@@ -82,12 +84,6 @@ def train_run(
         if ctx.is_main:
             save_checkpoint(ckpt_path, checkpoint_state(parts, outcome, epoch + 1, final=epoch + 1 == cfg.epochs))
     return outcome
-
-
-def resolve_for(cfg: RunConfig, ctx: DistContext) -> RunConfig:
-    """`cfg` as it runs in `ctx` (idempotent for a config the plan already resolved for the same setting)."""
-    bf16 = ctx.device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return cfg.resolved(ctx.device.type, ctx.world_size, bf16)
 
 
 def restore(parts: RunParts, outcome: RunOutcome, ckpt_path: Path, ctx: DistContext) -> int:
@@ -146,13 +142,13 @@ def train_one_epoch(cfg: RunConfig, parts: RunParts, ctx: DistContext, epoch: in
     for micro_step, (images, targets) in enumerate(bar):
         weight, boundary = weights[micro_step]
         loss = forward_backward(parts, ctx, images, targets, weight, boundary)
-        window.add(loss)
+        window.add(loss, step=outcome.updates + 1)  # the update this micro-batch belongs to
         samples += images.shape[0]
         if not boundary:
             continue
         optimizer_step(cfg, parts, outcome)
         if window.full:
-            window.flush(outcome.updates, epoch, running)
+            window.flush(epoch, running)
         if outcome.updates % log_every == 0:
             elapsed = time.perf_counter() - start
             metrics = {"train/loss": float(running.compute()) if running.update_count else 0.0,
@@ -163,7 +159,7 @@ def train_one_epoch(cfg: RunConfig, parts: RunParts, ctx: DistContext, epoch: in
             log(metrics, outcome.updates)
             bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", lr=f"{metrics['train/lr']:.2e}",
                             img_s=f"{metrics['train/img_per_s']:.0f}")
-    window.flush(outcome.updates, epoch, running)
+    window.flush(epoch, running)
     bar.close()
     seconds = time.perf_counter() - start
     outcome.train_time_s += seconds
