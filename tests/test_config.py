@@ -152,5 +152,5 @@ def test_recipe_overrides_adapt_every_recipe_alike_and_are_checked(tmp_path):
     plan = build_plan(matrix, ResultsStore(tmp_path / "store"))
     assert {spec.config.recipe.hflip for spec in plan} == {0.0}
     assert {spec.config.recipe.name for spec in plan} == {"basic", "advanced"}
-    with pytest.raises(ConfigError, match="recipe_overrides: .*hflip: must be within"):
+    with pytest.raises(ConfigError, match=r"runs.yaml: recipe_overrides.hflip: must be within \[0, 1\], got 3"):
         load_matrix(write(tmp_path, minimal(recipe_overrides={"hflip": 3})))

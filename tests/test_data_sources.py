@@ -162,7 +162,7 @@ def test_hf_saved_dataset_loads_with_custom_columns(tmp_path):
     image, label = splits.train[4]
     assert image.mode == "RGB" and image.size == (12, 10)
     assert label == 1 and image.getpixel((0, 0)) == (0, 255, 0)
-    with pytest.raises(DataError, match=r"no column 'image' \(columns: img, colour\)"):
+    with pytest.raises(DataError, match=r"no column 'image' in split 'train' \(columns: img, colour\)"):
         build_datasets("hf", root=root, options={"label_column": "colour"})
     with pytest.raises(DataError, match=r"no split 'val' .*splits: train, validation"):
         build_datasets("hf", root=root, options={"image_column": "img", "label_column": "colour", "val_split": "val"})

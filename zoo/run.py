@@ -20,7 +20,7 @@ from zoo.results import ResultsStore
 from zoo.runner.claims import results_offset
 from zoo.runner.matrix import Progress, WorkerSpec, finalize, run_here, summarize
 from zoo.runner.plan import RunSpec, build_plan, format_plan
-from zoo.runner.workspace import Workspace, check_data, workspace_for
+from zoo.runner.workspace import Workspace, workspace_for
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     slots = None
     try:
         matrix = load_matrix(args.config)
+        if not args.worker:  # a default that could not hold beside the file's values, and what is used instead
+            for note in matrix.adapted_defaults:
+                print(f"note: {args.config}: {note}", file=sys.stderr)
         ws = workspace_for(matrix, Path.cwd())
         if args.workers is None and not args.worker and args.launcher is None:
             args.workers = matrix.execution.workers  # the matrix file's default; the command line wins
@@ -79,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             n = 1 if args.workers is None else args.workers
             slots = plan_slots(n, args.gpus_per_run, detect_resources(), _worker_spec(args, since).argv(),
                                ws.output_dir / "workers")
-        if not args.dry_run and todo and not args.worker:
-            check_data(matrix)
+        if todo and not args.worker:  # the data, before anything is written: a problem there exits 2
+            from zoo.data.check import check_matrix_data
+
+            check_matrix_data(matrix, args.config, world_size=max(spec.config.world_size or 1 for spec in todo),
+                              build=not args.dry_run)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from zoo.config.files import load_matrix, load_recipe, run_config
-from zoo.config.schema import MatrixConfig, RunConfig
+from zoo.config.schema import BudgetConfig, MatrixConfig, RunConfig
 from zoo.config.typed import ConfigError, from_dict, parse_scalar_text, set_dotted, to_dict
 
 # Short names users (and sweep files) reach for, mapped onto the real fields.
@@ -25,6 +25,7 @@ ALIASES = {
 # Keys that configure where/how the run executes rather than what it computes.
 OUTER_KEYS = ("config", "output_dir", "store_dir", "wandb", "execution")
 FREE_FORM = ("model_kwargs.", "data.options.")  # Any-typed values: parse Python literals here
+ADAPTIVE_DEFAULTS = ("warmup_epochs", "min_lr")  # BudgetConfig.adapt_defaults may change these
 
 
 def split_argv(argv: list[str]) -> dict[str, str]:
@@ -70,8 +71,14 @@ def resolve(pairs: dict[str, str]) -> tuple[RunConfig, MatrixConfig]:
     recipe_overrides = {k.split(".", 1)[1]: v for k, v in inner.items() if k.startswith("recipe.")}
     recipe = load_recipe(recipe_name, {**matrix.recipe_overrides,  # the matrix's cell, then the command line
                                        **{k: parse_scalar_text(v) if k not in ("name", "source") else v
-                                          for k, v in recipe_overrides.items()}})
+                                          for k, v in recipe_overrides.items()}}, overrides_at=(source, "recipe"))
     base = to_dict(run_config(matrix, model, recipe, inner.get("sampler", matrix.samplers[0]), matrix.seeds[0]))
+    # A budget default the matrix left (or adapted) adapts again to the command line's values (`--epochs=1`).
+    adapted = {note.key for note in matrix.adapted_defaults}
+    for name in ADAPTIVE_DEFAULTS:
+        if name not in inner and (getattr(matrix.budget, name) == getattr(BudgetConfig, name)
+                                  or f"budget.{name}" in adapted):
+            del base[name]
     base["model_kwargs"] = dict(matrix.model_kwargs.get(model, {}))
     for key, value in inner.items():
         if key in ("recipe", "sampler") or key.startswith("recipe."):

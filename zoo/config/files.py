@@ -27,17 +27,27 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
 
 
-def load_recipe(name: str, overrides: dict[str, Any] | None = None, recipes_dir: Path = RECIPES_DIR) -> RecipeConfig:
+def load_recipe(name: str, overrides: dict[str, Any] | None = None, recipes_dir: Path = RECIPES_DIR, *,
+                overrides_at: tuple[str, str] | None = None) -> RecipeConfig:
+    """Recipe `name` with `overrides` applied. Errors name the recipe file, or, with `overrides_at=(source, path)`
+    (the matrix checks its `recipe_overrides` so, on a recipe that loads alone), that file and key path."""
     path = recipes_dir / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"recipe {name!r}: {path} not found (allowed: {', '.join(available_recipes(recipes_dir))})")
     data = load_yaml(path) or {}
     data.setdefault("name", name)
     data.update(overrides or {})
-    return from_dict(RecipeConfig, data, str(path))
+    if overrides_at is None:
+        return from_dict(RecipeConfig, data, str(path))
+    source, key = overrides_at
+    try:
+        return from_dict(RecipeConfig, data, source, key)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (recipe {name!r}, {path})") from None
 
 
 def load_matrix(path: str | Path) -> MatrixConfig:
+    """runs.yaml as a MatrixConfig; the defaults that adapted to its values are in `adapted_defaults`."""
     path = Path(path)
     return from_dict(MatrixConfig, load_yaml(path), str(path))
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 
-from zoo.config.typed import Checker, ConfigError, to_dict
+from zoo.config.typed import AdaptedDefault, Checker, ConfigError, to_dict
 
 # The one list of data set kinds and sampler names; zoo.data and the CLI read them from these types.
 DatasetKind = Literal["digits", "imagefolder", "cifar10", "cifar100", "hf"]
@@ -76,7 +76,7 @@ class RecipeConfig:
 class DataConfig:
     kind: DatasetKind = "digits"
     root: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # kind-specific, checked by zoo.data
+    options: dict[str, Any] = field(default_factory=dict)  # kind-specific: typed in zoo.data.options
     workers: int = 0
     max_train_samples: int | None = None  # evenly spaced subset, for smoke tests and quick looks
     max_val_samples: int | None = None
@@ -89,6 +89,9 @@ class DataConfig:
         check.require(0 < self.eval_crop_pct <= 1, "eval_crop_pct", "within (0, 1]")
         check.require(self.kind in ("digits",) or self.root is not None, "root",
                       f"a folder for data.kind {self.kind!r} (only digits is bundled)")
+        from zoo.data.options import parse_options  # the kind's own options, checked here with this file's name
+
+        parse_options(self.kind, self.options, source, f"{path}.options" if path else "options")
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,19 @@ class BudgetConfig:
     # far shorter than ImageNet's may shrink them for every recipe alike (the board states it).
     ema_time_scale: float = 1.0
 
+    @classmethod
+    def adapt_defaults(cls, given: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+        """Defaults that cannot hold beside the values given adapt, and the plan says so (`AdaptedDefault`):
+        `warmup_epochs` (1) becomes epochs / 2 in a run of 1 epoch or less, and `min_lr` (0.0002) becomes lr / 10
+        (the defaults' own ratio) under an lr below it. Where the default holds it stays, so no run id moves."""
+        adapted: dict[str, tuple[Any, str]] = {}
+        epochs, lr = given.get("epochs", cls.epochs), given.get("lr", cls.lr)
+        if "warmup_epochs" not in given and cls.warmup_epochs >= epochs:
+            adapted["warmup_epochs"] = (epochs / 2, f"is not shorter than epochs ({epochs}): half the run warms up")
+        if "min_lr" not in given and cls.min_lr > lr:
+            adapted["min_lr"] = (lr / 10, f"is above lr ({lr}): the cosine ends at lr / 10")
+        return adapted
+
     def validate(self, source: str, path: str) -> None:
         from timm.optim import list_optimizers
 
@@ -152,8 +168,12 @@ class BudgetConfig:
         check.non_negative("min_lr", "warmup_lr", "warmup_epochs")
         check.require(self.batch_size % 2 == 0, "batch_size",
                       "even (Mixup/CutMix pair every image of a batch with another)")
-        check.require(self.warmup_epochs < self.epochs, "warmup_epochs", f"shorter than epochs ({self.epochs})")
-        check.require(self.min_lr <= self.lr, "min_lr", f"<= lr ({self.lr})")
+        # A default that conflicts has adapted before this point (`adapt_defaults`): these values were set.
+        check.require(self.warmup_epochs < self.epochs, "warmup_epochs",
+                      f"shorter than epochs ({self.epochs}) (as set; left out, it is 1 epoch, or epochs / 2 in a "
+                      f"run of 1 epoch or less)")
+        check.require(self.min_lr <= self.lr, "min_lr",
+                      f"<= lr ({self.lr}) (as set; left out, it is 0.0002, or lr / 10 under an lr below that)")
         check.require(all(0 <= b < 1 for b in self.betas), "betas", "within [0, 1)")
         known = list_optimizers()
         check.require(self.optimizer.lower() in known, "optimizer",
@@ -187,7 +207,7 @@ class RunConfig(BudgetConfig):
         super().validate(source, path)
         check = Checker(self, source, path)
         check.positive("world_size")
-        check_sampler_batches(check, self.batch_size, self.sampler)
+        check_sampler_batches(check, self.batch_size, self.sampler, f"{path}.sampler" if path else "sampler")
 
     @property
     def label(self) -> str:
@@ -228,6 +248,14 @@ class ExecConfig:
     workers: int | None = None  # local worker processes when `zoo.run` is given no --workers (see README)
     progress: bool = True
 
+    def validate(self, source: str, path: str) -> None:
+        import re
+
+        check = Checker(self, source, path)
+        check.require(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None, "device",
+                      "one of auto, cpu, mps, cuda, cuda:N")
+        check.positive("log_every", "threads", "workers")
+
 
 @dataclass(frozen=True)
 class MeasureConfig:
@@ -257,6 +285,13 @@ class MeasureConfig:
             unknown = sorted(set(getattr(self, key)) - set(BACKEND_NAMES))
             check.require(not unknown, key, f"backend names ({', '.join(BACKEND_NAMES)})", unknown)
         check.positive("calibration_images", "int8_eval_images", "rounds")
+        from zoo.models import list_models, model_name
+
+        known = list_models()
+        for label, size in self.deploy_resolutions.items():
+            check.require(model_name(label) in known, f"deploy_resolutions.{label}",
+                          f"keyed by a model name (allowed: {', '.join(known)})", label)
+            check.require(size > 0, f"deploy_resolutions.{label}", "a size in pixels > 0", size)
 
 
 @dataclass(frozen=True)
@@ -279,6 +314,9 @@ class MatrixConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     execution: ExecConfig = field(default_factory=ExecConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    # Defaults that could not hold beside the values this file sets, and what was used instead (set by from_dict,
+    # never read from the file; `zoo.run` prints them with the plan).
+    adapted_defaults: tuple[AdaptedDefault, ...] = field(default=(), init=False, compare=False)
 
     def validate(self, source: str, path: str) -> None:
         from zoo.config.files import available_recipes, load_recipe
@@ -291,16 +329,15 @@ class MatrixConfig:
         for model in self.model_kwargs:
             if model not in self.models:
                 raise ConfigError(f"{source}: model_kwargs.{model}: not in models (allowed: {', '.join(self.models)})")
+            check_model_kwargs(model, self.model_kwargs[model], source, f"model_kwargs.{model}")
         available = available_recipes()
         for i, recipe in enumerate(self.recipes):
             if recipe not in available:
                 raise ConfigError(
                     f"{source}: recipes[{i}]: unknown recipe {recipe!r} (allowed: {', '.join(available)})"
                 )
-            try:
-                load_recipe(recipe, self.recipe_overrides)
-            except ConfigError as err:
-                raise ConfigError(f"{source}: recipe_overrides: {err}") from None
+            load_recipe(recipe)  # the recipe file alone: its own errors name it
+            load_recipe(recipe, self.recipe_overrides, overrides_at=(source, "recipe_overrides"))
         check = Checker(self, source, path)
         for key in ("models", "recipes", "samplers", "seeds"):
             check.require(len(getattr(self, key)) > 0, key, "a non-empty list")
@@ -309,7 +346,26 @@ class MatrixConfig:
         check_sampler_batches(Checker(self, source, "budget"), self.budget.batch_size, multiscale)
 
 
-def check_sampler_batches(check: Checker, batch_size: int, sampler: SamplerConfig) -> None:
+def check_model_kwargs(model: str, kwargs: dict[str, Any], source: str, key: str) -> None:
+    """Build the model once with its knobs (a small head): a knob it does not take, or a value it refuses, is a
+    config error naming the key now, not a failed run per cell later."""
+    import re
+
+    from zoo.models import create
+
+    if not kwargs:
+        return
+    try:
+        create(model, num_classes=2, **kwargs)
+    except Exception as err:  # the factories raise TypeError, ValueError, AssertionError... for a bad knob
+        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        where = f"{key}.{unexpected.group(1)}" if unexpected else key
+        raise ConfigError(f"{source}: {where}: {model} does not build with {kwargs!r} "
+                          f"({type(err).__name__}: {err}); expected the knobs its factory takes") from None
+
+
+def check_sampler_batches(check: Checker, batch_size: int, sampler: SamplerConfig,
+                          sampler_key: str = "resolution") -> None:
     """Every resolution the sampler may draw must get an even batch of at least 2 images (Mixup pairs them)."""
     from zoo.data.multiscale import TRAIN_BATCH_MULTIPLE, resolution_batch_pairs
 
@@ -317,6 +373,17 @@ def check_sampler_batches(check: Checker, batch_size: int, sampler: SamplerConfi
     pairs = resolution_batch_pairs(sizes, sampler.base_resolution, batch_size, sampler.mode,
                                    multiple=TRAIN_BATCH_MULTIPLE)
     smallest = min(pairs, key=lambda pair: pair[1])
+    default = SamplerConfig()
+    if smallest[1] < 2 and sampler.name == "multiscale" and sampler.resolutions == default.resolutions \
+            and sampler.base_resolution != default.base_resolution:
+        # the paper's set around 256 px left in place under another base: say it is the default, not the batch
+        around = sorted({max(1, round(size * sampler.base_resolution / default.base_resolution))
+                         for size in default.resolutions})
+        raise ConfigError(
+            f"{check.source}: {sampler_key}.resolutions: must be sizes around base_resolution "
+            f"({sampler.base_resolution} px), got {list(sampler.resolutions)}, the default (the paper's set around "
+            f"{default.base_resolution} px; at {smallest[0]} px a batch of {batch_size} scales to {smallest[1]}); "
+            f"set {sampler_key}.resolutions, e.g. {around}")
     check.require(smallest[1] >= 2, "batch_size",
                   f"large enough for {TRAIN_BATCH_MULTIPLE}+ images at {smallest[0]} px (scaled batch there: "
                   f"{smallest[1]})", batch_size)

@@ -10,11 +10,30 @@ import dataclasses
 import functools
 import types
 import typing
+from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 
 class ConfigError(ValueError):
     """A user error in a config file or command line; the CLI prints it and exits with code 2."""
+
+
+@dataclass(frozen=True)
+class AdaptedDefault:
+    """A default that could not hold beside the values the user set, and what was used instead.
+
+    A dataclass offers these through a classmethod `adapt_defaults(given) -> {name: (value, why)}`, called by
+    `from_dict` with the keys the user gave (only fields the user left out may adapt; one the user set that
+    conflicts stays an error)."""
+
+    key: str  # the full dotted key, e.g. "budget.warmup_epochs"
+    default: Any
+    value: Any
+    why: str  # why the default cannot hold, e.g. "is not shorter than epochs (1)"
+
+    def __str__(self) -> str:
+        return (f"{self.key}: not set, and its default {self.default!r} {self.why}, so {self.value!r} is used "
+                f"(set {self.key} to choose)")
 
 
 def _where(source: str, path: str) -> str:
@@ -44,8 +63,8 @@ def parse_scalar_text(text: str) -> Any:
         return text
 
 
-def coerce(value: Any, tp: Any, source: str, path: str) -> Any:
-    """Check (and gently convert) `value` against the type annotation `tp`."""
+def coerce(value: Any, tp: Any, source: str, path: str, notes: list[AdaptedDefault] | None = None) -> Any:
+    """Check (and gently convert) `value` against the type annotation `tp` (`notes` collects adapted defaults)."""
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -58,7 +77,7 @@ def coerce(value: Any, tp: Any, source: str, path: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return coerce(value, option, source, path)
+                return coerce(value, option, source, path, notes)
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(f"{_where(source, path)}: expected {_type_name(tp)}, got {value!r}")
@@ -72,7 +91,7 @@ def coerce(value: Any, tp: Any, source: str, path: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
-        return from_dict(tp, value, source, path)
+        return from_dict(tp, value, source, path, notes=notes)
     if origin in (list, tuple):
         if isinstance(value, str):
             value = parse_scalar_text(value)
@@ -81,17 +100,19 @@ def coerce(value: Any, tp: Any, source: str, path: str) -> Any:
         args = get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
-                raise ConfigError(f"{_where(source, path)}: expected {len(args)} items, got {len(value)}")
-            return tuple(coerce(v, a, source, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+                raise ConfigError(f"{_where(source, path)}: expected {len(args)} items ({_type_name(tp)}), "
+                                  f"got {len(value)}: {value!r}")
+            return tuple(coerce(v, a, source, f"{path}[{i}]", notes) for i, (a, v) in enumerate(zip(args, value)))
         item_type = args[0] if args else Any
-        items = [coerce(v, item_type, source, f"{path}[{i}]") for i, v in enumerate(value)]
+        items = [coerce(v, item_type, source, f"{path}[{i}]", notes) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{_where(source, path)}: expected a mapping, got {value!r}")
         key_type, value_type = get_args(tp) or (Any, Any)
         return {
-            coerce(k, key_type, source, path): coerce(v, value_type, source, f"{path}.{k}") for k, v in value.items()
+            coerce(k, key_type, source, f"{path}.{k}"): coerce(v, value_type, source, f"{path}.{k}", notes)
+            for k, v in value.items()
         }
     if tp is bool:
         if isinstance(value, str):
@@ -121,8 +142,14 @@ def _hints(cls: type) -> dict[str, Any]:
     return get_type_hints(cls)
 
 
-def from_dict(cls: type, data: Any, source: str, path: str = "") -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys and missing required keys are ConfigErrors."""
+def from_dict(cls: type, data: Any, source: str, path: str = "", *,
+              notes: list[AdaptedDefault] | None = None) -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys and missing required keys are ConfigErrors.
+
+    Defaults the class adapts to the given values (`adapt_defaults`) are appended to `notes`, and stored in a
+    non-init field `adapted_defaults` where the class has one (`MatrixConfig`: the plan prints them)."""
+    collected: list[AdaptedDefault] = [] if notes is None else notes
+    first = len(collected)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -137,10 +164,16 @@ def from_dict(cls: type, data: Any, source: str, path: str = "") -> Any:
     for name, field in fields.items():
         key = f"{path}.{name}" if path else name
         if name in data:
-            kwargs[name] = coerce(data[name], hints[name], source, key)
+            kwargs[name] = coerce(data[name], hints[name], source, key, collected)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{_where(source, key)}: required key is missing")
+            raise ConfigError(f"{_where(source, key)}: required key is missing (expected {_type_name(hints[name])})")
+    adapt = getattr(cls, "adapt_defaults", None)
+    for name, (value, why) in (adapt(kwargs) if adapt is not None else {}).items():
+        kwargs[name] = value
+        collected.append(AdaptedDefault(f"{path}.{name}" if path else name, fields[name].default, value, why))
     obj = cls(**kwargs)
+    if any(f.name == "adapted_defaults" and not f.init for f in dataclasses.fields(cls)):
+        object.__setattr__(obj, "adapted_defaults", tuple(collected[first:]))
     check = getattr(obj, "validate", None)
     if check is not None:
         check(source, path)
@@ -148,9 +181,10 @@ def from_dict(cls: type, data: Any, source: str, path: str = "") -> Any:
 
 
 def to_dict(obj: Any) -> Any:
-    """Plain-data view of a dataclass tree (tuples become lists) for hashing, logging and JSON."""
+    """Plain-data view of a dataclass tree (tuples become lists) for hashing, logging and JSON. Fields that are not
+    init arguments (derived, such as `MatrixConfig.adapted_defaults`) are left out: `from_dict` reads it back."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

@@ -12,10 +12,13 @@ Kinds and their ``options`` (unknown options are errors that list the allowed on
 * ``digits`` — scikit-learn's bundled 8×8 handwritten digits (offline, 1797 images, 10 classes), scaled 0..16 ->
   0..255, upsampled once (bilinear) to ``source_size`` px (default 32) so random-resized-crop has pixels to work
   with, as 3-channel images; a fixed stratified split: ``val_fraction`` (0.2), ``split_seed`` (0). ``root`` unused.
-* ``imagefolder`` — ``root/<train_dir>/<class>/*`` and ``root/<val_dir>/<class>/*`` (defaults "train", "val");
-  the class lists must agree. Images are decoded lazily; an unreadable one raises ``CorruptImageError`` naming it.
+* ``imagefolder`` — ``root/<train_dir>/<class>/**`` and ``root/<val_dir>/<class>/**`` (defaults "train", "val");
+  the class lists must agree and every class folder must hold an image (see `zoo.data.imagefolder`: every format
+  Pillow decodes is read, other files are counted by kind and logged once per split, ``DataSplits.notes``).
+  Images are decoded lazily; an unreadable one raises ``CorruptImageError`` naming it.
   ``skip_corrupt=True`` checks every file up front (PIL open + verify, on threads), drops the bad ones and reports
-  them in ``DataSplits.skipped`` / ``skipped_files``; ``verify=True`` checks up front and raises listing them.
+  them in ``DataSplits.skipped`` / ``skipped_files`` (a class left without a readable image is a ``DataError``);
+  ``verify=True`` checks up front and raises listing them.
   (verify catches broken headers and most damage; a JPEG truncated mid-stream can still fail at decode time.)
 * ``cifar10`` / ``cifar100`` — the python-pickle release in ``root/cifar-10-batches-py`` (or
   ``root/cifar-100-python``); ``download=True`` fetches it through torchvision first (needs network). ``root``
@@ -23,6 +26,8 @@ Kinds and their ``options`` (unknown options are errors that list the allowed on
 * ``hf`` — a Hugging Face ``datasets`` data set on local disk (offline only): a ``save_to_disk`` folder, or a folder
   ``load_dataset`` understands (imagefolder, parquet, ...). Options ``image_column`` ("image"), ``label_column``
   ("label"), ``train_split`` ("train"), ``val_split`` ("validation"), ``data_dir``, ``cache_dir``.
+
+The options of every kind are typed in `zoo.data.options`; runs.yaml's are checked there when the matrix loads.
 """
 from __future__ import annotations
 
@@ -37,13 +42,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from zoo.config.schema import DatasetKind
-from zoo.config.typed import ConfigError, from_dict
+from zoo.data.options import CifarOptions, DataError, DigitsOptions, ImageFolderOptions, parse_options
 
 DATASET_KINDS: tuple[str, ...] = get_args(DatasetKind)  # the one list lives in the config schema
-
-
-class DataError(ConfigError):
-    """A user error about data: unknown kind or option, missing folder or file, inconsistent classes."""
+__all__ = ["DATASET_KINDS", "ArrayImages", "CorruptImageError", "DataError", "DataSplits", "ImageFiles",
+           "build_datasets", "load_rgb"]
 
 
 class CorruptImageError(OSError):
@@ -60,6 +63,7 @@ class DataSplits:
     class_names: tuple[str, ...]
     skipped: int = 0  # images dropped by skip_corrupt
     skipped_files: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what the source did not read and why, one line per split (also logged once)
 
 
 def build_datasets(
@@ -82,15 +86,6 @@ def _build_hf(kind: str, root: Path | None, options: dict[str, Any]) -> DataSpli
     from zoo.data.hf_source import build_hf  # `datasets` is heavy and optional: import it only when asked for
 
     return build_hf(kind, root, options)
-
-
-def _parse_options(cls: type, kind: str, options: dict[str, Any]) -> Any:
-    try:
-        return from_dict(cls, options, source=f"data (kind={kind})", path="options")
-    except DataError:
-        raise
-    except ConfigError as err:  # re-raise as the data flavour so callers can catch either
-        raise DataError(str(err)) from None
 
 
 def _require_root(kind: str, root: Path | None) -> Path:
@@ -144,24 +139,11 @@ class ImageFiles(Dataset):
 # --- digits -------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DigitsOptions:
-    source_size: int = 32
-    val_fraction: float = 0.2
-    split_seed: int = 0
-
-    def validate(self, source: str, path: str) -> None:
-        if self.source_size < 8:
-            raise DataError(f"{source}: {path}.source_size: must be >= 8 (the digits are 8x8), got {self.source_size}")
-        if not 0 < self.val_fraction < 1:
-            raise DataError(f"{source}: {path}.val_fraction: must be within (0, 1), got {self.val_fraction}")
-
-
 def _build_digits(kind: str, root: Path | None, options: dict[str, Any]) -> DataSplits:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    opts: DigitsOptions = _parse_options(DigitsOptions, kind, options)
+    opts: DigitsOptions = parse_options(kind, options)  # runs.yaml's were checked at load, with its name
     digits = load_digits()
     pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 intensities -> 0..255
     size = opts.source_size
@@ -183,86 +165,35 @@ def _build_digits(kind: str, root: Path | None, options: dict[str, Any]) -> Data
 # --- imagefolder --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ImageFolderOptions:
-    train_dir: str = "train"
-    val_dir: str = "val"
-    skip_corrupt: bool = False
-    verify: bool = False
-    verify_threads: int = 8
-
-
-def _scan_split(split_dir: Path) -> tuple[list[str], list[tuple[str, int]]]:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-
-    if not split_dir.is_dir():
-        raise DataError(f"data.root: folder {str(split_dir)!r} does not exist (expected <class>/<image> inside)")
-    try:
-        classes, class_to_idx = find_classes(str(split_dir))
-        samples = make_dataset(str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
-    except FileNotFoundError as err:
-        raise DataError(f"data.root: {err}") from None
-    if not samples:
-        raise DataError(f"data.root: no images ({', '.join(IMG_EXTENSIONS)}) under {str(split_dir)!r}")
-    return classes, samples
-
-
-def _unreadable(paths: Sequence[str], threads: int) -> list[str]:
-    """Files PIL cannot open and verify (threads: the work is mostly file I/O)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def broken(path: str) -> bool:
-        try:
-            with Image.open(path) as image:
-                image.verify()
-            return False
-        except Exception:  # PIL raises many types for damaged files; any of them means "skip it"
-            return True
-
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        flags = list(pool.map(broken, paths, chunksize=64))
-    return [path for path, bad in zip(paths, flags) if bad]
-
-
 def _build_imagefolder(kind: str, root: Path | None, options: dict[str, Any]) -> DataSplits:
-    opts: ImageFolderOptions = _parse_options(ImageFolderOptions, kind, options)
-    base = _require_root(kind, root)
-    train_classes, train_samples = _scan_split(base / opts.train_dir)
-    val_classes, val_samples = _scan_split(base / opts.val_dir)
-    if train_classes != val_classes:
-        only_train = sorted(set(train_classes) - set(val_classes))
-        only_val = sorted(set(val_classes) - set(train_classes))
-        raise DataError(
-            f"data.root: class folders of {str(base / opts.train_dir)!r} and {str(base / opts.val_dir)!r} differ: "
-            f"only in train: {only_train[:10] or 'none'}, only in val: {only_val[:10] or 'none'}"
-        )
+    from zoo.data.imagefolder import drop_unreadable, say_once, scan_imagefolder, unreadable
+
+    opts: ImageFolderOptions = parse_options(kind, options)
+    train, val = scan_imagefolder(_require_root(kind, root), opts)
     bad: list[str] = []
     if opts.skip_corrupt or opts.verify:
-        bad = _unreadable([path for path, _ in train_samples + val_samples], opts.verify_threads)
+        bad = unreadable([path for path, _ in train.samples + val.samples], opts.verify_threads)
         if bad and not opts.skip_corrupt:
             listed = ", ".join(repr(path) for path in bad[:10])
             raise DataError(
                 f"data.root: {len(bad)} unreadable image(s): {listed} (options.skip_corrupt=true skips them)"
             )
-        bad_set = set(bad)
-        train_samples = [s for s in train_samples if s[0] not in bad_set]
-        val_samples = [s for s in val_samples if s[0] not in bad_set]
+        train, val = drop_unreadable(train, set(bad)), drop_unreadable(val, set(bad))
+    notes = tuple(note for note in (train.note(), val.note()) if note)
+    for note in notes:
+        say_once(note)
     return DataSplits(
-        train=ImageFiles(train_samples),
-        val=ImageFiles(val_samples),
-        num_classes=len(train_classes),
-        class_names=tuple(train_classes),
+        train=ImageFiles(train.samples),
+        val=ImageFiles(val.samples),
+        num_classes=len(train.classes),
+        class_names=train.classes,
         skipped=len(bad),
         skipped_files=tuple(bad),
+        notes=notes,
     )
 
 
 # --- cifar --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CifarOptions:
-    download: bool = False
 
 
 @dataclass(frozen=True)
@@ -306,7 +237,7 @@ def _read_cifar_batches(folder: Path, files: Sequence[str], label_key: str) -> A
 
 
 def _build_cifar(kind: str, root: Path | None, options: dict[str, Any]) -> DataSplits:
-    opts: CifarOptions = _parse_options(CifarOptions, kind, options)
+    opts: CifarOptions = parse_options(kind, options)
     layout = _CIFAR[kind]
     base = root if root is not None else Path("data")
     folder = base / layout.folder

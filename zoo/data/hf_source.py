@@ -2,24 +2,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from torch.utils.data import Dataset
 
-from zoo.data.datasets import DataError, DataSplits, _parse_options, _require_root
-
-
-@dataclass(frozen=True)
-class HFOptions:
-    image_column: str = "image"
-    label_column: str = "label"
-    train_split: str = "train"
-    val_split: str = "validation"
-    data_dir: str | None = None
-    cache_dir: str | None = None
+from zoo.data.datasets import DataSplits, _require_root
+from zoo.data.options import DataError, HFOptions, parse_options
 
 
 class HFImages(Dataset):
@@ -42,7 +32,7 @@ class HFImages(Dataset):
 
 
 def build_hf(kind: str, root: Path | None, options: dict[str, Any]) -> DataSplits:
-    opts: HFOptions = _parse_options(HFOptions, kind, options)
+    opts: HFOptions = parse_options(kind, options)
     base = _require_root(kind, root)
     # offline only: set before `datasets` is imported (it reads the flag at import time)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -64,21 +54,43 @@ def build_hf(kind: str, root: Path | None, options: dict[str, Any]) -> DataSplit
         if name not in loaded:
             raise DataError(f"data.options.{option}: no split {name!r} in {str(base)!r} (splits: {', '.join(loaded)})")
         splits[option] = loaded[name]
-    train = splits["train_split"]
-    for option, column in (("image_column", opts.image_column), ("label_column", opts.label_column)):
-        if column not in train.column_names:
-            raise DataError(
-                f"data.options.{option}: no column {column!r} (columns: {', '.join(train.column_names)})"
-            )
-    label_feature = train.features[opts.label_column]
-    if isinstance(label_feature, datasets.ClassLabel):
-        class_names = tuple(label_feature.names)
-    else:  # plain ints: classes are 0..max
-        top = max(max(train[opts.label_column]), max(splits["val_split"][opts.label_column]))
-        class_names = tuple(str(i) for i in range(int(top) + 1))
+    train, val = splits["train_split"], splits["val_split"]
+    for option, table in (("train_split", train), ("val_split", val)):
+        if len(table) == 0:
+            raise DataError(f"data.options.{option}: split {getattr(opts, option)!r} in {str(base)!r} has no rows "
+                            f"(expected labelled images)")
+        for key, column in (("image_column", opts.image_column), ("label_column", opts.label_column)):
+            if column not in table.column_names:
+                raise DataError(f"data.options.{key}: no column {column!r} in split {getattr(opts, option)!r} "
+                                f"(columns: {', '.join(table.column_names)})")
+    class_names = _class_names(datasets, train, val, opts.label_column)
     return DataSplits(
         train=HFImages(train, opts.image_column, opts.label_column),
-        val=HFImages(splits["val_split"], opts.image_column, opts.label_column),
+        val=HFImages(val, opts.image_column, opts.label_column),
         num_classes=len(class_names),
         class_names=class_names,
     )
+
+
+def _class_names(datasets: Any, train: Any, val: Any, column: str) -> tuple[str, ...]:
+    """The classes (a ClassLabel's names, else 0..max of plain ints); every class must have training rows and
+    every validation label must be a training class, as an image folder's class sets must agree."""
+    feature = train.features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        names = tuple(feature.names)
+        val_feature = val.features[column]
+        if isinstance(val_feature, datasets.ClassLabel) and tuple(val_feature.names) != names:
+            raise DataError(f"data.options.label_column: the train and val splits name different classes "
+                            f"({list(names)[:10]} vs {list(val_feature.names)[:10]}; expected the same ClassLabel)")
+    else:  # plain ints: classes are 0..max
+        names = tuple(str(i) for i in range(int(max(train[column])) + 1))
+    seen = set(train.unique(column))
+    missing = [name for index, name in enumerate(names) if index not in seen]
+    if missing:
+        raise DataError(f"data.options.label_column: {len(missing)} class(es) have no training rows: "
+                        f"{missing[:10]} (expected at least one image per class)")
+    strays = sorted(set(val.unique(column)) - set(range(len(names))))
+    if strays:
+        raise DataError(f"data.options.label_column: validation labels {strays[:10]} are not training classes "
+                        f"(expected labels 0..{len(names) - 1})")
+    return names

@@ -194,17 +194,18 @@ def _parse_param(source: str, path: tuple[str, ...], config: Any) -> list[ParamS
     kwargs: dict[str, Any] = {}
     if dist == "constant":
         if "value" not in config:
-            raise _error(source, key, "constant needs `value`")
+            raise _error(source, key, f"constant needs `value`, got {config!r}")
         kwargs["value"] = config["value"]
     elif dist == "categorical":
         values = config.get("values")
         if not isinstance(values, list) or not values:
-            raise _error(source, f"{key}.values", "expected a non-empty list")
+            raise _error(source, f"{key}.values", f"expected a non-empty list, got {values!r}")
         kwargs["values"] = tuple(values)
         if "probabilities" in config:
             probs = config["probabilities"]
             if not isinstance(probs, list) or len(probs) != len(values):
-                raise _error(source, f"{key}.probabilities", f"expected {len(values)} numbers, one per value")
+                raise _error(source, f"{key}.probabilities",
+                             f"expected {len(values)} numbers, one per value, got {probs!r}")
             probs = [_number(source, f"{key}.probabilities", p) for p in probs]
             if abs(sum(probs) - 1.0) > 1e-6 or min(probs) < 0:
                 raise _error(source, f"{key}.probabilities", f"must be >= 0 and sum to 1, got {probs}")
@@ -224,7 +225,7 @@ def _parse_param(source: str, path: tuple[str, ...], config: Any) -> list[ParamS
         if extra in config:
             kwargs[extra] = _number(source, f"{key}.{extra}", config[extra])
     if kwargs.get("q", 1.0) <= 0:
-        raise _error(source, f"{key}.q", "must be > 0")
+        raise _error(source, f"{key}.q", f"must be > 0, got {kwargs['q']!r}")
     return [ParamSpec(path=path, distribution=dist, **kwargs)]
 
 
