@@ -114,6 +114,36 @@ def top1_stat(records: list[RunRecord], key: str = "top1") -> SeedStat | None:
     return SeedStat.of(values) if values else None
 
 
+SHORT_EMA_MARK = "†"
+SHORT_EMA_NOTE = (f"`{SHORT_EMA_MARK}` = the EMA is shorter than its horizon (the run took fewer updates than "
+                  "1/(1 − decay)): its top-1 is mostly the initial weights, so the raw weights' top-1 is shown beside "
+                  "it and the cell is ranked by that; it is left out of every comparison and conclusion")
+
+
+def ema_short(records: list[RunRecord]) -> bool:
+    """A cell (the seeds of one config) any of whose runs had an EMA shorter than its horizon."""
+    return any(r.ema_short for r in records)
+
+
+def ranked_values(records: list[RunRecord]) -> list[float]:
+    """The top-1 a cell is ranked by: the EMA's (or the model's), or the raw weights' where the EMA is short."""
+    key = "top1_raw" if ema_short(records) else "top1"
+    return [getattr(r, key) for r in records if getattr(r, key) is not None]
+
+
+def top1_text(records: list[RunRecord], mark: str = "") -> str:
+    """A cell's reported top-1 with `mark` (¹, ≈) on the value it is ranked by; a short EMA's cell shows the raw
+    weights' top-1 beside it: `11.0 ± 0.5 (n=2) †, raw 92.1 ± 0.4 ≈`."""
+    stat = top1_stat(records)
+    if stat is None:
+        return DASH
+    if not ema_short(records):
+        return stat.format() + mark
+    raw = ranked_values(records)
+    raw_text = SeedStat.of(raw).format().rsplit(" (n=", 1)[0] if raw else DASH
+    return f"{stat.format()} {SHORT_EMA_MARK}, raw {raw_text}{mark}"
+
+
 def _mean(records: list[RunRecord], key: str) -> float | None:
     values = [getattr(r, key) for r in records if getattr(r, key) is not None]
     return sum(values) / len(values) if values else None
@@ -125,7 +155,9 @@ def main_boards(data: BoardInputs) -> list[tuple[str, Table]]:
     cells = sorted({(recipe, sampler) for (_, recipe, sampler) in groups})
     boards = []
     for recipe, sampler in cells:
-        entries = [(model, recs, top1_stat(recs)) for (model, r, s), recs in groups.items() if (r, s) == (recipe, sampler)]
+        # ranked by `ranked_values`: a cell whose EMA had no time to average by its raw weights' top-1
+        entries = [(model, recs, SeedStat.of(v) if (v := ranked_values(recs)) else None)
+                   for (model, r, s), recs in groups.items() if (r, s) == (recipe, sampler)]
         entries.sort(key=lambda e: (-(e[2].mean if e[2] else -1.0), e[0]))
         rows = []
         for i, (model, recs, stat) in enumerate(entries):
@@ -134,13 +166,12 @@ def main_boards(data: BoardInputs) -> list[tuple[str, Table]]:
             if stat and stat.n == 1:
                 mark = " ¹"
             elif stat and i + 1 < len(entries) and entries[i + 1][2]:
-                below = welch(_values(entries[i + 1][1]), _values(recs))
+                below = welch(ranked_values(entries[i + 1][1]), ranked_values(recs))
                 mark = "" if below.beyond_noise else " ≈"
             latencies = [data.latency.get((cost_key(recs[0]), b)) for b in data.backends]
             train_time = _mean(recs, "train_time_s")
             rows.append([
-                i + 1, model, _num(cost.params_m, ".3f"), _num(cost.gmacs, ".4f"),
-                (stat.format() + mark) if stat else DASH,
+                i + 1, model, _num(cost.params_m, ".3f"), _num(cost.gmacs, ".4f"), top1_text(recs, mark),
                 _num(100 * m if (m := _mean(recs, "top5")) is not None else None, ".1f"),
                 *[_num(lat.median_ms if lat else None, ".2f") for lat in latencies],
                 _num(_mean(recs, "train_img_per_s"), ".0f"),
@@ -156,11 +187,24 @@ def _values(records: list[RunRecord]) -> list[float]:
     return [r.top1 for r in records if r.top1 is not None]
 
 
+NOT_COMPARED_SHORT_EMA = f"not compared: EMA shorter than its horizon ({SHORT_EMA_MARK})"
+
+
 def _verdict(a: list[RunRecord], b: list[RunRecord]) -> str:
     """Welch's t-test of b against a over seeds, in words (the board's test for "beyond seed noise")."""
     if not _values(a) or not _values(b):
         return ""
+    if ema_short(a) or ema_short(b):
+        return NOT_COMPARED_SHORT_EMA
     return welch(_values(a), _values(b)).verdict()
+
+
+def _delta(a: list[RunRecord], b: list[RunRecord]) -> float | None:
+    """b − a in top-1 points; None when a side is missing or its EMA is short (left out of comparisons)."""
+    stat_a, stat_b = top1_stat(a), top1_stat(b)
+    if stat_a is None or stat_b is None or ema_short(a) or ema_short(b):
+        return None
+    return (stat_b.mean - stat_a.mean) * 100
 
 
 def recipe_table(data: BoardInputs) -> Table:
@@ -169,10 +213,8 @@ def recipe_table(data: BoardInputs) -> Table:
     rows = []
     for model, sampler in sorted({(m, s) for (m, _, s) in groups}):
         basic_runs, advanced_runs = groups.get((model, "basic", sampler), []), groups.get((model, "advanced", sampler), [])
-        basic, advanced = top1_stat(basic_runs), top1_stat(advanced_runs)
-        delta = (advanced.mean - basic.mean) * 100 if basic and advanced else None
-        rows.append([model, sampler, basic.format() if basic else DASH, advanced.format() if advanced else DASH,
-                     _num(delta, "+.1f"), _verdict(basic_runs, advanced_runs)])
+        rows.append([model, sampler, top1_text(basic_runs), top1_text(advanced_runs),
+                     _num(_delta(basic_runs, advanced_runs), "+.1f"), _verdict(basic_runs, advanced_runs)])
     return md(rows, ["model", "sampler", "basic top-1 %", "advanced top-1 %", "Δ (pts)", "Welch's t-test"])
 
 
@@ -202,11 +244,10 @@ def sampler_table(data: BoardInputs) -> Table:
     rows = []
     for model, recipe in sorted({(m, r) for (m, r, _) in groups}):
         fixed, multi = groups.get((model, recipe, "fixed"), []), groups.get((model, recipe, "multiscale"), [])
-        f_stat, m_stat = top1_stat(fixed), top1_stat(multi)
         f_time, m_time = _mean(fixed, "train_time_s"), _mean(multi, "train_time_s")
         rows.append([
-            model, recipe, f_stat.format() if f_stat else DASH, m_stat.format() if m_stat else DASH,
-            _num((m_stat.mean - f_stat.mean) * 100 if f_stat and m_stat else None, "+.1f"), _verdict(fixed, multi),
+            model, recipe, top1_text(fixed), top1_text(multi), _num(_delta(fixed, multi), "+.1f"),
+            _verdict(fixed, multi),
             _num(_mean(fixed, "updates"), ".0f"), _num(_mean(multi, "updates"), ".0f"),
             _num(f_time, ".0f"), _num(m_time, ".0f"),
         ])

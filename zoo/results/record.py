@@ -81,6 +81,11 @@ class RunRecord:
     num_classes: int | None = None
     resumed_from_epoch: int = 0
     skipped_images: int = 0
+    # The EMA's time constant 1/(1 - decay) in updates (None: no EMA), and whether the run took fewer updates than
+    # that: its EMA top-1 is then mostly the initial weights, and the board ranks it by top1_raw. Both None in
+    # records written before these fields (not judged: the board shows them as before).
+    ema_horizon_updates: float | None = None
+    ema_short: bool | None = None
     history: list[EpochMetrics] = field(default_factory=list)
     # How it ended.
     error: str | None = None
@@ -142,4 +147,7 @@ class RunRecord:
 
     def one_line(self) -> str:
         score = f"top1 {self.top1:.4f}" if self.top1 is not None else (self.error or "")
+        if self.ema_short and self.top1 is not None:
+            raw = f"{self.top1_raw:.4f}" if self.top1_raw is not None else "–"
+            score += f" (EMA shorter than its {self.ema_horizon_updates:,.0f}-update horizon: raw {raw})"
         return f"[{self.status}] {self.label} {score} ({self.wall_time_s:.0f}s)"

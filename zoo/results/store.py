@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,11 @@ def append_jsonl(path: Path, record: dict[str, Any], *, allow_nan: bool = True) 
 def read_jsonl_since(path: Path, offset: int = 0) -> tuple[list[tuple[int, dict[str, Any]]], int]:
     """(line start, record) of every complete record starting at or after byte `offset`, and where to read on from.
 
-    The one rule for torn lines: a line that does not parse as a JSON object is skipped. A last line without its
-    newline is either a write still in flight (it does not parse yet: it is left for the next read, which starts
-    there) or a complete record someone wrote without one (it parses, and is read)."""
+    The one rule for damaged lines: a line that does not parse as a JSON object (torn by a kill, or garbage in the
+    middle of the file) is skipped, and said once per file per process (`warn_damaged`), naming the line numbers.
+    A last line without its newline is either a write still in flight (it does not parse yet: it is left for the
+    next read, which starts there, without a warning) or a complete record someone wrote without one (it parses,
+    and is read)."""
     if not path.is_file():
         return [], offset
     with open(path, "rb") as f:
@@ -47,17 +50,43 @@ def read_jsonl_since(path: Path, offset: int = 0) -> tuple[list[tuple[int, dict[
         data = f.read()
     entries: list[tuple[int, dict[str, Any]]] = []
     start = offset
+    damaged: list[int] = []  # byte offsets of complete lines that are not records
     *lines, tail = data.split(b"\n")
     for line in lines:
         record = _parse(line)
         if record is not None:
             entries.append((start, record))
+        elif line.strip():
+            damaged.append(start)
         start += len(line) + 1
+    if damaged:
+        warn_damaged(path, damaged)
     record = _parse(tail)
     if record is not None:
         entries.append((start, record))
         start += len(tail)
     return entries, start
+
+
+_WARNED: set[str] = set()  # files whose damaged lines were already said in this process
+
+
+def warn_damaged(path: Path, offsets: list[int]) -> None:
+    """One warning per file per process: a store read by every progress refresh must not repeat itself."""
+    key = str(path.resolve())
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    with open(path, "rb") as f:
+        prefix = f.read(offsets[-1])
+    numbers, seen, last = [], 0, 0
+    for offset in offsets:  # line number = newlines before the line's start, plus one
+        seen += prefix.count(b"\n", last, offset)
+        last = offset
+        numbers.append(seen + 1)
+    shown = ", ".join(str(n) for n in numbers[:10]) + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
+    warnings.warn(f"{path}: skipped {len(numbers)} damaged line(s) that are not JSON records (line {shown}); the "
+                  "records around them are read", RuntimeWarning, stacklevel=3)
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:

@@ -1,7 +1,8 @@
 """Run one matrix cell end to end: W&B run, training, and one record in the results store whatever happens.
 
-NaN/inf, OOM and other run errors become a record (`diverged`/`failed`) and the caller goes on to the next run;
-Ctrl-C/SIGTERM records `interrupted` and stops. Finished/diverged runs are skipped by a rerun; the others resume.
+NaN/inf, OOM, a checkpoint that cannot be written (a full disk: the previous checkpoint stays intact) and other run
+errors become a record (`diverged`/`failed`, with the reason) and the caller goes on to the next run; Ctrl-C/SIGTERM
+records `interrupted` and stops. Finished/diverged runs are skipped by a rerun; the others resume.
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import torch
 from zoo.config import PlannedRun, to_dict
 from zoo.results import ResultsStore, RunRecord
 from zoo.results.provenance import git_commit, library_versions
+from zoo.runner.plan import ema_horizon_updates
 from zoo.runner.workspace import Workspace
 from zoo.tracking.wandb_sink import WandbSink
+from zoo.training.checkpoint import CheckpointWriteError
 from zoo.training.distributed import DistContext, peak_memory_mb
 from zoo.training.engine import RunOutcome, train_run
 from zoo.training.guards import Diverged
@@ -31,6 +34,7 @@ def new_record(run: PlannedRun, ctx: DistContext) -> RunRecord:
         device=str(ctx.device),
         device_name=torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
         config=cfg, config_hash=run.run_id, git_commit=git_commit(), versions=library_versions(),
+        ema_horizon_updates=ema_horizon_updates(cfg),
     )
 
 
@@ -40,6 +44,9 @@ def record_outcome(record: RunRecord, outcome: RunOutcome) -> None:
     record.train_img_per_s = outcome.train_samples / outcome.train_time_s if outcome.train_time_s else None
     record.params, record.num_classes = outcome.params, outcome.num_classes
     record.resumed_from_epoch, record.skipped_images = outcome.resumed_from_epoch, outcome.skipped_images
+    # An EMA that averaged over fewer updates than its time constant is mostly the initial weights: the board
+    # shows the raw weights' top-1 beside it and never ranks or concludes on it.
+    record.ema_short = record.ema_horizon_updates is not None and outcome.updates < record.ema_horizon_updates
 
 
 def _open_sink(run: PlannedRun, ws: Workspace, ctx: DistContext) -> WandbSink:
@@ -74,6 +81,8 @@ def execute_run(run: PlannedRun, ws: Workspace, ctx: DistContext, store: Results
     except Diverged as err:
         record.status, record.error = "diverged", str(err)
         record.diverged_step, record.diverged_epoch = err.step, err.epoch
+    except CheckpointWriteError as err:  # e.g. ENOSPC: the message names the file; the previous one is intact
+        record.status, record.error = "failed", str(err)
     except torch.OutOfMemoryError as err:
         record.status, record.error = "failed", f"out of memory: {err}".splitlines()[0]
     except (KeyboardInterrupt, SystemExit) as err:

@@ -3,13 +3,21 @@
 The run identity is taken here, once: every run is planned (`PlannedRun.plan`: its config resolved for the device
 and processes it will train on, then hashed) and the `PlannedRun` travels on to the claims, the workspace,
 `execute_run` and the engine. A single `zoo.train` run is planned by `plan_for`, for the processes it started in.
+
+The printed plan also says, once per recipe, when its EMA cannot average within the runs (`ema_warnings`): an EMA
+whose time constant 1/(1 - decay) exceeds the run's optimiser updates reports a top-1 of mostly initial weights.
 """
 from __future__ import annotations
 
 import itertools
+import json
+import math
+import os
+from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
-from zoo.config import MatrixConfig, PlannedRun, RunConfig, load_recipe, run_config
+from zoo.config import DataConfig, MatrixConfig, PlannedRun, RunConfig, load_recipe, run_config, to_dict
 from zoo.results import TERMINAL, ResultsStore
 from zoo.training.distributed import DistContext, planned_execution
 from zoo.config.typed import ConfigError
@@ -86,4 +94,130 @@ def format_plan(plan: list[RunSpec]) -> str:
     ]
     todo = sum(not s.done for s in plan)
     table = tabulate(rows, headers=["#", "model", "recipe", "sampler", "seed", "run id", "status"])
-    return f"{table}\n{len(plan)} runs, {len(plan) - todo} done, {todo} to train"
+    return "\n".join([f"{table}\n{len(plan)} runs, {len(plan) - todo} done, {todo} to train", *ema_warnings(plan)])
+
+
+# ------------------------------------------------------------------------------------------------- EMA horizon
+CIFAR_TRAIN_IMAGES = 50_000  # both releases: fixed sizes, known without unpickling them
+SUGGESTED_HORIZON_SHARE = 0.1  # the scale suggested makes the EMA average over this share of the shortest run
+
+
+def ema_horizon_updates(cfg: RunConfig) -> float | None:
+    """The updates the EMA averages over, 1/(1 - decay) at the decay in force (`zoo.training.components.ema_decay`:
+    the recipe's time constant times the budget's ema_time_scale, at least one update); None without EMA. A run
+    with fewer updates reports an EMA still weighted towards the initial weights (e^-1 of them at exactly one
+    horizon); a warm-up ramp does not shorten it. Computed here from the config rather than through ema_decay,
+    whose module imports torchmetrics: seconds on every dry run (tests/test_ema_horizon.py checks they agree)."""
+    return ema_horizon_updates_of(cfg.recipe.ema_decay, cfg.ema_time_scale) if cfg.recipe.ema else None
+
+
+def ema_horizon_updates_of(decay: float, time_scale: float) -> float:
+    # rounded: 2000, not 2000.0000000000002, so that a run of exactly 2,000 updates is not short
+    return round(max(1.0, time_scale / (1 - decay)), 6)
+
+
+def train_images(data: DataConfig, enough: int) -> int | None:
+    """Training images a run of `data` sees (after max_train_samples), counted no further than `enough` where
+    counting costs (an image folder is listed, not opened); None when the data cannot be read here (the run's own
+    data check reports that)."""
+    cap = min(enough, data.max_train_samples or enough)
+    try:
+        if data.kind in ("cifar10", "cifar100"):
+            return min(cap, CIFAR_TRAIN_IMAGES)
+        if data.kind == "imagefolder":
+            folder = Path(data.root or ".").expanduser() / str(data.options.get("train_dir", "train"))
+            return _count_files(folder, cap)
+        from zoo.data import build_datasets
+
+        splits = build_datasets(data.kind, root=data.root, options=dict(data.options))
+        return min(cap, len(splits.train))
+    except Exception:  # a dry run must not fail on data it does not need; the run checks its data itself
+        return None
+
+
+def _count_files(folder: Path, limit: int) -> int:
+    count = 0
+    for class_dir in sorted(os.scandir(folder), key=lambda e: e.name):
+        if class_dir.is_dir() and not class_dir.name.startswith("."):
+            count += sum(1 for entry in os.scandir(class_dir.path) if entry.is_file() and entry.name[0] != ".")
+            if count >= limit:
+                return limit
+    return count
+
+
+def _enough_images(cfg: RunConfig, horizon: float) -> int:
+    """Images beyond which a run takes at least `horizon` updates whatever resolutions the sampler draws (every
+    epoch has at least images-per-rank // largest batch batches): counting further cannot change the verdict."""
+    from zoo.training.loaders import train_sampler
+
+    largest = max(batch for _, batch in train_sampler(cfg, 0, DistContext()).pairs)
+    batches_per_epoch = math.ceil(horizon * cfg.accum_steps / cfg.epochs) + 1
+    return largest * batches_per_epoch * (cfg.world_size or 1)
+
+
+def planned_updates(cfg: RunConfig, images: int) -> int:
+    """Optimiser updates of the whole run, from the very sampler training builds (rank 0 of its world)."""
+    from zoo.training.loaders import train_sampler
+
+    world = cfg.world_size or 1
+    return train_sampler(cfg, images, DistContext(0, world)).total_updates(cfg.epochs, accum_steps=cfg.accum_steps)
+
+
+def _updates_of(cfg: RunConfig, images: int, counted: dict[str, int]) -> int:
+    """`planned_updates`, once per sampler setting (models and recipes of a matrix share them)."""
+    key = json.dumps([images, to_dict(cfg.sampler), cfg.seed, cfg.world_size, cfg.batch_size, cfg.accum_steps,
+                      cfg.epochs])
+    if key not in counted:
+        counted[key] = planned_updates(cfg, images)
+    return counted[key]
+
+
+@dataclass(frozen=True)
+class ShortEma:
+    """A recipe whose EMA time constant exceeds some of its runs' updates."""
+
+    recipe: str
+    decay: float  # recipe's named decay
+    time_scale: float
+    horizon: float  # updates, after the scale
+    updates: tuple[int, ...]  # of the short runs
+    runs: int  # runs of the recipe in the plan
+
+    def warning(self) -> str:
+        lo, hi = min(self.updates), max(self.updates)
+        span = f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
+        fit = SUGGESTED_HORIZON_SHARE * lo * (1 - self.decay)
+        return (f"warning: recipe {self.recipe}: its EMA (decay {self.decay:g}, ema_time_scale {self.time_scale:g}) "
+                f"averages over about {self.horizon:,.0f} updates, but {len(self.updates)} of its {self.runs} runs "
+                f"take {span} updates: their EMA top-1 is mostly the initial weights (the board marks them † and "
+                f"ranks them by the raw weights' top-1). Set budget.ema_time_scale: {fit:.2g} to average over "
+                f"{SUGGESTED_HORIZON_SHARE:.0%} of the shortest run.")
+
+
+def short_emas(plan: list[RunSpec]) -> list[ShortEma]:
+    """Per recipe (and EMA setting, should a sweep vary it), the planned runs shorter than their EMA's horizon,
+    their updates counted from the data's size: one count per data set, as far as the longest horizon needs."""
+    cells = [(spec.config, horizon, json.dumps(to_dict(spec.config.data), sort_keys=True))
+             for spec in plan if (horizon := ema_horizon_updates(spec.config)) is not None and horizon > 1]
+    needed: dict[str, tuple[DataConfig, int]] = {}
+    for cfg, horizon, data_key in cells:
+        enough = max(needed[data_key][1] if data_key in needed else 0, _enough_images(cfg, horizon))
+        needed[data_key] = (cfg.data, enough)
+    sizes = {data_key: train_images(data, enough) for data_key, (data, enough) in needed.items()}
+    groups: dict[tuple[str, float, float], list[int | None]] = defaultdict(list)
+    counted: dict[str, int] = {}
+    for cfg, _, data_key in cells:
+        images = sizes[data_key]
+        groups[(cfg.recipe.name, cfg.recipe.ema_decay, cfg.ema_time_scale)].append(
+            None if images is None else _updates_of(cfg, images, counted))
+    found = []
+    for (recipe, decay, scale), updates in sorted(groups.items()):
+        horizon = ema_horizon_updates_of(decay, scale)
+        short = tuple(sorted(u for u in updates if u is not None and u < horizon))
+        if short:
+            found.append(ShortEma(recipe, decay, scale, horizon, short, len(updates)))
+    return found
+
+
+def ema_warnings(plan: list[RunSpec]) -> list[str]:
+    return [short.warning() for short in short_emas(plan)]

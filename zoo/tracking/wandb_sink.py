@@ -14,6 +14,10 @@ prompt would hang a batch job); "offline" writes `<dir>/wandb/offline-run-*/run-
 `zoo.tracking.offline`, upload later with `wandb sync`); "disabled" does not touch wandb at all. WANDB_MODE=offline
 or =disabled in the environment can only lower the mode, never raise it.
 
+A resumed run (`resume_id`) in offline mode gets a new `offline-run-<time>-<id>` folder: wandb 0.31 never reads
+the earlier ones back, so a damaged earlier file (truncated, zero-length, garbage) cannot stop it. Each such earlier
+file is named in a warning, because `wandb sync` of it uploads at most its readable part.
+
 Under a W&B sweep agent (`wandb agent` sets WANDB_SWEEP_ID) a run must reach the server, so "offline" becomes
 "online"; `sweep_params()` returns the point the agent chose.
 """
@@ -94,6 +98,28 @@ def sweep_params() -> dict[str, Any]:
         return {}
 
 
+def damaged_offline_files(dir: Path, run_id: str) -> list[tuple[Path, str]]:
+    """Offline run files of `run_id` under `dir`/wandb that do not read back whole, with why (framing only: no
+    protobuf decoding, so a resume reads each earlier file once, quickly)."""
+    from zoo.tracking.offline import ScanState, WandbFileError, iter_record_bytes
+
+    damaged = []
+    for path in sorted((dir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")):
+        state = ScanState()
+        try:
+            with path.open("rb") as stream:
+                for _ in iter_record_bytes(stream, str(path), state):
+                    pass
+        except (WandbFileError, OSError) as err:
+            damaged.append((path, str(err).removeprefix(f"{path}: ")))
+            continue
+        if state.skipped_chunks:
+            damaged.append((path, f"{state.skipped_chunks} chunk(s) fail their checksum"))
+        elif state.torn:
+            damaged.append((path, "it ends mid-record: killed while writing, or a truncated copy"))
+    return damaged
+
+
 class WandbSink:
     """A W&B run that can fail without taking training down. Build it with `WandbSink.open(...)`."""
 
@@ -132,6 +158,11 @@ class WandbSink:
                 wandb.run.config.update(config, allow_val_change=True)
                 return cls(wandb.run, resolved, owns_run=False)
             Path(dir).mkdir(parents=True, exist_ok=True)
+            if resolved == "offline" and resume_id:
+                for path, reason in damaged_offline_files(Path(dir), resume_id):
+                    warnings.warn(f"W&B: earlier offline run file {path} is damaged ({reason}); this run is logged "
+                                  "to a new offline run folder beside it (`wandb sync` of the damaged one uploads at "
+                                  "most its readable part)", RuntimeWarning, stacklevel=2)
             settings = wandb.Settings(
                 init_timeout=init_timeout,
                 finish_timeout=DEFAULT_FINISH_TIMEOUT_S if resolved == "online" else 0.0,

@@ -2,8 +2,9 @@
 
 Randomness: the initial weights come from the seed alone (identical on every rank); every epoch then re-seeds all
 RNGs from (seed, epoch, rank), so augmentation, mixing, drop-path and erasing differ per rank and per epoch while
-the sampler's resolution per step stays shared. Each epoch ends with an atomic checkpoint, so a run killed at any
-moment resumes from its last finished epoch and ends with the same numbers as an uninterrupted one (on CPU).
+the sampler's resolution per step stays shared. Each epoch ends with a verified checkpoint (the previous one kept
+until then), so a run killed at any moment resumes from its last finished epoch and ends with the same numbers as an
+uninterrupted one (on CPU); a damaged checkpoint falls back to the previous one or to a fresh start, with a warning.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from torchmetrics import MeanMetric
 from tqdm.auto import tqdm
 
 from zoo.config import PlannedRun, RunConfig
-from zoo.training.checkpoint import load_checkpoint, save_checkpoint
+from zoo.training.checkpoint import load_latest, save_checkpoint
 from zoo.training.distributed import DistContext, broadcast_object
 from zoo.training.epoch import EpochMetrics
 from zoo.training.evaluate import evaluate
@@ -82,17 +83,21 @@ def train_run(
         outcome.history.append(row)
         log({f"epoch/{k}": v for k, v in row.to_json().items()}, outcome.updates)
         if ctx.is_main:
-            save_checkpoint(ckpt_path, checkpoint_state(parts, outcome, epoch + 1, final=epoch + 1 == cfg.epochs))
+            final = epoch + 1 == cfg.epochs
+            state = checkpoint_state(parts, outcome, epoch + 1, final=final)
+            save_checkpoint(ckpt_path, state, keep_previous=not final)
     return outcome
 
 
 def restore(parts: RunParts, outcome: RunOutcome, ckpt_path: Path, ctx: DistContext) -> int:
-    """Load the last checkpoint into the parts and the outcome; returns the epoch to continue from (0: none).
+    """Load the last good checkpoint into the parts and the outcome; returns the epoch to continue from (0: none).
 
     Rank 0 decides and reads its checkpoint, the other ranks receive it: on several nodes only rank 0's disk
-    (where checkpoints are written) counts."""
-    state = load_checkpoint(ckpt_path, torch.device("cpu")) if ctx.is_main and ckpt_path.is_file() else None
-    state = broadcast_object(ctx, state)
+    (where checkpoints are written) counts. A damaged newest checkpoint falls back to the previous one, a damaged
+    previous one to a fresh start (`load_latest` warns naming the file); nothing is applied before it validated,
+    so a fresh start begins from the untouched initial weights."""
+    loaded = load_latest(ckpt_path, validate=lambda state: check_resumable(state, parts)) if ctx.is_main else None
+    state = broadcast_object(ctx, loaded.state if loaded is not None else None)
     if state is None:
         return 0
     parts.model.load_state_dict(state["model"])
@@ -107,6 +112,31 @@ def restore(parts: RunParts, outcome: RunOutcome, ckpt_path: Path, ctx: DistCont
     outcome.train_time_s, outcome.train_samples = state["train_time_s"], state["train_samples"]
     outcome.resumed_from_epoch = state["epoch"]
     return state["epoch"]
+
+
+RESUME_KEYS = ("epoch", "model", "optimizer", "scheduler", "ema", "history", "updates", "train_time_s",
+               "train_samples")
+
+
+def check_resumable(state: dict[str, Any], parts: RunParts) -> None:
+    """Raise ValueError unless `state` is one `checkpoint_state` wrote for these parts: every key, and the model
+    (and EMA) tensors by name and shape. Checked before anything is loaded, so a failure leaves the parts as built."""
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    if not isinstance(state["epoch"], int) or not 0 < state["epoch"] <= parts.cfg.epochs:
+        raise ValueError(f"epoch {state['epoch']!r} outside 1..{parts.cfg.epochs}")
+    _check_tensors("model", state["model"], parts.model.state_dict())
+    if parts.ema is not None:
+        _check_tensors("ema", state["ema"], parts.ema.state_dict())
+
+
+def _check_tensors(name: str, saved: Any, expected: dict[str, torch.Tensor]) -> None:
+    if not isinstance(saved, dict) or saved.keys() != expected.keys():
+        raise ValueError(f"{name}: tensor names differ from the model's")
+    for key, tensor in expected.items():
+        if not isinstance(saved[key], torch.Tensor) or saved[key].shape != tensor.shape:
+            raise ValueError(f"{name}.{key}: shape differs from the model's {tuple(tensor.shape)}")
 
 
 def checkpoint_state(parts: RunParts, outcome: RunOutcome, epochs_done: int, final: bool = False) -> dict[str, Any]:

@@ -70,15 +70,12 @@ def transform_spec(cfg: RunConfig) -> TransformSpec:
     )
 
 
-def build_loaders(cfg: RunConfig, ctx: DistContext) -> Loaders:
-    splits = build_datasets(cfg.data.kind, root=cfg.data.root, options=dict(cfg.data.options))
-    train_set = _limit(splits.train, cfg.data.max_train_samples)
-    val_set = _limit(splits.val, cfg.data.max_val_samples)
-    spec = transform_spec(cfg)
+def train_sampler(cfg: RunConfig, train_images: int, ctx: DistContext) -> MultiScaleBatchSampler:
+    """The run's training batch sampler over `train_images` images (also what the plan counts updates with)."""
     s = cfg.sampler
     resolutions = s.resolutions if s.name == "multiscale" else (s.base_resolution,)
-    sampler = MultiScaleBatchSampler(
-        len(train_set),
+    return MultiScaleBatchSampler(
+        train_images,
         resolutions=resolutions,
         base_resolution=s.base_resolution,
         base_batch_size=cfg.batch_size,
@@ -90,6 +87,15 @@ def build_loaders(cfg: RunConfig, ctx: DistContext) -> Loaders:
         drop_last=True,  # a short last batch would be odd (unmixable) or tiny (BatchNorm fails on one image)
         multiple=TRAIN_BATCH_MULTIPLE,
     )
+
+
+def build_loaders(cfg: RunConfig, ctx: DistContext) -> Loaders:
+    splits = build_datasets(cfg.data.kind, root=cfg.data.root, options=dict(cfg.data.options))
+    train_set = _limit(splits.train, cfg.data.max_train_samples)
+    val_set = _limit(splits.val, cfg.data.max_val_samples)
+    spec = transform_spec(cfg)
+    s = cfg.sampler
+    sampler = train_sampler(cfg, len(train_set), ctx)
     largest = max(batch for _, batch in sampler.pairs)
     if sampler.samples_per_rank < largest:
         raise DataError(f"data: {sampler.samples_per_rank} training images per process cannot fill one batch of "
