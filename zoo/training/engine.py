@@ -177,11 +177,14 @@ def train_one_epoch(cfg: RunConfig, parts: RunParts, ctx: DistContext, epoch: in
         if not boundary:
             continue
         optimizer_step(cfg, parts, outcome)
-        if window.full:
+        logging_now = outcome.updates % log_every == 0
+        if window.full or logging_now:
+            # Flushed at every log point too: the window fills at a different step each epoch, and a loss logged
+            # before the epoch's first flush would read 0.0 instead of the epoch's mean so far.
             window.flush(epoch, running)
-        if outcome.updates % log_every == 0:
+        if logging_now:
             elapsed = time.perf_counter() - start
-            metrics = {"train/loss": float(running.compute()) if running.update_count else 0.0,
+            metrics = {"train/loss": float(running.compute()),
                        "train/lr": parts.optimizer.param_groups[0]["lr"],
                        "train/img_per_s": samples * ctx.world_size / max(elapsed, 1e-9),
                        "train/resolution": images.shape[-1], "train/batch": images.shape[0],
