@@ -260,6 +260,21 @@ def test_a_default_that_cannot_hold_adapts_and_the_plan_says_so(tmp_path, capsys
     assert _nothing_written(tmp_path)
 
 
+def test_the_record_says_which_defaults_adapted(tmp_path):
+    from zoo.results import ResultsStore
+    from zoo.runner.execute import new_record
+    from zoo.runner.plan import build_plan
+    from zoo.training.distributed import DistContext
+
+    matrix = load_matrix(_matrix(tmp_path, budget={"epochs": 1, "batch_size": 48}))
+    [spec, *_] = build_plan(matrix, ResultsStore(tmp_path / "store"))
+    record = new_record(spec.run, DistContext())
+    assert record.config.warmup_epochs == 0.5
+    assert record.adapted_defaults == [str(matrix.adapted_defaults[0])]
+    assert "budget.warmup_epochs: not set, and its default 1.0" in record.adapted_defaults[0]
+    assert type(record).from_json(record.to_json()).adapted_defaults == record.adapted_defaults
+
+
 def test_defaults_that_hold_stay_and_values_set_that_conflict_stay_errors(tmp_path, capsys):
     two = load_matrix(_matrix(tmp_path, budget={"epochs": 2}))
     assert (two.budget.warmup_epochs, two.budget.min_lr, two.adapted_defaults) == (1.0, 0.0002, ())

@@ -27,6 +27,9 @@ class PlannedRun:
 
     config: RunConfig
     run_id: str = field(init=False)
+    # Defaults of the matrix that could not hold beside the user's values and adapted (`AdaptedDefault` lines):
+    # the config already holds the adapted values; the record keeps these so it says they were not chosen.
+    adapted_defaults: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -35,8 +38,8 @@ class PlannedRun:
         object.__setattr__(self, "run_id", cfg.run_id())
 
     @classmethod
-    def plan(cls, cfg: RunConfig, execution: Execution) -> PlannedRun:
-        return cls(cfg.resolved(execution.device_type, execution.world_size, execution.bf16))
+    def plan(cls, cfg: RunConfig, execution: Execution, adapted_defaults: tuple[str, ...] = ()) -> PlannedRun:
+        return cls(cfg.resolved(execution.device_type, execution.world_size, execution.bf16), adapted_defaults)
 
     @property
     def label(self) -> str:

@@ -86,6 +86,7 @@ class RunRecord:
     # records written before these fields (not judged: the board shows them as before).
     ema_horizon_updates: float | None = None
     ema_short: bool | None = None
+    adapted_defaults: list[str] = field(default_factory=list)  # defaults that adapted to the user's values
     history: list[EpochMetrics] = field(default_factory=list)
     # How it ended.
     error: str | None = None

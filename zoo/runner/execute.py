@@ -34,7 +34,7 @@ def new_record(run: PlannedRun, ctx: DistContext) -> RunRecord:
         device=str(ctx.device),
         device_name=torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
         config=cfg, config_hash=run.run_id, git_commit=git_commit(), versions=library_versions(),
-        ema_horizon_updates=ema_horizon_updates(cfg),
+        ema_horizon_updates=ema_horizon_updates(cfg), adapted_defaults=list(run.adapted_defaults),
     )
 
 

@@ -69,12 +69,13 @@ def build_plan(matrix: MatrixConfig, store: ResultsStore, only: list[str] | None
     filters = parse_filters(only)
     recipes = {name: load_recipe(name, matrix.recipe_overrides) for name in matrix.recipes}
     latest = store.latest()
+    adapted = tuple(str(note) for note in matrix.adapted_defaults)
     plan = []
     for seed, model, recipe, sampler in itertools.product(matrix.seeds, matrix.models, matrix.recipes, matrix.samplers):
         cfg = run_config(matrix, model, recipes[recipe], sampler, seed)
         if not _keep(cfg, filters):
             continue
-        run = PlannedRun.plan(cfg, execution)
+        run = PlannedRun.plan(cfg, execution, adapted)
         record = latest.get(run.run_id)
         plan.append(RunSpec(run, record.status if record else "todo"))
     return plan
