@@ -285,3 +285,32 @@ def test_welch_verdicts():
     assert close.p == pytest.approx(0.553, abs=0.002) and close.verdict() == "within seed noise (p=0.55)"
     assert welch([0.5, 0.5], [0.6, 0.6]).verdict() == "beyond seed noise (p<0.001)"  # no spread on either side
     assert welch([0.5], [0.6, 0.7]).verdict() == "untested (one seed)"
+
+
+def _write_board_repeatedly(store: str, times: int) -> None:
+    for _ in range(times):
+        write_leaderboard(store)
+
+
+@pytest.mark.slow
+def test_two_leaderboard_writers_at_once_leave_a_whole_board(tmp_path):
+    # Two `zoo.leaderboard` processes on one store, and a reader looking at README.md the whole time: the reader
+    # only ever sees the complete board (every file is renamed into place whole), and no temporary file is left.
+    import multiprocessing
+
+    store = make_store(tmp_path / "store")
+    expected = write_leaderboard(store).read_text()
+    plots = {p.name: p.read_bytes() for p in store.glob("*.png")}
+    ctx = multiprocessing.get_context("spawn")
+    writers = [ctx.Process(target=_write_board_repeatedly, args=(str(store), 3)) for _ in range(2)]
+    for writer in writers:
+        writer.start()
+    seen = set()
+    while any(w.is_alive() for w in writers):
+        seen.add((store / "README.md").read_text())
+    for writer in writers:
+        writer.join()
+        assert writer.exitcode == 0
+    assert seen <= {expected} and (store / "README.md").read_text() == expected
+    assert {p.name: p.read_bytes() for p in store.glob("*.png")} == plots
+    assert not [p.name for p in store.iterdir() if p.name.endswith(".tmp")]

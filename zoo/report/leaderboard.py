@@ -14,6 +14,7 @@ from pathlib import Path
 from zoo.config import WandbConfig
 from zoo.tracking.wandb_sink import WandbSink
 from zoo.measure.store import Measurement
+from zoo.report.atomic import write_text_atomic
 from zoo.report.conclusions import conclusions
 from zoo.report.measured import BoardMeasurements, deploy_latency, load_measurements
 from zoo.report.plots import accuracy_vs_latency, gmacs_vs_latency, learning_curves
@@ -21,6 +22,7 @@ from zoo.report.tables import (
     BoardInputs,
     Cost,
     Latency,
+    SHORT_EMA_NOTE,
     Table,
     flops_latency_table,
     cost_key,
@@ -134,6 +136,8 @@ def _header(inputs: BoardInputs, measured: BoardMeasurements, title: str) -> str
         "`¹` = a single seed (no spread known, differences untested); `≈` = the difference to the next row is "
         "within seed noise (Welch's two-sided t-test over seeds, p ≥ 0.05): the order of the two is not established.",
     ]
+    if any(r.ema_short for r in runs):  # only then: boards without such cells stay byte-identical
+        lines.append(f"- {SHORT_EMA_NOTE}.")
     return "\n".join(lines)
 
 
@@ -236,7 +240,7 @@ def write_leaderboard(store_dir: str | Path, title: str | None = None, wandb: Wa
     sections = tables(inputs, measured)
     text = render(inputs, measured, title or store_dir.name, store_dir, sections)
     path = store_dir / "README.md"
-    path.write_text(text)
+    write_text_atomic(path, text)
     if wandb is not None and wandb.mode != "disabled":
         log_to_wandb(sections, store_dir, title or store_dir.name, wandb, Path(wandb_dir or store_dir))
     return path

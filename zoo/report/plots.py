@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from zoo.report.atomic import savefig_atomic  # noqa: E402
 from zoo.report.stats import pareto_front  # noqa: E402
 
 _SAVE = {"dpi": 110, "metadata": {"Software": None}, "bbox_inches": "tight"}
@@ -33,7 +34,7 @@ def accuracy_vs_latency(
     ax.set_title("Accuracy vs measured latency (dashed: Pareto front)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.savefig(path, **_SAVE)
+    savefig_atomic(fig, path, **_SAVE)
     plt.close(fig)
     return path
 
@@ -52,7 +53,7 @@ def gmacs_vs_latency(points: dict[str, list[tuple[str, float, float]]], path: Pa
         ax.set_title(backend, fontsize=9)
         ax.grid(alpha=0.3)
     fig.suptitle("FLOPs are not latency: GMACs vs measured latency per backend", fontsize=10)
-    fig.savefig(path, **_SAVE)
+    savefig_atomic(fig, path, **_SAVE)
     plt.close(fig)
     return path
 
@@ -89,6 +90,6 @@ def learning_curves(curves: dict[tuple[str, str], dict[str, list[list[float]]]],
     fig.legend(handles, models, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle("Learning curves (mean over seeds; shade: min-max)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, **_SAVE)
+    savefig_atomic(fig, path, **_SAVE)
     plt.close(fig)
     return path
