@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup run test test-fast bench leaderboard clean
+.PHONY: setup run test test-fast bench leaderboard latency clean
 
 PHONE := 'executorch==1.5.1' 'litert-torch==0.10.*' 'ai-edge-litert>=2.3'
 SHARED := '^(pydantic|pydantic.core|typing.extensions|anyio|cattrs|numpy|torch|torchvision)=='
@@ -36,6 +36,11 @@ bench: $(STAMP)
 
 leaderboard: $(STAMP)
 	$(BIN)/python -m zoo.leaderboard leaderboard
+
+# The architecture board (leaderboard/architectures/): every architecture on every phone-CPU runtime, no training.
+# Resumes from its store; a rerun with nothing changed only re-renders. Time it alone: nothing else on the cores.
+latency: $(STAMP)
+	$(BIN)/python -m zoo.measure --board leaderboard/architectures
 
 clean:
 	rm -rf out .pytest_cache

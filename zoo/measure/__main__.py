@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -11,6 +12,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from zoo.measure.backends import BACKEND_NAMES, UnknownBackendError, available_backends
+from zoo.measure.board import BOARD_TIMING, BoardError, run_board
 from zoo.measure.latency import TimingConfig
 from zoo.measure.store import Measurement
 from zoo.measure.suite import expected_steps, measure_models
@@ -27,14 +29,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--backends", nargs="+", help=f"of {', '.join(BACKEND_NAMES)} (default: those available here)"
     )
-    parser.add_argument("--store", default=DEFAULT_STORE, help=f"JSON-lines store (default {DEFAULT_STORE})")
+    parser.add_argument("--store", help=f"JSON-lines store (default {DEFAULT_STORE}; --board: DIR/measurements.jsonl)")
     parser.add_argument("--num-classes", type=int, default=1000, help="classifier head size (default 1000)")
     parser.add_argument("--force", action="store_true", help="re-measure even when the store has a record")
-    parser.add_argument("--rounds", type=int, default=TimingConfig.rounds, help="interleaved timing rounds")
-    parser.add_argument("--round-seconds", type=float, default=TimingConfig.min_round_s, help="time per round")
+    parser.add_argument("--rounds", type=int, help=f"interleaved timing rounds (default {TimingConfig.rounds}; "
+                        f"--board: {BOARD_TIMING.rounds})")
+    parser.add_argument("--round-seconds", type=float, help=f"time per round (default {TimingConfig.min_round_s}; "
+                        f"--board: {BOARD_TIMING.runs_per_round} runs or {BOARD_TIMING.max_round_s} s)")
     parser.add_argument("--artifacts", help="folder for exported ONNX / Core ML files (default: beside the store)")
     parser.add_argument("--calibration", help="int8 calibration images: a torch.save'd [N, 3, H, W] tensor "
                         "(default: synthetic, recorded as such)")
+    parser.add_argument("--board", metavar="DIR",
+                        help="the architecture board: every registered model and MobileViT ablation at its "
+                        "deployment resolution on every phone-CPU runtime (fp32/int8, 1 and all threads), under "
+                        "the board's protocol; store DIR/measurements.jsonl, then DIR/README.md and plots")
+    parser.add_argument("--export-jobs", type=int,
+                        help="--board: processes exporting into the cache before timing (default: usable cores)")
+    parser.set_defaults(store=None)
     return parser.parse_args(argv)
 
 
@@ -64,14 +75,52 @@ def format_table(records: Sequence[Measurement]) -> str:
     return tabulate(rows, headers=headers, disable_numparse=True)
 
 
+def board_timing(args: argparse.Namespace) -> TimingConfig:
+    """The board's protocol, with --rounds / --round-seconds (then: that time cap per round) when given."""
+    timing = BOARD_TIMING
+    if args.rounds is not None:
+        timing = dataclasses.replace(timing, rounds=args.rounds)
+    if args.round_seconds is not None:
+        timing = dataclasses.replace(timing, max_round_s=args.round_seconds)
+    return timing
+
+
+def board_main(args: argparse.Namespace, calibration: torch.Tensor | None) -> int:
+    from zoo.models import UnknownModelError
+
+    with tqdm(desc="board", unit="step") as bar:
+
+        def advance(what: str) -> None:
+            bar.set_postfix_str(what[:60])
+            bar.update(1)
+
+        try:
+            run = run_board(args.board, args.models, args.res, args.backends, args.store, args.artifacts,
+                            force=args.force, timing=board_timing(args), export_jobs=args.export_jobs,
+                            calibration=calibration, on_progress=advance)
+        except (UnknownModelError, UnknownBackendError, BoardError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    print(format_table(run.records))
+    print(f"\nboard: {args.board}/README.md; {len(run.records)} records; exports {run.export_s:.0f} s "
+          f"({run.exports} jobs), timing {run.timing_s:.0f} s, render {run.render_s:.0f} s, "
+          f"total {run.total_s:.0f} s")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from zoo.models import UnknownModelError, list_models
 
+    calibration = torch.load(args.calibration) if args.calibration else None
+    if args.board:
+        return board_main(args, calibration)
+    args.store = args.store or DEFAULT_STORE
     models = args.models or list_models()
     backends = args.backends or available_backends()
-    timing = TimingConfig(rounds=args.rounds, min_round_s=args.round_seconds)
-    calibration = torch.load(args.calibration) if args.calibration else None
+    timing = TimingConfig(rounds=args.rounds if args.rounds is not None else TimingConfig.rounds,
+                          min_round_s=args.round_seconds if args.round_seconds is not None else
+                          TimingConfig.min_round_s)
     records: list[Measurement] = []
     try:
         for resolution in args.res or [None]:

@@ -14,13 +14,24 @@ one host are told apart.
 
 Reported: `median_ms` = median of the per-round medians (robust to a bad round); `iqr_ms` = interquartile range
 of all samples pooled (the noise a reader should expect); min/max of the samples; `runs` = number of samples.
+The field's statistics beside them (the architecture board's): `median_of_means_ms` = median of the round means
+(MobileNetV4's), `p90_ms` = 90th percentile of every sample (MLPerf Mobile's; numpy's linear interpolation),
+`trimmed_mean_ms` = mean of the middle 80 % of every sample (ExecuTorch's minibench: floor(10 %) dropped at each
+end).
+
+A round ends once it has `min_samples_per_round` samples and `min_round_s` seconds, and, when `runs_per_round` is
+set, `runs_per_round` samples or `max_round_s` seconds (a slow model stops at the time cap: "≥ 50 runs or a time
+floor"). A backend timing on one thread (`threads == 1`) is pinned to one core for its rounds where the OS allows
+(`os.sched_setaffinity` on the calling thread, where every 1-thread runtime computes), and unpinned afterwards.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -38,7 +49,9 @@ __all__ = [
     "TimedBackend",
     "TimingConfig",
     "measure_interleaved",
+    "pinned_to_one_core",
     "summarize_rounds",
+    "trimmed_mean",
 ]
 
 
@@ -52,6 +65,16 @@ class TimingConfig:
     min_round_s: float = 0.3
     warmup_calls: int = 3
     min_samples_per_round: int = 3
+    runs_per_round: int | None = None  # None: rounds are timed by min_round_s alone
+    max_round_s: float | None = None  # the time cap of a round that has not reached runs_per_round
+
+    def round_done(self, samples: int, elapsed_s: float) -> bool:
+        """Whether a round with `samples` calls after `elapsed_s` seconds has timed enough."""
+        if samples < self.min_samples_per_round or elapsed_s < self.min_round_s:
+            return False
+        if self.runs_per_round is None:
+            return True
+        return samples >= self.runs_per_round or (self.max_round_s is not None and elapsed_s >= self.max_round_s)
 
 
 @dataclass(frozen=True)
@@ -66,6 +89,10 @@ class LatencyStats:
     rounds: int
     batch_size: int
     round_medians_ms: tuple[float, ...] = ()
+    median_of_means_ms: float | None = None
+    p90_ms: float | None = None
+    trimmed_mean_ms: float | None = None
+    round_means_ms: tuple[float, ...] = ()
 
 
 class BackendSkip(Exception):
@@ -86,6 +113,9 @@ class Outcome:
     reason: str = ""
     stats: LatencyStats | None = None
     details: dict = field(default_factory=dict)
+    pinned_core: int | None = None  # the core the rounds ran on (None: not pinned)
+    timing_group_s: float | None = None  # wall time of the interleaved rounds of the model's group
+    group_size: int | None = None  # models timed interleaved in that group
 
 
 @runtime_checkable
@@ -123,7 +153,7 @@ class CallRunner:
             self.before_round()
         times: list[float] = []
         started = time.perf_counter()
-        while time.perf_counter() - started < config.min_round_s or len(times) < config.min_samples_per_round:
+        while not config.round_done(len(times), time.perf_counter() - started):
             t0 = time.perf_counter()
             self.call()
             times.append(time.perf_counter() - t0)
@@ -162,6 +192,7 @@ def summarize_rounds(rounds_s: Sequence[Sequence[float]], batch_size: int) -> La
         raise ValueError("no timing samples")
     pooled = np.concatenate(rounds_ms)
     round_medians = [float(np.median(r)) for r in rounds_ms]
+    round_means = [float(r.mean()) for r in rounds_ms]
     q25, q75 = np.percentile(pooled, [25, 75])
     return LatencyStats(
         median_ms=float(statistics.median(round_medians)),
@@ -172,7 +203,38 @@ def summarize_rounds(rounds_s: Sequence[Sequence[float]], batch_size: int) -> La
         rounds=len(rounds_ms),
         batch_size=batch_size,
         round_medians_ms=tuple(round(m, 4) for m in round_medians),
+        median_of_means_ms=float(statistics.median(round_means)),
+        p90_ms=float(np.percentile(pooled, 90)),
+        trimmed_mean_ms=trimmed_mean(pooled),
+        round_means_ms=tuple(round(m, 4) for m in round_means),
     )
+
+
+def trimmed_mean(samples: np.ndarray, cut: float = 0.1) -> float:
+    """Mean of the samples left after dropping floor(cut·n) of the lowest and of the highest."""
+    ordered = np.sort(np.asarray(samples, dtype=float))
+    drop = int(cut * ordered.size)
+    return float(ordered[drop:ordered.size - drop].mean())
+
+
+@contextlib.contextmanager
+def pinned_to_one_core(enabled: bool) -> Iterator[int | None]:
+    """Pin the calling thread to one usable core (the last: the first is where the OS puts most else), yielding
+    it, and restore the previous mask afterwards; yields None where pinning is off or not allowed."""
+    if not enabled or not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    try:
+        previous = os.sched_getaffinity(0)
+        core = max(previous)
+        os.sched_setaffinity(0, {core})
+    except OSError:  # a container or OS that refuses it: time unpinned, and the record says so
+        yield None
+        return
+    try:
+        yield core
+    finally:
+        os.sched_setaffinity(0, previous)
 
 
 def _failure_reason(error: BaseException) -> str:
@@ -210,25 +272,37 @@ def measure_interleaved(
         if on_progress:
             on_progress(name)
     samples: dict[str, list[list[float]]] = {name: [] for name in prepared}
+    started = time.perf_counter()
     try:
-        for _ in range(config.rounds):
-            for name, runner in list(prepared.items()):
-                if name in outcomes:
-                    continue
-                try:
-                    samples[name].append(runner.time_round(config))
-                except Exception as error:
-                    outcomes[name] = Outcome("failed", _failure_reason(error), details=runner.details)
-            if on_progress:
-                on_progress("round")
+        with pinned_to_one_core(getattr(backend, "threads", None) == 1) as core:
+            _time_rounds(prepared, samples, outcomes, config, on_progress)
     finally:
         for runner in prepared.values():
             runner.close()
+    # the group's timing wall time, shared by its models (they were timed interleaved)
+    seconds = round(time.perf_counter() - started, 3)
     for name, runner in prepared.items():
         if name not in outcomes:
             stats = summarize_rounds(samples[name], batch_size=input_shapes[name][0])
-            outcomes[name] = Outcome("ok", stats=stats, details=runner.details)
+            outcomes[name] = Outcome("ok", stats=stats, details=runner.details, pinned_core=core,
+                                     timing_group_s=seconds, group_size=len(prepared))
     return {name: outcomes[name] for name in models}
+
+
+def _time_rounds(prepared: Mapping[str, PreparedModel], samples: dict[str, list[list[float]]],
+                 outcomes: dict[str, Outcome], config: TimingConfig,
+                 on_progress: Callable[[str], None] | None) -> None:
+    """Rounds A, B, C, A, B, C, ...: each model's samples per round; a model that fails leaves the rounds."""
+    for _ in range(config.rounds):
+        for name, runner in prepared.items():
+            if name in outcomes:
+                continue
+            try:
+                samples[name].append(runner.time_round(config))
+            except Exception as error:
+                outcomes[name] = Outcome("failed", _failure_reason(error), details=runner.details)
+        if on_progress:
+            on_progress("round")
 
 
 class TimedBackend:

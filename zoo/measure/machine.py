@@ -11,7 +11,7 @@ from importlib import metadata
 
 import torch
 
-__all__ = ["MachineInfo", "machine_info", "software_versions", "usable_cpus"]
+__all__ = ["MachineInfo", "machine_info", "package_version", "software_versions", "usable_cpus"]
 
 _VERSIONED_PACKAGES = (
     "torch", "onnxruntime", "onnx", "timm", "coremltools", "numpy", "executorch", "litert-torch", "ai-edge-litert",
@@ -43,6 +43,11 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def package_version(package: str) -> str | None:
+    """The installed version of `package`, None when it is not installed."""
+    return _version(package)
 
 
 def software_versions() -> dict[str, str | None]:

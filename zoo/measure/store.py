@@ -34,6 +34,10 @@ __all__ = ["BreakdownStore", "Int8Store", "Measurement", "MeasurementKey", "Meas
 
 STATUSES = ("ok", "skipped", "failed")
 _KEY_FIELDS = ("model", "resolution", "backend", "machine_id")  # a line without them is not a measurement
+# Fields added after the store's first format: left out of a line while None, so old lines write back unchanged.
+_OPTIONAL_FIELDS = frozenset({"median_of_means_ms", "p90_ms", "trimmed_mean_ms", "round_means_ms", "peak_memory_mb",
+                              "memory_kind", "file_bytes", "seconds"})
+_TUPLE_FIELDS = ("round_medians_ms", "round_means_ms")
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,17 @@ class Measurement:
     versions: dict[str, str | None] | None = None
     timestamp: str | None = None
     deployed: bool = False
+    # Fields of the architecture board (issue 18); written only when set, so older lines round-trip unchanged.
+    median_of_means_ms: float | None = None  # median of the round means (MobileNetV4's statistic)
+    p90_ms: float | None = None  # 90th percentile of every sample (MLPerf Mobile's), linear interpolation
+    trimmed_mean_ms: float | None = None  # mean of the middle 80 % of every sample (ExecuTorch's minibench)
+    round_means_ms: tuple[float, ...] | None = None
+    peak_memory_mb: float | None = None  # memory of the runtime running the model, of kind `memory_kind`
+    memory_kind: str | None = None  # "planned arena" (the runtime's memory plan) or "peak RSS increase"
+    file_bytes: int | None = None  # size of the exported file the runtime loads
+    # Where the time went, seconds: "export" (0 when cached), "load_and_check", "timing_group" (the interleaved
+    # rounds of the model's group, "group_size" models), "export_and_load" (a backend without an export cache).
+    seconds: dict[str, float] | None = None
     # Fields of the line this version does not know: kept, so a record read and written again loses nothing.
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     # Order of the record in its store (set on reading, never written): "newer" means a larger position.
@@ -116,18 +131,28 @@ class Measurement:
         known = {f.name for f in dataclasses.fields(cls)} - {"extra", "position"}
         values = {k: v for k, v in record.items() if k in known}
         values.update(MeasurementKey.of(record).as_dict())
-        if values.get("round_medians_ms") is not None:
-            values["round_medians_ms"] = tuple(values["round_medians_ms"])
+        for name in _TUPLE_FIELDS:
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
         values["details"] = values.get("details") or {}
         values["deployed"] = bool(values.get("deployed", False))
         return cls(**values, extra={k: v for k, v in record.items() if k not in known}, position=position)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON line: the same field names (and order) the store has always had, plus `deployed`."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "position")}
-        if self.round_medians_ms is not None:
-            out["round_medians_ms"] = list(self.round_medians_ms)
+        """The JSON line: the same field names (and order) the store has always had, plus `deployed`, plus the
+        board's fields that are set."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "position")
+               and not (f.name in _OPTIONAL_FIELDS and getattr(self, f.name) is None)}
+        for name in _TUPLE_FIELDS:
+            if out.get(name) is not None:
+                out[name] = list(out[name])
         return {**out, **self.extra}
+
+    @property
+    def latency_ms(self) -> float | None:
+        """The board's headline latency: the median of round means where recorded, else (older lines) the median
+        of round medians."""
+        return self.median_of_means_ms if self.median_of_means_ms is not None else self.median_ms
 
 
 class MeasurementStore:

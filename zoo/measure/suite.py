@@ -27,6 +27,7 @@ from zoo.measure.store import Measurement, MeasurementKey, MeasurementStore
 
 __all__ = [
     "architecture_fingerprint",
+    "build_model",
     "device_of",
     "expected_steps",
     "measure_models",
@@ -50,6 +51,11 @@ def architecture_fingerprint(model: nn.Module) -> str:
     for name, tensor in model.state_dict().items():
         digest.update(f"{name}:{tuple(tensor.shape)};".encode())
     return digest.hexdigest()[:12]
+
+
+# Backend details that become typed fields of the record (see `zoo.measure.store.Measurement`).
+_TYPED_DETAILS = ("peak_memory_mb", "memory_kind", "file_bytes")
+WEIGHTS_SEED = 0  # models are built from this seed: the same weights every run, so cached exports stay valid
 
 
 @dataclass
@@ -104,6 +110,13 @@ class _Run:
 
     def keep(self, key: MeasurementKey, facts: _ModelFacts | None, outcome: Outcome) -> None:
         stats = outcome.stats
+        details = dict(outcome.details)
+        board = {name: details.pop(name, None) for name in _TYPED_DETAILS}  # typed fields of the record
+        if outcome.pinned_core is not None:
+            details["pinned_core"] = outcome.pinned_core
+        seconds = details.pop("seconds", None) or {}  # where the time went: export, load, the group's rounds
+        if outcome.timing_group_s is not None:
+            seconds.update(timing_group=outcome.timing_group_s, group_size=outcome.group_size)
         self.results[key] = Measurement(
             **key.as_dict(),
             arch=facts.fingerprint if facts else None,
@@ -119,11 +132,17 @@ class _Run:
             runs=stats.runs if stats else None,
             rounds=stats.rounds if stats else None,
             round_medians_ms=tuple(stats.round_medians_ms) if stats else None,
-            details=outcome.details,
+            details=details,
             machine=self.machine.as_dict(),
             versions=self.versions,
             timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             deployed=self.deployed,
+            median_of_means_ms=stats.median_of_means_ms if stats else None,
+            p90_ms=stats.p90_ms if stats else None,
+            trimmed_mean_ms=stats.trimmed_mean_ms if stats else None,
+            round_means_ms=tuple(stats.round_means_ms) if stats and stats.round_means_ms else None,
+            seconds=seconds or None,
+            **board,
         )
         self.store.append(self.results[key])
 
@@ -143,14 +162,25 @@ class _Run:
                    and other.position > record.position for other in self.stored.values())
 
 
-def _build(labels: Sequence[str], num_classes: int, model_kwargs: Mapping[str, Mapping[str, Any]]
-           ) -> dict[str, _ModelFacts | Exception]:
+def build_model(label: str, kwargs: Mapping[str, Any], num_classes: int = PAPER_NUM_CLASSES) -> nn.Module:
+    """The model a record of `label` measures: its registry name with `kwargs`, weights from `WEIGHTS_SEED` (the
+    caller's random generator left as it was), labelled for the export cache."""
+    from zoo.measure.backends.export_cache import MODEL_LABEL_ATTR
     from zoo.models import create, model_name
 
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(WEIGHTS_SEED)
+        model = create(model_name(label), num_classes=num_classes, **dict(kwargs))
+    setattr(model, MODEL_LABEL_ATTR, label)  # a knob variant has the default's parameter shapes: the label differs
+    return model
+
+
+def _build(labels: Sequence[str], num_classes: int, model_kwargs: Mapping[str, Mapping[str, Any]]
+           ) -> dict[str, _ModelFacts | Exception]:
     facts: dict[str, _ModelFacts | Exception] = {}
     for label in labels:
         try:
-            model = create(model_name(label), num_classes=num_classes, **dict(model_kwargs.get(label, {})))
+            model = build_model(label, model_kwargs.get(label, {}), num_classes)
             facts[label] = _ModelFacts(model, architecture_fingerprint(model))
         except Exception as error:  # a model that does not build is recorded as failed everywhere
             facts[label] = error
@@ -189,6 +219,7 @@ def measure_models(
     calibration_images: torch.Tensor | None = None,
     model_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     deployed: bool = False,
+    group_size: int | None = None,
 ) -> list[Measurement]:
     """Measure `models` on `backends` (every batch size a backend times), store and return one record each.
 
@@ -199,6 +230,10 @@ def measure_models(
     `calibration_images` ([N, 3, H, W], e.g. training images; None: synthetic, recorded in the details).
     `deployed`: the resolutions are the models' deployment resolutions (the matrix's deploy pass); the records
     say so, and the board takes each architecture's deployment resolution from them.
+    `group_size`: models are timed interleaved in groups of at most this many per backend (None: all at once);
+    each group's records are appended when its last round ends, so an interrupted call loses one group at most.
+    Exports are cached under `<artifacts>/exports` (`zoo.measure.backends.export_cache`): a forced re-time, and
+    the other thread count of a runtime, load the file instead of exporting again.
     """
     from zoo.models import get_entry, model_name
 
@@ -208,6 +243,9 @@ def measure_models(
     backend_objects = {name: get_backend(name, **calibration) for name in backends}
     store = MeasurementStore(store_path)
     artifacts = Path(artifacts_dir) if artifacts_dir else Path(store_path).parent / "artifacts"
+    for backend in backend_objects.values():
+        if hasattr(backend, "export_cache_dir"):
+            backend.export_cache_dir = artifacts / "exports"
     machine = machine_info()
     run = _Run(store, {} if force else store.latest(), machine, software_versions(), num_classes,
                resolve_resolutions(models, resolutions),
@@ -215,16 +253,16 @@ def measure_models(
     facts = _build(models, num_classes, model_kwargs or {})
     for backend_name, backend in backend_objects.items():
         for batch in backend.batch_sizes:
-            ready = _ready_to_time(run, facts, backend_name, batch)
-            if not ready:
-                continue
-            outcomes = measure_interleaved(
-                backend, {label: fact.model for label, fact in ready.items()},
-                {label: (batch, 3, run.resolution_of[label], run.resolution_of[label]) for label in ready},
-                timing, artifacts / f"batch{batch}", on_progress,
-            )
-            for label, outcome in outcomes.items():
-                run.keep(run.key(label, backend_name, batch), ready[label], outcome)
+            ready = list(_ready_to_time(run, facts, backend_name, batch).items())
+            size = group_size or max(1, len(ready))
+            for group in (dict(ready[i:i + size]) for i in range(0, len(ready), size)):
+                outcomes = measure_interleaved(
+                    backend, {label: fact.model for label, fact in group.items()},
+                    {label: (batch, 3, run.resolution_of[label], run.resolution_of[label]) for label in group},
+                    timing, artifacts / f"batch{batch}", on_progress,
+                )
+                for label, outcome in outcomes.items():
+                    run.keep(run.key(label, backend_name, batch), group[label], outcome)
     return [run.results[run.key(label, backend_name, batch)] for label in models
             for backend_name, backend in backend_objects.items() for batch in backend.batch_sizes]
 

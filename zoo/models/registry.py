@@ -11,13 +11,25 @@ import torch.nn as nn
 
 @dataclass(frozen=True)
 class Published:
-    """Figures a paper reports for a model (1000 classes), used by tests and the reproduction table."""
+    """Figures a paper reports for a model (1000 classes), used by tests, the reproduction table and the
+    architecture board. Figures from papers, never from our runs; None where the paper (or what we know of it)
+    does not say. `resolution` is the paper's (ImageNet train/test) resolution of `top1`."""
 
     params_m: float | None = None
     gmacs: float | None = None
     resolution: int | None = None
     top1: float | None = None
     source: str = ""
+    # Citation of `top1` and what produced it (the architecture board's "published" columns).
+    arxiv: str | None = None  # e.g. "2110.02178"
+    table: str | None = None  # where in the paper, e.g. "Table 3"; None when not checked
+    epochs: int | None = None  # ImageNet training epochs behind `top1`
+    distilled: bool | None = None  # knowledge distillation behind `top1`
+    # The paper's own latency figure for this model, on the paper's device (`latency_source` when another
+    # paper's table timed it, e.g. MobileViT's Table 3 timing MobileNetV2).
+    paper_device: str | None = None
+    paper_latency_ms: float | None = None
+    latency_source: str | None = None
 
 
 @dataclass(frozen=True)

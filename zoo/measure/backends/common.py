@@ -15,12 +15,14 @@ Calibration: int8 backends are given images (a [N, 3, H, W] tensor, e.g. trainin
 resized to the export size if needed. With none, a seeded synthetic batch is used and the record says so, since
 random images calibrate activation ranges poorly and the int8 figures then bound the speed, not the accuracy.
 
-`ExportedBackend` is the base of those backends: a subclass writes `export` (export, load, say how to run it);
-`load` adds the preparation and the check, `prepare` the timing (`zoo.measure.latency.CallRunner`). int8
-accuracy (`zoo.measure.int8_accuracy`) evaluates through the int8 backends' `load`.
+`ExportedBackend` is the base of those backends: a subclass writes `write_export` (export into a folder) and
+`open_export` (load it, say how to run it); `load` adds the preparation, the export cache and the check, `prepare`
+the peak memory and the timing (`zoo.measure.latency.CallRunner`). int8 accuracy (`zoo.measure.int8_accuracy`)
+evaluates through the int8 backends' `load`.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,35 +159,141 @@ class Exported:
     before_round: Callable[[], None] | None = None
 
 
+@dataclass(frozen=True)
+class Written:
+    """An export on disk: its folder, the exporter's details, whether it came from the cache, seconds spent."""
+
+    folder: Path
+    details: dict
+    cached: bool
+    seconds: float
+
+
 class ExportedBackend(TimedBackend):
-    """A backend that times an export of the prepared model on a fixed input, batch 1."""
+    """A backend that times an export of the prepared model on a fixed input, batch 1.
+
+    A subclass writes `write_export` (export into a folder, return the details to keep, with the file's name
+    under "file") and `open_export` (load that file): its exports are then cached under `export_cache_dir` when
+    one is set (`zoo.measure.backends.export_cache`). A subclass that only writes `export` (both in one) is never
+    cached.
+    """
 
     threads: int | None = None
     int8: bool = False
     calibration_images: torch.Tensor | None = None
     fp32_parity: bool = True  # False only for a runtime that computes in lower precision by design (Core ML)
+    export_cache_dir: Path | None = None  # None: export into the workdir every time
+    runtime_packages: tuple[str, ...] = ()  # whose versions enter the export cache key
+
+    @property
+    def export_kind(self) -> str:
+        """What the exported file depends on besides the model: the backend without its thread count."""
+        return self.name.removesuffix("-1t")
 
     def export(self, source: ExportSource, workdir: Path, calibration: Calibration | None) -> Exported:
         """Export `source.exportable` under `workdir` (int8 when `calibration` is given) and load it."""
+        details = self.write_export(source, workdir, calibration)
+        return self.open_export(source, workdir, details)
+
+    def write_export(self, source: ExportSource, folder: Path, calibration: Calibration | None) -> dict:
         raise NotImplementedError
 
-    def load(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path,
-             check_int8: bool = True) -> Exported:
-        """Prepare, export, load and check `model`: fp32 parity always (ParityError), int8 agreement unless
-        `check_int8` is False (int8 accuracy measures it on real images instead)."""
-        source = export_source(model, input_shape, self.threads)
+    def open_export(self, source: ExportSource, folder: Path, details: dict) -> Exported:
+        raise NotImplementedError
+
+    def _caches(self) -> bool:
+        return type(self).write_export is not ExportedBackend.write_export
+
+    def _cache_key(self, model: nn.Module, input_shape: Sequence[int], calibration: Calibration | None) -> str:
+        from zoo.measure.backends.export_cache import export_key
+
+        return export_key(self.export_kind, model, input_shape, self.runtime_packages,
+                          calibration.images if calibration is not None else None)
+
+    def has_cached_export(self, model: nn.Module, input_shape: tuple[int, ...]) -> bool:
+        """Whether the export cache already holds `model`'s export for this backend (no export, no load)."""
+        if self.export_cache_dir is None or not self._caches():
+            return False
+        from zoo.measure.backends.export_cache import ExportCache
+
         calibration = make_calibration(self.calibration_images, input_shape) if self.int8 else None
-        exported = self.export(source, workdir, calibration)
+        key = self._cache_key(model, input_shape, calibration)
+        return ExportCache(self.export_cache_dir).lookup(self.export_kind, key) is not None
+
+    def _written(self, source: ExportSource, workdir: Path, calibration: Calibration | None) -> Written:
+        """The export on disk: from the cache when it holds this key, else exported now (and committed)."""
+        from zoo.measure.backends.export_cache import ExportCache
+
+        started = time.perf_counter()
+        if self.export_cache_dir is None:
+            workdir.mkdir(parents=True, exist_ok=True)
+            return Written(workdir, self.write_export(source, workdir, calibration), False,
+                           time.perf_counter() - started)
+        cache = ExportCache(self.export_cache_dir)
+        key = self._cache_key(source.model, source.example.shape, calibration)
+        folder = cache.folder(self.export_kind, key)
+        details = cache.lookup(self.export_kind, key)
+        if details is not None:
+            return Written(folder, details, True, time.perf_counter() - started)
+        folder.mkdir(parents=True, exist_ok=True)
+        details = self.write_export(source, folder, calibration)
+        cache.commit(self.export_kind, key, details)
+        return Written(folder, details, False, time.perf_counter() - started)
+
+    def _opened(self, model: nn.Module, source: ExportSource, calibration: Calibration | None,
+                written: Written | None, workdir: Path, check_int8: bool) -> Exported:
+        """Load the export (or, for a backend without a cache, export and load) and check it."""
+        started = time.perf_counter()
+        if written is None:
+            exported = self.export(source, workdir, calibration)
+            exported.details["seconds"] = {"export_and_load": round(time.perf_counter() - started, 3)}
+        else:
+            exported = self.open_export(source, written.folder, dict(written.details))
+            artifact = written.folder / str(written.details["file"])
+            exported.details.update(artifact=str(artifact), file_bytes=artifact.stat().st_size,
+                                    export_cached=written.cached)
         if calibration is None:
             if self.fp32_parity:
                 exported.details.update(check_fp32(exported.run, source))
-            return exported
-        exported.details["calibration"] = calibration.source
-        if check_int8:
-            exported.details["int8_top1_agreement"] = top1_agreement(exported.run, model, check_batch(input_shape))
+        else:
+            exported.details["calibration"] = calibration.source
+            if check_int8:
+                exported.details["int8_top1_agreement"] = top1_agreement(exported.run, model,
+                                                                         check_batch(source.example.shape))
+        if written is not None:
+            exported.details["seconds"] = {"export": round(written.seconds, 3),
+                                           "load_and_check": round(time.perf_counter() - started, 3)}
         return exported
+
+    def _start(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path
+               ) -> tuple[ExportSource, Calibration | None, Written | None]:
+        source = export_source(model, input_shape, self.threads)
+        calibration = make_calibration(self.calibration_images, input_shape) if self.int8 else None
+        written = self._written(source, workdir, calibration) if self._caches() else None
+        return source, calibration, written
+
+    def load(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path,
+             check_int8: bool = True) -> Exported:
+        """Prepare, export (or reuse the cached export), load and check `model`: fp32 parity always
+        (ParityError), int8 agreement unless `check_int8` is False (int8 accuracy measures it on real images)."""
+        source, calibration, written = self._start(model, input_shape, workdir)
+        return self._opened(model, source, calibration, written, workdir, check_int8)
 
     def prepare(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path,
                 config: TimingConfig) -> CallRunner:
-        exported = self.load(model, input_shape, workdir)
-        return CallRunner(exported.call, exported.details, config, before_round=exported.before_round)
+        """`load`, then warm up; the memory of loading, checking and warming up is measured (not the export's:
+        it happens before, see `zoo.measure.memory`)."""
+        from zoo.measure.memory import ARENA_KIND, RSS_KIND, PeakRss
+
+        source, calibration, written = self._start(model, input_shape, workdir)
+        with PeakRss() as rss:
+            exported = self._opened(model, source, calibration, written, workdir, check_int8=True)
+            runner = CallRunner(exported.call, exported.details, config, before_round=exported.before_round)
+        details = runner.details
+        details["peak_rss_increase_mb"] = rss.increase_mb
+        arena = details.get("planned_arena_bytes")
+        if arena is not None:  # the runtime's own memory plan: what it reports it needs
+            details.update(peak_memory_mb=round(arena / 2**20, 3), memory_kind=ARENA_KIND)
+        elif rss.increase_mb is not None:
+            details.update(peak_memory_mb=rss.increase_mb, memory_kind=RSS_KIND)
+        return runner

@@ -90,8 +90,22 @@ def export_executorch(
         program = torch.export.export(model, (example,), strict=False)
         edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
         summary = delegation_summary(edge.exported_program().graph_module)
-        path.write_bytes(edge.to_executorch().buffer)
+        executorch_program = edge.to_executorch()
+        path.write_bytes(executorch_program.buffer)
+    _last_arena[path] = planned_arena_bytes(executorch_program)
     return summary
+
+
+_last_arena: dict[Path, int | None] = {}  # path -> planned arena of the export last written there
+
+
+def planned_arena_bytes(executorch_program) -> int | None:
+    """Bytes of ExecuTorch's memory plan for `forward` (its non-constant buffers: the activations between
+    delegate calls, inputs, outputs). XNNPACK's own workspace inside a delegate call is not in the plan."""
+    try:
+        return int(sum(executorch_program.executorch_program.execution_plan[0].non_const_buffer_sizes))
+    except (AttributeError, IndexError, TypeError):
+        return None
 
 
 def set_threads(threads: int) -> None:
@@ -119,6 +133,7 @@ class ExecuTorchXnnpackBackend(ExportedBackend):
         self.calibration_images = calibration_images
         self.name = "executorch-xnnpack" + ("-int8" if int8 else "") + ("-1t" if threads == 1 else "")
         self.batch_sizes = (1,)
+        self.runtime_packages = ("executorch", "torchao")
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -130,17 +145,20 @@ class ExecuTorchXnnpackBackend(ExportedBackend):
             return False, "this executorch build has no XnnpackBackend"
         return True, ""
 
-    def export(self, source: ExportSource, workdir: Path, calibration: Calibration | None) -> Exported:
-        path = workdir / "model.pte"
+    def write_export(self, source: ExportSource, folder: Path, calibration: Calibration | None) -> dict:
+        path = folder / "model.pte"
         batches = calibration.batches(1) if calibration is not None else None
         delegation = export_executorch(source.exportable, source.example, path, batches)
+        return {"exporter": "torch.export → to_edge_transform_and_lower(XNNPACK)",
+                "export_rewrite": "xnnpack_friendly_ops (attention: bmm-softmax-bmm; layer norm: 4-D means)",
+                "delegation": delegation, "planned_arena_bytes": _last_arena.pop(path, None), "file": path.name}
+
+    def open_export(self, source: ExportSource, folder: Path, details: dict) -> Exported:
         threads = source.threads
         set_threads(threads)
-        method, _program = load_executorch(path)
+        method, _program = load_executorch(folder / str(details["file"]))
         inputs = [source.example]
-        details = {"threads": threads, "exporter": "torch.export → to_edge_transform_and_lower(XNNPACK)",
-                   "export_rewrite": "xnnpack_friendly_ops (attention: bmm-softmax-bmm; layer norm: 4-D means)",
-                   "delegation": delegation, "artifact": str(path)}
+        details = {"threads": threads, **details}
         return Exported(run=lambda array: method.execute([torch.from_numpy(array)])[0].numpy(),
                         call=lambda: method.execute(inputs), details=details,
                         # the pool is process-wide: another backend may have resized it between rounds

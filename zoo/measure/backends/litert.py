@@ -67,6 +67,7 @@ class LiteRTBackend(ExportedBackend):
         self.threads = threads
         self.name = "litert-1t" if threads == 1 else "litert"
         self.batch_sizes = (1,)
+        self.runtime_packages = ("litert-torch", "ai-edge-litert")
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -76,10 +77,13 @@ class LiteRTBackend(ExportedBackend):
             return False, f"litert-torch / ai-edge-litert not importable ({error}); pip install -e '.[phone]'"
         return True, ""
 
-    def export(self, source: ExportSource, workdir: Path, calibration: Calibration | None) -> Exported:
-        path = workdir / "model.tflite"
+    def write_export(self, source: ExportSource, folder: Path, calibration: Calibration | None) -> dict:
+        path = folder / "model.tflite"
         export_litert(source.exportable, source.example, path)
-        interpreter = make_interpreter(path, source.threads)
+        return {"exporter": "litert_torch.convert", "file": path.name}
+
+    def open_export(self, source: ExportSource, folder: Path, details: dict) -> Exported:
+        interpreter = make_interpreter(folder / str(details["file"]), source.threads)
         input_index = interpreter.get_input_details()[0]["index"]
         output_index = interpreter.get_output_details()[0]["index"]
 
@@ -88,8 +92,7 @@ class LiteRTBackend(ExportedBackend):
             interpreter.invoke()
             return interpreter.get_tensor(output_index)
 
-        details = {"threads": source.threads, "exporter": "litert_torch.convert", "artifact": str(path),
-                   "delegation": litert_graph_summary(interpreter)}
+        details = {"threads": source.threads, **details, "delegation": litert_graph_summary(interpreter)}
         # the timed input is set before each round, outside the timed calls
         return Exported(run=run, call=interpreter.invoke, details=details,
                         before_round=lambda: interpreter.set_tensor(input_index, source.example.numpy()))

@@ -54,6 +54,7 @@ class OnnxRuntimeInt8Backend(ExportedBackend):
         self.calibration_images = calibration_images
         self.name = "onnxruntime-cpu-int8-1t" if threads == 1 else "onnxruntime-cpu-int8"
         self.batch_sizes = (1,)
+        self.runtime_packages = ("onnx", "onnxruntime", "onnxscript")
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -62,14 +63,14 @@ class OnnxRuntimeInt8Backend(ExportedBackend):
             return False, f"onnxruntime quantization not importable: {error}"
         return True, ""
 
-    def export(self, source: ExportSource, workdir: Path, calibration: Calibration | None) -> Exported:
+    def write_export(self, source: ExportSource, folder: Path, calibration: Calibration | None) -> dict:
         if calibration is None:
             raise ValueError(f"{self.name} quantises: it needs a calibration set")
-        fp32_path, exporter = onnx_file(source, workdir)
-        int8_path = workdir / "model.int8.onnx"
+        fp32_path, exporter = onnx_file(source, folder)
+        int8_path = folder / "model.int8.onnx"
         quantize_onnx(fp32_path, int8_path, calibration.batches(1))
-        return loaded_session(int8_path, source, {
-            "threads": source.threads,
-            "exporter": f"{exporter} + onnxruntime.quantization.quantize_static (QDQ, per-channel)",
-            "artifact": str(int8_path),
-        })
+        return {"exporter": f"{exporter} + onnxruntime.quantization.quantize_static (QDQ, per-channel)",
+                "file": int8_path.name}
+
+    def open_export(self, source: ExportSource, folder: Path, details: dict) -> Exported:
+        return loaded_session(folder / str(details["file"]), source, {"threads": source.threads, **details})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import warnings
 import weakref
 from pathlib import Path
@@ -93,6 +94,7 @@ class OnnxRuntimeCpuBackend(ExportedBackend):
         self.threads = threads
         self.name = "onnxruntime-cpu-1t" if threads == 1 else "onnxruntime-cpu"
         self.batch_sizes = (1,)
+        self.runtime_packages = ("onnx", "onnxruntime", "onnxscript")
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -103,7 +105,12 @@ class OnnxRuntimeCpuBackend(ExportedBackend):
             return False, "onnxruntime has no CPUExecutionProvider"
         return True, ""
 
-    def export(self, source: ExportSource, workdir: Path, calibration: Calibration | None) -> Exported:
-        path, exporter = onnx_file(source, workdir)
-        return loaded_session(path, source, {"threads": source.threads, "exporter": exporter,
-                                             "onnx_path": str(path)})
+    def write_export(self, source: ExportSource, folder: Path, calibration: Calibration | None) -> dict:
+        path, exporter = onnx_file(source, folder)
+        if path.parent != folder:  # exported earlier in this process for another folder: keep a copy here
+            shutil.copyfile(path, folder / path.name)
+        return {"exporter": exporter, "file": path.name}
+
+    def open_export(self, source: ExportSource, folder: Path, details: dict) -> Exported:
+        path = folder / str(details["file"])
+        return loaded_session(path, source, {"threads": source.threads, **details, "onnx_path": str(path)})

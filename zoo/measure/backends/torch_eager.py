@@ -6,11 +6,14 @@ caller's model is left as it was.
 
 Timed with `torch.utils.benchmark.Timer.blocked_autorange`, which picks a block size so that timer overhead is
 negligible, sets the thread count for the measurement and restores it, and synchronises the accelerator around
-each block (so CUDA timings are of finished work, not of queued kernels).
+each block (so CUDA timings are of finished work, not of queued kernels). Under a protocol that counts runs
+(`TimingConfig.runs_per_round`, the architecture board's), single calls are timed instead, as every other backend
+does, so p90 and the trimmed mean are of calls, not of block averages.
 """
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,20 +62,36 @@ class _EagerRunner:
         with torch_threads(threads):
             for _ in range(config.warmup_calls):
                 run()
+        self.run = run
+        self.sync = torch.cuda.synchronize if device_type == "cuda" else (lambda: None)
         self.timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=threads)
         self.details: dict = {"threads": threads, "device": str(example.device)}
         if autocast_dtype is not None:
             self.details["autocast"] = str(autocast_dtype).removeprefix("torch.")
 
     def time_round(self, config: TimingConfig) -> list[float]:
+        if config.runs_per_round is not None:  # the board's protocol: single calls, counted (no blocks)
+            return self._counted_round(config)
         times = list(self.timer.blocked_autorange(min_run_time=config.min_round_s).times)
         # A model slower than the round time yields one block: add single calls up to the minimum sample count.
         while len(times) < config.min_samples_per_round:
             times.extend(self.timer.timeit(number=1).times)
         return times
 
+    def _counted_round(self, config: TimingConfig) -> list[float]:
+        times: list[float] = []
+        with torch_threads(self.threads):
+            started = time.perf_counter()
+            while not config.round_done(len(times), time.perf_counter() - started):
+                self.sync()
+                t0 = time.perf_counter()
+                self.run()
+                self.sync()
+                times.append(time.perf_counter() - t0)
+        return times
+
     def close(self) -> None:
-        self.model = self.timer = None  # drop the copy (the timer's closure holds it too)
+        self.model = self.timer = self.run = None  # drop the copy (the timer's closure holds it too)
 
 
 class CpuEagerBackend(TimedBackend):
@@ -92,9 +111,15 @@ class CpuEagerBackend(TimedBackend):
         device = next(model.parameters()).device
         if device.type != "cpu":
             raise ValueError(f"{self.name} times CPU models; this one is on {device}")
+        from zoo.measure.memory import RSS_KIND, PeakRss
+
         example = torch.randn(input_shape)
-        prepared = prepare_for_export(model, int(input_shape[-1]))
-        return _EagerRunner(prepared, example, self._thread_count(), None, config)
+        with PeakRss() as rss:  # the prepared copy (its weights) and the warm-up calls' activations
+            prepared = prepare_for_export(model, int(input_shape[-1]))
+            runner = _EagerRunner(prepared, example, self._thread_count(), None, config)
+        if rss.increase_mb is not None:
+            runner.details.update(peak_memory_mb=rss.increase_mb, memory_kind=RSS_KIND)
+        return runner
 
 
 class CudaBackend(TimedBackend):

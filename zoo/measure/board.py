@@ -1,0 +1,322 @@
+"""The architecture board: every architecture in the zoo on every phone-CPU runtime, `python -m zoo.measure --board
+DIR` (`make latency` builds the committed one, `leaderboard/architectures/`).
+
+What it measures: every registered model plus MobileViT's own ablations (patch sizes and fusion, as knob variants
+under their `zoo.models.model_label`), each at its deployment resolution (`zoo.models.registry.deploy_resolution`)
+with a 1000-class head, on `BOARD_BACKENDS` (ExecuTorch/XNNPACK, LiteRT, ONNX Runtime, eager PyTorch; fp32 and
+int8; 1 thread first, then all threads). A runtime that is not installed gives "skipped: why" records; a failed
+export a "failed: reason" record: every cell has a record, so the board never misses a row.
+
+How, in order:
+1. Exports, in a pool of `export_jobs` processes, into the export cache (`zoo.measure.backends.export_cache`) —
+   only for architectures the store has no usable record of (or all with `force`). Nothing is timed meanwhile.
+2. Timing, serially in this process (`zoo.measure.suite.measure_models`): groups of `GROUP_SIZE` models timed
+   interleaved on one backend under `BOARD_TIMING`, each group's records appended to the store when its last round
+   ends. The exports come from the cache. An interrupted board resumes from its store: finished records are reused.
+   Then, where ONNX Runtime is timed, the op-class profile of each architecture (`DIR/breakdown.jsonl`, from
+   the cached ONNX export: seconds per model).
+3. `DIR/README.md` and its plots from the store alone (`python -m zoo.report.architectures DIR`, run as a
+   process: the report stage sits above measurement in the flow).
+
+`force` re-times every cell (the exports stay cached); without it, a rerun with nothing changed only reads the
+store and renders the board.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.measure.latency import TimingConfig
+from zoo.measure.machine import machine_info, usable_cpus
+from zoo.measure.store import MEASUREMENTS_FILE, Measurement, MeasurementStore
+
+__all__ = ["ABLATIONS", "BOARD_BACKENDS", "BOARD_TIMING", "Architecture", "BoardError", "BoardRun",
+           "board_architectures", "check_resolutions", "run_board"]
+
+# The protocol (stated on the board): warm-up, 5 rounds of 50 runs, a round capped at 1.5 s for a slow model
+# (at least 5 runs), rounds interleaved across the group's models; median of round means, p90, trimmed mean.
+BOARD_TIMING = TimingConfig(rounds=5, min_round_s=0.0, warmup_calls=10, min_samples_per_round=5, runs_per_round=50,
+                            max_round_s=1.5)
+BOARD_BACKENDS: tuple[str, ...] = (
+    "executorch-xnnpack-1t", "executorch-xnnpack-int8-1t", "litert-1t", "onnxruntime-cpu-1t",
+    "onnxruntime-cpu-int8-1t", "cpu-eager-1t",
+    "executorch-xnnpack", "executorch-xnnpack-int8", "litert", "onnxruntime-cpu", "onnxruntime-cpu-int8", "cpu-eager",
+)
+GROUP_SIZE = 6  # models timed interleaved together: drift shared, at most one group lost to an interruption
+MIN_RESOLUTION, MAX_RESOLUTION = 32, 1024
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One row of the board: a registry name with its knobs, at one resolution."""
+
+    name: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    resolution: int = 224
+
+    @property
+    def label(self) -> str:
+        from zoo.models import model_label
+
+        return model_label(self.name, dict(self.kwargs))
+
+
+# MobileViT's ablations (arXiv 2110.02178, on MobileViT-S): patch sizes per stage, and no fusion skip.
+# The default mobilevit_s is the (2, 2, 2) row. Paper figures: `zoo.report.published.MOBILEVIT_ABLATIONS`.
+ABLATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("mobilevit_s", {"patch_size": [3, 3, 3]}),
+    ("mobilevit_s", {"patch_size": [4, 4, 4]}),
+    ("mobilevit_s", {"patch_size": [8, 4, 2]}),
+    ("mobilevit_s", {"fusion": False}),
+)
+
+
+class BoardError(ValueError):
+    """Bad input for the board (a resolution a model cannot take): one line naming it and what is allowed."""
+
+
+def _known_labels() -> dict[str, tuple[str, dict[str, Any]]]:
+    from zoo.models import list_models, model_label
+
+    known = {name: (name, {}) for name in list_models()}
+    known.update({model_label(name, kwargs): (name, kwargs) for name, kwargs in ABLATIONS})
+    return known
+
+
+def board_architectures(models: Sequence[str] | None = None, resolution: int | None = None) -> list[Architecture]:
+    """The board's rows: `models` (registry names or ablation labels; default every registered model, then the
+    ablations), each at `resolution` or its deployment resolution. Unknown names raise the registry's error."""
+    from zoo.models import get_entry, model_name
+    from zoo.models.registry import deploy_resolution
+
+    known = _known_labels()
+    chosen = list(models) if models else list(known)
+    rows = []
+    for label in chosen:
+        if label not in known:
+            get_entry(model_name(label))  # an unknown name: the registry's message, with the known names
+            raise BoardError(f"unknown variant {label!r}; the board's variants: {', '.join(list(known)[-4:])}")
+        name, kwargs = known[label]
+        rows.append(Architecture(name, kwargs, resolution or deploy_resolution(label)))
+    return rows
+
+
+def check_resolutions(architectures: Sequence[Architecture]) -> None:
+    """Raise BoardError for a resolution out of range, or one a model's forward pass refuses."""
+    from zoo.measure.suite import build_model
+
+    for arch in architectures:
+        if not MIN_RESOLUTION <= arch.resolution <= MAX_RESOLUTION:
+            raise BoardError(f"resolution {arch.resolution} is out of range: allowed {MIN_RESOLUTION}–"
+                             f"{MAX_RESOLUTION} px")
+        model = build_model(arch.label, arch.kwargs).eval()
+        try:
+            with torch.inference_mode():
+                model(torch.zeros(1, 3, arch.resolution, arch.resolution))
+        except Exception as error:
+            from zoo.models.registry import deploy_resolution
+
+            raise BoardError(f"{arch.label} cannot take {arch.resolution} px ({type(error).__name__}: "
+                             f"{str(error).splitlines()[0][:120] if str(error) else ''}); its deployment "
+                             f"resolution is {deploy_resolution(arch.label)} px") from error
+
+
+@dataclass
+class BoardRun:
+    """What one board run did, and how long each phase took (seconds)."""
+
+    records: list[Measurement]
+    export_s: float = 0.0
+    timing_s: float = 0.0
+    render_s: float = 0.0
+    exports: int = 0  # export jobs sent to the pool (each a cache hit or an export)
+
+    @property
+    def total_s(self) -> float:
+        return self.export_s + self.timing_s + self.render_s
+
+
+def _export_job(label: str, kwargs: dict[str, Any], resolution: int, backend_name: str, cache_dir: str,
+                calibration: torch.Tensor | None) -> tuple[str, str, float, str]:
+    """In a pool process: the export of one architecture for one backend, into the cache (nothing loaded or
+    timed). Returns (label, backend, seconds, error or "")."""
+    from zoo.measure.backends import get_backend
+    from zoo.measure.suite import build_model
+
+    torch.set_num_threads(1)  # one core per exporter: the pool has as many processes as cores
+    started = time.perf_counter()
+    try:
+        backend = get_backend(backend_name, calibration_images=calibration)
+        backend.export_cache_dir = Path(cache_dir)
+        ok, why_not = backend.available()
+        if ok:
+            backend._start(build_model(label, kwargs).eval(), (1, 3, resolution, resolution), Path(cache_dir))
+        return label, backend_name, time.perf_counter() - started, "" if ok else why_not
+    except Exception as error:  # the timing phase exports again and records the failure as its cell
+        return label, backend_name, time.perf_counter() - started, f"{type(error).__name__}: {error}"[:200]
+
+
+def _exporting_backends(backends: Sequence[str]) -> list[str]:
+    """One backend per export kind among `backends` whose exports are cached (1t and all-thread share a file)."""
+    from zoo.measure.backends import get_backend
+
+    chosen: dict[str, str] = {}
+    for name in backends:
+        backend = get_backend(name)
+        if hasattr(backend, "_caches") and backend._caches():
+            chosen.setdefault(backend.export_kind, name)
+    return list(chosen.values())
+
+
+def _to_measure(architectures: Sequence[Architecture], backends: Sequence[str], store: MeasurementStore,
+                force: bool) -> list[Architecture]:
+    """The architectures some board cell of which has no usable record (all of them with `force`)."""
+    if force:
+        return list(architectures)
+    machine = machine_info().machine_id
+    usable = {(k.model, k.resolution, k.backend) for k, r in store.latest().items()
+              if r.status != "failed" and k.machine_id == machine and k.batch_size == 1 and k.num_classes == 1000}
+    return [a for a in architectures if any((a.label, a.resolution, b) not in usable for b in backends)]
+
+
+def _uncached(arch: Architecture, backends: Sequence[str], cache_dir: Path,
+              calibration: torch.Tensor | None) -> list[str]:
+    """The backends whose export of `arch` the cache does not hold yet (checked here: no process started)."""
+    from zoo.measure.backends import get_backend
+    from zoo.measure.suite import build_model
+
+    model = build_model(arch.label, arch.kwargs).eval()
+    missing = []
+    for name in backends:
+        backend = get_backend(name, calibration_images=calibration)
+        backend.export_cache_dir = cache_dir
+        if backend.available()[0] and not backend.has_cached_export(model, (1, 3, arch.resolution, arch.resolution)):
+            missing.append(name)
+    return missing
+
+
+def prefill_exports(architectures: Sequence[Architecture], backends: Sequence[str], cache_dir: Path, jobs: int,
+                    calibration: torch.Tensor | None = None,
+                    on_progress: Callable[[str], None] | None = None) -> int:
+    """Export every (architecture, export kind) into the cache with `jobs` processes; returns the job count."""
+    if jobs < 1:
+        return 0
+    work = [(a.label, dict(a.kwargs), a.resolution, b, str(cache_dir), calibration)
+            for a in architectures for b in _uncached(a, _exporting_backends(backends), cache_dir, calibration)]
+    if not work:
+        return 0
+    # spawn: a fresh interpreter per worker (forking a process that holds runtime thread pools is unsafe)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        for label, backend, seconds, error in pool.map(_export_job, *zip(*work)):
+            if on_progress:
+                on_progress(f"export {label} {backend} {seconds:.0f}s{' ' + error[:60] if error else ''}")
+    return len(work)
+
+
+BREAKDOWN_BACKEND = "onnxruntime-cpu-1t"  # whose cached export the op-class profile reads
+BREAKDOWN_RUNS = 10
+
+
+def breakdown_record(arch: Architecture, cache_dir: Path, workdir: Path) -> dict[str, Any]:
+    """ONNX Runtime's profiler by op class (1 thread) beside GMACs by class, on the board's cached fp32 ONNX
+    export (`zoo.measure.breakdown`); a failure is a row too."""
+    from zoo.measure.backends import get_backend
+    from zoo.measure.backends.common import export_source
+    from zoo.measure.breakdown import macs_by_class, profile_onnxruntime
+    from zoo.measure.suite import build_model
+
+    try:
+        backend = get_backend(BREAKDOWN_BACKEND)
+        backend.export_cache_dir = cache_dir
+        source = export_source(build_model(arch.label, arch.kwargs).eval(), (1, 3, arch.resolution, arch.resolution),
+                               threads=1)
+        written = backend._written(source, workdir, None)
+        workdir.mkdir(parents=True, exist_ok=True)
+        ms = profile_onnxruntime(written.folder / str(written.details["file"]), source.example.numpy(),
+                                 BREAKDOWN_RUNS, workdir)
+        gmacs = {k: round(v / 1e9, 6) for k, v in macs_by_class(source.exportable, arch.resolution).items()}
+        return {"model": arch.label, "resolution": arch.resolution, "runtime": f"{BREAKDOWN_BACKEND} (profiler)",
+                "ms_by_class": ms, "total_kernel_ms": round(sum(ms.values()), 4), "gmacs_by_class": gmacs}
+    except Exception as error:
+        return {"model": arch.label, "resolution": arch.resolution, "status": "failed",
+                "reason": f"{type(error).__name__}: {str(error)[:200]}"}
+
+
+def profile_breakdowns(architectures: Sequence[Architecture], directory: Path, artifacts: Path, force: bool,
+                       on_progress: Callable[[str], None] | None = None) -> int:
+    """`directory/breakdown.jsonl`: one op-class profile per architecture not profiled yet (all with `force`)."""
+    from zoo.measure.backends import get_backend
+    from zoo.measure.store import BreakdownStore
+
+    if not get_backend(BREAKDOWN_BACKEND).available()[0]:
+        return 0
+    store = BreakdownStore(directory)
+    done = set() if force else store.measured()
+    count = 0
+    for arch in architectures:
+        if (arch.label, arch.resolution) in done:
+            continue
+        store.append(breakdown_record(arch, artifacts / "exports", artifacts / "breakdown" / arch.label))
+        count += 1
+        if on_progress:
+            on_progress(f"breakdown {arch.label}")
+    return count
+
+
+def render_in_subprocess(directory: Path, store_path: Path) -> None:
+    """`python -m zoo.report.architectures DIR --store STORE`: the board's README is the report stage's, which
+    sits above measurement in the flow (README "The flow"), so measurement runs it instead of importing it."""
+    subprocess.run([sys.executable, "-m", "zoo.report.architectures", str(directory), "--store", str(store_path)],
+                   check=True)
+
+
+def run_board(directory: str | Path, models: Sequence[str] | None = None, resolutions: Sequence[int] | None = None,
+              backends: Sequence[str] | None = None, store_path: str | Path | None = None,
+              artifacts_dir: str | Path | None = None, force: bool = False, timing: TimingConfig = BOARD_TIMING,
+              export_jobs: int | None = None, calibration: torch.Tensor | None = None,
+              on_progress: Callable[[str], None] | None = None,
+              render: Callable[[Path, Path], object] | None = None, breakdown: bool = True) -> BoardRun:
+    """Measure the board into its store and render `directory/README.md` (see the module docstring) with
+    `render(directory, store_path)` (default: `render_in_subprocess`)."""
+    from zoo.measure.backends import get_backend
+    from zoo.measure.suite import measure_models
+
+    directory = Path(directory)
+    backends = list(backends or BOARD_BACKENDS)
+    for name in backends:
+        get_backend(name)  # an unknown name fails here, before any work, with the known ones
+    store_path = Path(store_path) if store_path else directory / MEASUREMENTS_FILE
+    artifacts = Path(artifacts_dir) if artifacts_dir else directory / "artifacts"
+    run = BoardRun(records=[])
+    for resolution in resolutions or [None]:
+        architectures = board_architectures(models, resolution)
+        if resolution is not None:
+            check_resolutions(architectures)
+        started = time.perf_counter()
+        pending = _to_measure(architectures, backends, MeasurementStore(store_path), force)
+        run.exports += prefill_exports(pending, backends, artifacts / "exports",
+                                       usable_cpus() if export_jobs is None else export_jobs, calibration,
+                                       on_progress)
+        run.export_s += time.perf_counter() - started
+        started = time.perf_counter()
+        run.records += measure_models(
+            [a.label for a in architectures], {a.label: a.resolution for a in architectures}, backends, store_path,
+            force=force, timing=timing, artifacts_dir=artifacts, on_progress=on_progress,
+            calibration_images=calibration, model_kwargs={a.label: a.kwargs for a in architectures},
+            deployed=resolution is None, group_size=GROUP_SIZE)
+        if breakdown and BREAKDOWN_BACKEND in backends:
+            profile_breakdowns(architectures, directory, artifacts, force, on_progress)
+        run.timing_s += time.perf_counter() - started
+    started = time.perf_counter()
+    (render or render_in_subprocess)(directory, store_path)
+    run.render_s = time.perf_counter() - started
+    return run
