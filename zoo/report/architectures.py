@@ -15,6 +15,7 @@ from pathlib import Path
 from scipy import stats as sps
 
 from zoo.measure.store import PAPER_FLOPS_BACKEND, Measurement, MeasurementStore
+from zoo.report.atomic import write_text_atomic
 from zoo.report.published import PaperLatency, published_of
 from zoo.report.stats import pareto_front
 from zoo.report.tables import DASH, Table, md
@@ -201,8 +202,7 @@ def write_board(directory: str | Path, store_path: str | Path) -> Path:
     board = load_board(MeasurementStore(store_path).latest().values())
     plots = write_plots(board, directory)
     path = directory / "README.md"
-    path.write_text(render_board(board, plots, BreakdownStore(directory).profiled()),
-                    encoding="utf-8")
+    write_text_atomic(path, render_board(board, plots, BreakdownStore(directory).profiled()))
     return path
 
 

@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from zoo.report.atomic import savefig_atomic  # noqa: E402
 from zoo.report.stats import pareto_front  # noqa: E402
 
 __all__ = ["top1_vs_latency_panels"]
@@ -45,6 +46,6 @@ def top1_vs_latency_panels(points: Mapping[str, Sequence[tuple[str, float, float
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, **_SAVE)
+    savefig_atomic(fig, path, **_SAVE)
     plt.close(fig)
     return path
