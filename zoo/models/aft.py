@@ -187,19 +187,19 @@ _PAPER = "AFT paper Table (ImageNet, DeiT recipe, 224), arXiv 2105.14103"
 register(
     "aft_conv_tiny",
     family="aft",
-    published=Published(params_m=5.4, resolution=224, top1=73.9, source=_PAPER),
+    published=Published(params_m=5.4, resolution=224, top1=73.9, source=_PAPER, arxiv="2105.14103"),
     description="AFT-conv tiny: DeiT-tiny layout, AFT-conv kernel 11, 32 heads, GAP, no class token / pos embed",
 )(_aft_factory("conv_tiny"))
 register(
     "aft_conv_tiny_h192",
     family="aft",
-    published=Published(params_m=5.9, resolution=224, top1=74.8, source=_PAPER),
+    published=Published(params_m=5.9, resolution=224, top1=74.8, source=_PAPER, arxiv="2105.14103"),
     description="AFT-conv tiny with 192 heads (one channel per head)",
 )(_aft_factory("conv_tiny_h192"))
 register(
     "aft_full_tiny",
     family="aft",
-    published=Published(params_m=6.3, resolution=224, top1=72.4, source=_PAPER),
+    published=Published(params_m=6.3, resolution=224, top1=72.4, source=_PAPER, arxiv="2105.14103"),
     description="AFT-full tiny: DeiT-tiny layout, AFT-full (rank-128 bias, 14x14 grid), class token",
 )(_aft_factory("full_tiny"))
 

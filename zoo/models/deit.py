@@ -72,7 +72,9 @@ DEIT_HOOKS = FamilyHooks(sized_at_base_resolution=True, bake_for_export=bake_dei
 @register(
     "deit_tiny",
     family="deit",
-    published=Published(params_m=5.7, gmacs=1.26, resolution=224, top1=72.2, source="DeiT-Ti, arXiv 2012.12877"),
+    published=Published(params_m=5.7, gmacs=1.26, resolution=224, top1=72.2, source="DeiT-Ti, arXiv 2012.12877",
+                        arxiv="2012.12877", epochs=300, distilled=False, paper_device="iPhone 12 Neural Engine",
+                        paper_latency_ms=10.99, latency_source="arXiv 2110.02178 Table 3"),
     description="DeiT-Ti: 12 layers, width 192, 3 heads, patch 16, class token (timm deit_tiny_patch16_224)",
     hooks=DEIT_HOOKS,
 )

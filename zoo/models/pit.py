@@ -107,7 +107,9 @@ def _any_size_pit(
 @register(
     "pit_ti",
     family="pit",
-    published=Published(params_m=4.9, gmacs=0.70, resolution=224, top1=73.0, source="PiT-Ti, arXiv 2103.16302"),
+    published=Published(params_m=4.9, gmacs=0.70, resolution=224, top1=73.0, source="PiT-Ti, arXiv 2103.16302",
+                        arxiv="2103.16302", epochs=300, distilled=False, paper_device="iPhone 12 Neural Engine",
+                        paper_latency_ms=10.56, latency_source="arXiv 2110.02178 Table 3"),
     description="PiT-Ti: base dim 32, depths (2, 6, 4), heads (2, 4, 8), pooling between stages (timm pit_ti_224)",
     hooks=PIT_HOOKS,
 )
@@ -120,7 +122,8 @@ def pit_ti(
 @register(
     "pit_xs",
     family="pit",
-    published=Published(params_m=10.6, gmacs=1.40, resolution=224, top1=78.1, source="PiT-XS, arXiv 2103.16302"),
+    published=Published(params_m=10.6, gmacs=1.40, resolution=224, top1=78.1, source="PiT-XS, arXiv 2103.16302",
+                        arxiv="2103.16302", epochs=300, distilled=False),
     description="PiT-XS: base dim 48, depths (2, 6, 4), heads (2, 4, 8), pooling between stages (timm pit_xs_224)",
     hooks=PIT_HOOKS,
 )
