@@ -172,3 +172,66 @@ def test_explicit_attention_takes_multi_query_heads_like_sdpa() -> None:
         got = F.scaled_dot_product_attention(query, key, value)
     assert got.shape == (2, 4, 9, 8)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+class _PortableOpsNet(nn.Module):
+    """One of each construct XNNPACK refuses as traced (group norm, a (2, 3) mean without keepdim, a leading
+    unsqueeze, a 4-D matmul)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(1, 12)
+        self.conv = nn.Conv2d(12, 12, 1)
+        self.key = nn.Conv2d(12, 12, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        query, key = self.conv(self.norm(x)), self.key(x)
+        scores = query.reshape(1, 3, 4, 36).transpose(-1, -2) @ key.reshape(1, 3, 4, 36)  # [1, 3, 36, 36]
+        pooled = scores.softmax(-1).reshape(1, 3 * 36, 6, 6).mean((2, 3))  # [1, 108]
+        return pooled.unsqueeze(0).reshape(1, 108, 1, 1).mean((2, 3))
+
+
+def test_xnnpack_friendly_tensor_methods_give_the_same_values_and_are_restored() -> None:
+    import torch.nn.functional as F
+
+    from zoo.models.export import xnnpack_friendly_ops
+
+    torch.manual_seed(0)
+    x, a, b = torch.randn(2, 6, 5, 7), torch.randn(2, 3, 5, 8), torch.randn(2, 3, 8, 4)
+    norm = nn.GroupNorm(3, 6)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    methods = (torch.Tensor.mean, torch.Tensor.unsqueeze, torch.Tensor.__matmul__, F.group_norm)
+
+    def values() -> list[torch.Tensor]:
+        return [x.mean((2, 3)), x.mean((-1, -2)), x.mean(1), x.mean(), x.unsqueeze(1), x.unsqueeze(-1),
+                x.unsqueeze(0), a @ b, torch.matmul(a, b), a.matmul(b), a @ b[:1], norm(x)]
+
+    expected = values()
+    with xnnpack_friendly_ops():
+        assert torch.Tensor.unsqueeze is not methods[1]
+        got = values()
+        assert got[4]._base is x and got[6]._base is x  # unsqueeze stays a view
+    assert (torch.Tensor.mean, torch.Tensor.unsqueeze, torch.Tensor.__matmul__, F.group_norm) == methods
+    assert [t.shape for t in got] == [t.shape for t in expected] and len(got) == 12
+    for want, have in zip(expected, got):
+        torch.testing.assert_close(have, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_xnnpack_friendly_ops_leave_nothing_to_portable_kernels(tmp_path: Path) -> None:
+    pytest.importorskip("executorch")
+    from zoo.measure.backends.executorch_xnnpack import export_executorch
+
+    from zoo.measure.backends.executorch_xnnpack import load_executorch
+
+    torch.manual_seed(0)
+    model, x = _PortableOpsNet().eval(), torch.randn(1, 12, 6, 6)
+    plain = export_executorch(model, x, tmp_path / "plain.pte", friendly_ops=False)
+    assert {"aten_native_group_norm_default", "aten_mean_dim", "aten_expand_copy_default",
+            "aten_unsqueeze_copy_default"} <= set(plain["non_delegated_ops"])
+    friendly = export_executorch(model, x, tmp_path / "friendly.pte")
+    assert set(friendly["non_delegated_ops"]) == {"getitem"} and friendly["delegated_subgraphs"] == 1
+    method, _program = load_executorch(tmp_path / "friendly.pte")
+    with torch.no_grad():
+        torch.testing.assert_close(method.execute([x])[0], model(x), rtol=1e-4, atol=1e-5)

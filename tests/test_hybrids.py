@@ -25,6 +25,7 @@ from zoo.models.efficientformerv2 import (
     bias_index,
     sub_table,
 )
+from zoo.models.export import prepare_for_export
 
 REPO = Path(__file__).resolve().parent.parent
 NEW_MODELS = [
@@ -133,7 +134,7 @@ def test_only_the_reparameterisable_families_have_the_hook() -> None:
     with_hook = {name for name in NEW_MODELS if zm.get_entry(name).hooks.reparameterize is not None}
     assert with_hook == set(FUSED_MODELS)
     with_bake = {name for name in NEW_MODELS if zm.get_entry(name).hooks.bake_for_export is not None}
-    assert with_bake == {"efficientformerv2_s0"}
+    assert with_bake == {"efficientformerv2_s0", "mobilevitv2_050", "mobilevitv2_100"}
 
 
 def _half_last_digit(figure: float) -> float:
@@ -296,6 +297,31 @@ def test_efficientformer_export_graph_has_no_index_computation() -> None:
     targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
     assert not {t for t in targets if "index" in t or "arange" in t or "gather" in t}, targets
     assert "aten.upsample_bilinear2d.vec" in targets or "aten.upsample_bilinear2d.default" in targets
+
+
+@pytest.mark.parametrize("resolution", [80, 256])
+def test_mobilevitv2_export_formulation_gives_the_eager_logits(resolution: int) -> None:
+    from timm.models.mobilevit import LinearSelfAttention
+
+    torch.manual_seed(0)
+    model = zm.create("mobilevitv2_050", num_classes=10).eval()
+    prepared = prepare_for_export(model, resolution)
+    x = torch.randn(2, 3, resolution, resolution)
+    with torch.no_grad():
+        expected, got = model(x), prepared(x)
+    assert torch.equal(got, expected)  # a broadcast product is the product with the expanded tensor
+    assert {type(m) for m in model.modules() if isinstance(m, LinearSelfAttention)} == {LinearSelfAttention}
+    baked = [m for m in prepared.modules() if isinstance(m, LinearSelfAttention)]
+    assert len(baked) == 9 and all(type(m) is not LinearSelfAttention for m in baked)
+
+
+def test_mobilevitv2_export_graph_has_no_expand() -> None:
+    # LiteRT's converter rejects timm's expand_as; XNNPACK does not take it either.
+    prepared = prepare_for_export(zm.create("mobilevitv2_050", num_classes=10), 64)
+    program = torch.export.export(prepared, (torch.randn(1, 3, 64, 64),), strict=False)
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert not {t for t in targets if "expand" in t}, targets
+    assert "aten.softmax.int" in targets and "aten.sum.dim_IntList" in targets
 
 
 # --- run files ------------------------------------------------------------------------------------------------

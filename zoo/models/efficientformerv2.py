@@ -204,7 +204,8 @@ def bake_for_export(model: nn.Module, resolution: int) -> None:
     "efficientformerv2_s0",
     family="efficientformerv2",
     published=Published(
-        params_m=3.5, gmacs=0.40, resolution=224, top1=75.7,
+        params_m=3.5, gmacs=0.40, resolution=224, top1=75.7, arxiv="2212.08059", paper_device="iPhone 12",
+        paper_latency_ms=0.9,
         source="arXiv 2212.08059, ImageNet-1k results (EfficientFormerV2-S0; 0.9 ms iPhone 12)",
     ),
     description="EfficientFormerV2-S0: 4D conv stages, talking-head attention with learned relative bias in the "

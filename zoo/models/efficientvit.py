@@ -70,7 +70,7 @@ def efficientvit_b0(
     "efficientvit_b1",
     family="efficientvit",
     published=Published(
-        params_m=9.1, gmacs=0.52, resolution=224, top1=79.4,
+        params_m=9.1, gmacs=0.52, resolution=224, top1=79.4, arxiv="2205.14756",
         source="arXiv 2205.14756, ImageNet-1k results (EfficientViT-B1 r224; latency given on Jetson/TensorRT only)",
     ),
     description="EfficientViT-B1 (MIT): MBConv stages, multi-scale ReLU linear attention in the last two, widths "

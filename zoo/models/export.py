@@ -109,26 +109,92 @@ def _explicit_layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e
     return normed + bias if bias is not None else normed
 
 
+def _explicit_group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """GroupNorm from sub/mul/rsqrt and two 4-D spatial means over a [B, G, C/G·H·W, 1] view."""
+    batch, channels = input.shape[0], input.shape[1]
+    grouped = input.reshape(batch, num_groups, -1, 1)
+    centred = grouped - grouped.mean(dim=(2, 3), keepdim=True)
+    normed = centred * torch.rsqrt((centred * centred).mean(dim=(2, 3), keepdim=True) + eps)
+    normed = normed.reshape(input.shape)
+    affine = (1, channels) + (1,) * (input.dim() - 2)
+    if weight is not None:
+        normed = normed * weight.reshape(affine)
+    return normed + bias.reshape(affine) if bias is not None else normed
+
+
+# Tensor methods traced as views, slices and bmm (see `xnnpack_friendly_ops`). Each one falls back to the original
+# outside the pattern it rewrites, and returns the same values (views where the original returns views).
+
+
+def _pooled_mean(self: torch.Tensor, *args, **kwargs):
+    """A 4-D mean over dims (2, 3) without keepdim (timm's `x.mean((2, 3))` heads) as a pool plus a view."""
+    dim = args[0] if args else kwargs.get("dim")
+    keepdim = args[1] if len(args) > 1 else kwargs.get("keepdim", False)
+    plain = len(args) <= 2 and set(kwargs) <= {"dim", "keepdim"}
+    if plain and not keepdim and self.dim() == 4 and isinstance(dim, (tuple, list)) \
+            and sorted(d % 4 for d in dim) == [2, 3]:
+        return _ORIGINAL["mean"](self, dim, keepdim=True).view(self.shape[0], self.shape[1])
+    return _ORIGINAL["mean"](self, *args, **kwargs)
+
+
+def _unsqueeze_as_view(self: torch.Tensor, dim: int):
+    """unsqueeze on any but the trailing dim (XNNPACK takes the trailing one only) as a view."""
+    position = dim % (self.dim() + 1)
+    if position == self.dim():
+        return _ORIGINAL["unsqueeze"](self, dim)
+    shape = list(self.shape)
+    shape.insert(position, 1)
+    return self.view(shape)
+
+
+def _batched_matmul(input: torch.Tensor, other: torch.Tensor):
+    """A matmul of two tensors of the same rank >= 3 and batch dims as one 3-D bmm (torch traces it as expand +
+    bmm, and XNNPACK does not take the expand); anything else (broadcast batches, vectors) unchanged."""
+    if not (input.dim() == other.dim() >= 3 and input.shape[:-2] == other.shape[:-2]):
+        return _ORIGINAL["matmul"](input, other)
+    batch = input.shape[:-2]
+    out = torch.bmm(input.reshape(-1, *input.shape[-2:]), other.reshape(-1, *other.shape[-2:]))
+    return out.view(*batch, *out.shape[-2:])
+
+
 _ORIGINAL: dict[str, Any] = {}
+# (owner, attribute, replacement): functions in torch.nn.functional and methods of torch.Tensor.
+_REWRITES: tuple[tuple[Any, str, Any], ...] = (
+    (F, "scaled_dot_product_attention", _explicit_attention),
+    (F, "layer_norm", _explicit_layer_norm),
+    (F, "group_norm", _explicit_group_norm),
+    (torch.Tensor, "mean", _pooled_mean),
+    (torch.Tensor, "unsqueeze", _unsqueeze_as_view),
+    (torch.Tensor, "matmul", _batched_matmul),
+    (torch.Tensor, "__matmul__", _batched_matmul),
+    (torch, "matmul", _batched_matmul),
+)
 
 
 @contextlib.contextmanager
 def xnnpack_friendly_ops() -> Iterator[None]:
-    """While exporting, trace attention and layer norm with ops XNNPACK delegates.
+    """While exporting, trace attention, the norms and some tensor methods with ops XNNPACK delegates.
 
     Why: lowered to ExecuTorch's edge dialect, `F.scaled_dot_product_attention` decomposes into a 'safe softmax'
     (eq/any/logical_not/where/full_like guarding fully masked rows) plus 4-D matmuls (expand + bmm + squeeze), and
-    XNNPACK's partitioner (executorch 1.5) takes neither those guards, nor `expand`, nor `native_layer_norm`, nor a
-    `mean` that is not a 4-D spatial pool. Each such node runs on portable kernels and splits the graph. Here
-    attention is bmm → softmax → bmm on 3-D tensors, and layer norm's two means are 4-D spatial means (a
-    global average pool to XNNPACK). The numbers equal the eager ops' up to float rounding (the export's
-    parity check bounds it); eager training is untouched.
+    XNNPACK's partitioner (executorch 1.5) takes neither those guards, nor `expand`, nor `native_layer_norm` /
+    `native_group_norm`, nor a `mean` that is not a 4-D spatial pool with keepdim, nor `unsqueeze` but on the
+    trailing dim. Each such node runs on portable kernels and splits the graph. Here attention is bmm → softmax →
+    bmm on 3-D tensors; layer and group norm's means are 4-D spatial means (a global average pool to XNNPACK); a
+    (2, 3) mean without keepdim is the pool plus a view; unsqueeze a view; a same-batch matmul one bmm.
+    Not rewritten: `split` / `chunk` / `unbind` (`split_with_sizes`, `squeeze`) stay on portable kernels, because
+    their XNNPACK alternative, `slice`, gives wrong numbers on a channel slice of a 4-D conv activation
+    (executorch 1.5: max abs err 7 on a one-block model), and the parity check would fail the export.
+    The numbers equal the eager ops' up to float rounding (the export's parity check bounds it; the tensor methods
+    are exact); eager training is untouched: everything is restored on exit.
     """
-    _ORIGINAL.update(sdpa=F.scaled_dot_product_attention, layer_norm=F.layer_norm)
-    F.scaled_dot_product_attention = _explicit_attention
-    F.layer_norm = _explicit_layer_norm
+    # by name: "matmul" ends up torch.matmul (listed last), which the same-batch rewrite falls back to
+    _ORIGINAL.update({name: getattr(owner, name) for owner, name, _ in _REWRITES})
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in _REWRITES]
     try:
+        for owner, name, replacement in _REWRITES:
+            setattr(owner, name, replacement)
         yield
     finally:
-        F.scaled_dot_product_attention = _ORIGINAL["sdpa"]
-        F.layer_norm = _ORIGINAL["layer_norm"]
+        for owner, name, original in saved:
+            setattr(owner, name, original)

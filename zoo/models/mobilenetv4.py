@@ -19,7 +19,7 @@ from zoo.models.timm_bridge import create_timm_model
     "mobilenetv4_conv_small",
     family="mobilenetv4",
     published=Published(
-        params_m=3.8, gmacs=0.2, resolution=224, top1=73.8,
+        params_m=3.8, gmacs=0.2, resolution=224, top1=73.8, arxiv="2404.10518",
         source="arXiv 2404.10518, ImageNet-1k results (MNv4-Conv-S; GMACs rounded to 0.1)",
     ),
     description="MobileNetV4 Conv-S: universal inverted bottlenecks, no attention: the control "
@@ -38,7 +38,7 @@ def mobilenetv4_conv_small(
     "mobilenetv4_hybrid_medium",
     family="mobilenetv4",
     published=Published(
-        params_m=10.5, gmacs=1.2, resolution=256, top1=80.7,
+        params_m=10.5, gmacs=1.2, resolution=256, top1=80.7, arxiv="2404.10518",
         source="arXiv 2404.10518, ImageNet-1k results (MNv4-Hybrid-M at 256 px); timm's definition counts "
         "11.07 M params and 1.27 GMACs at 256",
     ),

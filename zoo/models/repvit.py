@@ -65,7 +65,8 @@ def add_stochastic_depth(model: nn.Module, drop_path_rate: float) -> nn.Module:
     "repvit_m0_9",
     family="repvit",
     published=Published(
-        params_m=5.1, gmacs=0.8, resolution=224, top1=78.7,
+        params_m=5.1, gmacs=0.8, resolution=224, top1=78.7, arxiv="2307.09283", epochs=300, paper_device="iPhone 12",
+        paper_latency_ms=0.9,
         source="arXiv 2307.09283, ImageNet-1k results (RepViT-M0.9, 300 epochs; 0.9 ms iPhone 12; fused model)",
     ),
     description="RepViT-M0.9: RepVGG depthwise token mixer + FFN, SE every other block, no attention: the CNN "

@@ -19,7 +19,8 @@ from zoo.models.timm_bridge import create_timm_model
     "swiftformer_xs",
     family="swiftformer",
     published=Published(
-        params_m=3.5, gmacs=0.6, resolution=224, top1=75.7,
+        params_m=3.5, gmacs=0.6, resolution=224, top1=75.7, arxiv="2303.15446", paper_device="iPhone 14",
+        paper_latency_ms=0.7,
         source="arXiv 2303.15446, ImageNet-1k results (SwiftFormer-XS; 0.7 ms iPhone 14)",
     ),
     description="SwiftFormer-XS: conv encoders plus one efficient-additive-attention block per stage, "
