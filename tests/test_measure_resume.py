@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _measure(store: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "zoo.measure", "--models", "mobilenetv2_100", "mobilevit_xxs", "--res", "64",
-            "--backends", "cpu-eager-1t", "cpu-eager", "--store", str(store), "--rounds", "3",
-            "--round-seconds", "0.5", *extra]
+            "--backends", "cpu-eager-1t", "cpu-eager", "--store", str(store), "--rounds", "2",
+            "--round-seconds", "0.2", *extra]
 
 
 @pytest.mark.slow
