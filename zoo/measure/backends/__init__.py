@@ -62,6 +62,15 @@ def _litert(threads: int | None) -> Callable[..., LatencyBackend]:
     return make
 
 
+def _litert_int8(threads: int | None) -> Callable[..., LatencyBackend]:
+    def make(calibration_images=None) -> LatencyBackend:
+        from zoo.measure.backends.litert_int8 import LiteRTInt8Backend
+
+        return LiteRTInt8Backend(threads=threads, calibration_images=calibration_images)
+
+    return make
+
+
 def _onnxruntime_int8(threads: int | None) -> Callable[..., LatencyBackend]:
     def make(calibration_images=None) -> LatencyBackend:
         from zoo.measure.backends.onnx_int8 import OnnxRuntimeInt8Backend
@@ -93,6 +102,8 @@ _FACTORIES: dict[str, Callable[[], LatencyBackend]] = {
     "executorch-xnnpack-int8": _executorch(None, int8=True),
     "litert-1t": _litert(1),
     "litert": _litert(None),
+    "litert-int8-1t": _litert_int8(1),
+    "litert-int8": _litert_int8(None),
     "onnxruntime-cpu-int8-1t": _onnxruntime_int8(1),
     "onnxruntime-cpu-int8": _onnxruntime_int8(None),
 }

@@ -15,6 +15,7 @@ import io
 import logging
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +24,13 @@ import torch.nn as nn
 
 from zoo.measure.backends.common import Calibration, Exported, ExportedBackend, ExportSource
 
-__all__ = ["LiteRTBackend", "export_litert", "litert_graph_summary"]
+__all__ = ["LiteRTBackend", "export_litert", "litert_graph_summary", "make_interpreter", "quiet_converter"]
 
 
-def export_litert(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """Convert `model` (prepared for export, eval mode) to a `.tflite` flatbuffer at `path`."""
-    import litert_torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The converter prints a progress tree on stdout/stderr and logs through absl: keep the CLI output readable.
+@contextlib.contextmanager
+def quiet_converter() -> Iterator[None]:
+    """The converter prints a progress tree on stdout/stderr and logs through absl: keep the CLI output readable
+    (and run it without autograd)."""
     absl = logging.getLogger("absl")
     level = absl.level
     absl.setLevel(logging.ERROR)
@@ -39,9 +38,18 @@ def export_litert(model: nn.Module, example: torch.Tensor, path: Path) -> None:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
                 warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            litert_torch.convert(model, (example,)).export(str(path))
+            yield
     finally:
         absl.setLevel(level)
+
+
+def export_litert(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """Convert `model` (prepared for export, eval mode) to a `.tflite` flatbuffer at `path`."""
+    import litert_torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with quiet_converter():
+        litert_torch.convert(model, (example,)).export(str(path))
 
 
 def litert_graph_summary(interpreter) -> dict:
