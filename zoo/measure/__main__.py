@@ -45,6 +45,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "the board's protocol; store DIR/measurements.jsonl, then DIR/README.md and plots")
     parser.add_argument("--export-jobs", type=int,
                         help="--board: processes exporting into the cache before timing (default: usable cores)")
+    parser.add_argument("--export-only", action="store_true",
+                        help="--board: fill the export cache and stop (exports may run beside other work; timing "
+                        "must run alone, later)")
     parser.set_defaults(store=None)
     return parser.parse_args(argv)
 
@@ -97,11 +100,17 @@ def board_main(args: argparse.Namespace, calibration: torch.Tensor | None) -> in
         try:
             run = run_board(args.board, args.models, args.res, args.backends, args.store, args.artifacts,
                             force=args.force, timing=board_timing(args), export_jobs=args.export_jobs,
-                            calibration=calibration, on_progress=advance)
+                            calibration=calibration, on_progress=advance, export_only=args.export_only)
         except (UnknownModelError, UnknownBackendError, BoardError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+    spent = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in sorted(run.export_cpu_s.items()))
+    if args.export_only:
+        print(f"exports: {run.exports} jobs in {run.export_s:.0f} s ({spent or 'all cached'}); nothing timed")
+        return 0
     print(format_table(run.records))
+    if spent:
+        print(f"\nexport seconds per runtime (jobs summed): {spent}")
     print(f"\nboard: {args.board}/README.md; {len(run.records)} records; exports {run.export_s:.0f} s "
           f"({run.exports} jobs), timing {run.timing_s:.0f} s, render {run.render_s:.0f} s, "
           f"total {run.total_s:.0f} s")

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from zoo.measure.backends.export_cache import cache_root
 from zoo.measure.latency import TimingConfig
 from zoo.measure.machine import machine_info, usable_cpus
 from zoo.measure.store import MEASUREMENTS_FILE, Measurement, MeasurementStore
@@ -47,9 +48,10 @@ __all__ = ["ABLATIONS", "BOARD_BACKENDS", "BOARD_TIMING", "Architecture", "Board
 BOARD_TIMING = TimingConfig(rounds=5, min_round_s=0.0, warmup_calls=10, min_samples_per_round=5, runs_per_round=50,
                             max_round_s=1.5)
 BOARD_BACKENDS: tuple[str, ...] = (
-    "executorch-xnnpack-1t", "executorch-xnnpack-int8-1t", "litert-1t", "onnxruntime-cpu-1t",
+    "executorch-xnnpack-1t", "executorch-xnnpack-int8-1t", "litert-1t", "litert-int8-1t", "onnxruntime-cpu-1t",
     "onnxruntime-cpu-int8-1t", "cpu-eager-1t",
-    "executorch-xnnpack", "executorch-xnnpack-int8", "litert", "onnxruntime-cpu", "onnxruntime-cpu-int8", "cpu-eager",
+    "executorch-xnnpack", "executorch-xnnpack-int8", "litert", "litert-int8", "onnxruntime-cpu",
+    "onnxruntime-cpu-int8", "cpu-eager",
 )
 GROUP_SIZE = 6  # models timed interleaved together: drift shared, at most one group lost to an interruption
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 1024
@@ -139,6 +141,7 @@ class BoardRun:
     timing_s: float = 0.0
     render_s: float = 0.0
     exports: int = 0  # export jobs sent to the pool (each a cache hit or an export)
+    export_cpu_s: dict[str, float] = field(default_factory=dict)  # per exporting backend: its jobs' seconds summed
 
     @property
     def total_s(self) -> float:
@@ -206,20 +209,23 @@ def _uncached(arch: Architecture, backends: Sequence[str], cache_dir: Path,
 
 def prefill_exports(architectures: Sequence[Architecture], backends: Sequence[str], cache_dir: Path, jobs: int,
                     calibration: torch.Tensor | None = None,
-                    on_progress: Callable[[str], None] | None = None) -> int:
-    """Export every (architecture, export kind) into the cache with `jobs` processes; returns the job count."""
+                    on_progress: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+    """Export every (architecture, export kind) into the cache with `jobs` processes; returns each exporting
+    backend's job durations (seconds), which say where a first board's time goes."""
     if jobs < 1:
-        return 0
+        return {}
     work = [(a.label, dict(a.kwargs), a.resolution, b, str(cache_dir), calibration)
             for a in architectures for b in _uncached(a, _exporting_backends(backends), cache_dir, calibration)]
+    durations: dict[str, list[float]] = {}
     if not work:
-        return 0
+        return durations
     # spawn: a fresh interpreter per worker (forking a process that holds runtime thread pools is unsafe)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         for label, backend, seconds, error in pool.map(_export_job, *zip(*work)):
+            durations.setdefault(backend, []).append(seconds)
             if on_progress:
                 on_progress(f"export {label} {backend} {seconds:.0f}s{' ' + error[:60] if error else ''}")
-    return len(work)
+    return durations
 
 
 BREAKDOWN_BACKEND = "onnxruntime-cpu-1t"  # whose cached export the op-class profile reads
@@ -265,7 +271,7 @@ def profile_breakdowns(architectures: Sequence[Architecture], directory: Path, a
     for arch in architectures:
         if (arch.label, arch.resolution) in done:
             continue
-        store.append(breakdown_record(arch, artifacts / "exports", artifacts / "breakdown" / arch.label))
+        store.append(breakdown_record(arch, cache_root(artifacts), artifacts / "breakdown" / arch.label))
         count += 1
         if on_progress:
             on_progress(f"breakdown {arch.label}")
@@ -284,9 +290,11 @@ def run_board(directory: str | Path, models: Sequence[str] | None = None, resolu
               artifacts_dir: str | Path | None = None, force: bool = False, timing: TimingConfig = BOARD_TIMING,
               export_jobs: int | None = None, calibration: torch.Tensor | None = None,
               on_progress: Callable[[str], None] | None = None,
-              render: Callable[[Path, Path], object] | None = None, breakdown: bool = True) -> BoardRun:
+              render: Callable[[Path, Path], object] | None = None, breakdown: bool = True,
+              export_only: bool = False) -> BoardRun:
     """Measure the board into its store and render `directory/README.md` (see the module docstring) with
-    `render(directory, store_path)` (default: `render_in_subprocess`)."""
+    `render(directory, store_path)` (default: `render_in_subprocess`). `export_only`: fill the export cache and
+    stop (nothing timed or rendered), so exports can run while the machine is busy and the timing later alone."""
     from zoo.measure.backends import get_backend
     from zoo.measure.suite import measure_models
 
@@ -303,10 +311,14 @@ def run_board(directory: str | Path, models: Sequence[str] | None = None, resolu
             check_resolutions(architectures)
         started = time.perf_counter()
         pending = _to_measure(architectures, backends, MeasurementStore(store_path), force)
-        run.exports += prefill_exports(pending, backends, artifacts / "exports",
-                                       usable_cpus() if export_jobs is None else export_jobs, calibration,
-                                       on_progress)
+        durations = prefill_exports(pending, backends, cache_root(artifacts),
+                                    usable_cpus() if export_jobs is None else export_jobs, calibration, on_progress)
+        run.exports += sum(len(d) for d in durations.values())
+        for backend, seconds in durations.items():
+            run.export_cpu_s[backend] = run.export_cpu_s.get(backend, 0.0) + sum(seconds)
         run.export_s += time.perf_counter() - started
+        if export_only:
+            continue
         started = time.perf_counter()
         run.records += measure_models(
             [a.label for a in architectures], {a.label: a.resolution for a in architectures}, backends, store_path,
@@ -316,6 +328,8 @@ def run_board(directory: str | Path, models: Sequence[str] | None = None, resolu
         if breakdown and BREAKDOWN_BACKEND in backends:
             profile_breakdowns(architectures, directory, artifacts, force, on_progress)
         run.timing_s += time.perf_counter() - started
+    if export_only:
+        return run
     started = time.perf_counter()
     (render or render_in_subprocess)(directory, store_path)
     run.render_s = time.perf_counter() - started

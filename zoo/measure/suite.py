@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from zoo.measure.backends import get_backend
+from zoo.measure.backends.export_cache import cache_root
 from zoo.measure.flops import count_macs
 from zoo.measure.latency import Outcome, TimingConfig, measure_interleaved
 from zoo.measure.machine import MachineInfo, machine_info, software_versions
@@ -232,7 +233,7 @@ def measure_models(
     say so, and the board takes each architecture's deployment resolution from them.
     `group_size`: models are timed interleaved in groups of at most this many per backend (None: all at once);
     each group's records are appended when its last round ends, so an interrupted call loses one group at most.
-    Exports are cached under `<artifacts>/exports` (`zoo.measure.backends.export_cache`): a forced re-time, and
+    Exports are cached under `<artifacts>/exports` (or `$ZOO_EXPORT_CACHE`) (`zoo.measure.backends.export_cache`): a forced re-time, and
     the other thread count of a runtime, load the file instead of exporting again.
     """
     from zoo.models import get_entry, model_name
@@ -245,7 +246,7 @@ def measure_models(
     artifacts = Path(artifacts_dir) if artifacts_dir else Path(store_path).parent / "artifacts"
     for backend in backend_objects.values():
         if hasattr(backend, "export_cache_dir"):
-            backend.export_cache_dir = artifacts / "exports"
+            backend.export_cache_dir = cache_root(artifacts)
     machine = machine_info()
     run = _Run(store, {} if force else store.latest(), machine, software_versions(), num_classes,
                resolve_resolutions(models, resolutions),

@@ -28,12 +28,21 @@ import torch.nn as nn
 
 from zoo.measure.machine import package_version
 
-__all__ = ["EXPORT_FORMAT", "ExportCache", "MODEL_LABEL_ATTR", "export_key", "weights_digest"]
+__all__ = ["CACHE_ENV", "EXPORT_FORMAT", "ExportCache", "MODEL_LABEL_ATTR", "cache_root", "export_key", "weights_digest"]
 
 # Bump when an exporter's settings change what it writes for the same model (e.g. a new op rewrite).
 EXPORT_FORMAT = 1
 MODEL_LABEL_ATTR = "zoo_model_label"  # set by zoo.measure.suite on every model it builds
 META_FILE = "export.json"
+# One cache for every store on a machine: `ZOO_EXPORT_CACHE=DIR` makes the trained board's measurement step, the
+# architecture board and `python -m zoo.measure` share their exports (the key holds everything that changes a file).
+CACHE_ENV = "ZOO_EXPORT_CACHE"
+
+
+def cache_root(artifacts: str | os.PathLike[str]) -> Path:
+    """Where exports are cached: `$ZOO_EXPORT_CACHE` when set, else `<artifacts>/exports`."""
+    shared = os.environ.get(CACHE_ENV)
+    return Path(shared) if shared else Path(artifacts) / "exports"
 
 
 def weights_digest(model: nn.Module) -> str:
