@@ -34,10 +34,11 @@ from timm.layers import DropPath, Mlp, PatchEmbed
 from torch import Tensor
 
 from zoo.models.aft_layers import AFTConv, AFTFull, AFTSimple, Grid
-from zoo.models.mobilevit import build_mobilevit, register_mixer
-from zoo.models.registry import Published, register
+from zoo.models.features import FeatureLevel, StagedFeatures, halve
+from zoo.models.mobilevit import MOBILEVIT_HOOKS, build_mobilevit, register_mixer
+from zoo.models.registry import FamilyHooks, Published, register
 
-__all__ = ["AftViTConfig", "AftBlock", "AftViT", "build_aft_vit", "AFT_VARIANTS"]
+__all__ = ["AftViTConfig", "AftBlock", "AftViT", "AftViTFeatures", "build_aft_vit", "AFT_VARIANTS"]
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,28 @@ class AftViT(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+class AftViTFeatures(StagedFeatures):
+    """The features hook, a family adaptation (an isotropic ViT has one stride, the patch's 16), as DeiT's:
+    stride 16 is the final-norm tokens laid out on their ceil(H/16) x ceil(W/16) grid (AFT-full's class token
+    dropped), stride 32 a 2x2 max-pool of it (`zoo.models.features.halve`, ViTDet's simple pyramid)."""
+
+    def __init__(self, model: AftViT) -> None:
+        patch, dim = model.config.patch_size, model.num_features
+        super().__init__(model, [FeatureLevel(patch, dim), FeatureLevel(2 * patch, dim)])
+        model.head_drop, model.head = nn.Identity(), nn.Identity()
+
+    def stage(self, index: int, x: Tensor) -> Tensor:
+        if index == 1:
+            return halve(x)
+        model, patch = self.model, self.model.config.patch_size
+        rows, cols = -(-x.shape[-2] // patch), -(-x.shape[-1] // patch)  # the padded patch grid
+        tokens = model.forward_features(x)[:, model.num_prefix_tokens:]
+        return tokens.transpose(1, 2).reshape(x.shape[0], -1, rows, cols)
+
+
+AFT_HOOKS = FamilyHooks(features=AftViTFeatures)
+
+
 def build_aft_vit(
     variant: str | AftViTConfig,
     num_classes: int = 1000,
@@ -189,18 +212,21 @@ register(
     family="aft",
     published=Published(params_m=5.4, resolution=224, top1=73.9, source=_PAPER, arxiv="2105.14103"),
     description="AFT-conv tiny: DeiT-tiny layout, AFT-conv kernel 11, 32 heads, GAP, no class token / pos embed",
+    hooks=AFT_HOOKS,
 )(_aft_factory("conv_tiny"))
 register(
     "aft_conv_tiny_h192",
     family="aft",
     published=Published(params_m=5.9, resolution=224, top1=74.8, source=_PAPER, arxiv="2105.14103"),
     description="AFT-conv tiny with 192 heads (one channel per head)",
+    hooks=AFT_HOOKS,
 )(_aft_factory("conv_tiny_h192"))
 register(
     "aft_full_tiny",
     family="aft",
     published=Published(params_m=6.3, resolution=224, top1=72.4, source=_PAPER, arxiv="2105.14103"),
     description="AFT-full tiny: DeiT-tiny layout, AFT-full (rank-128 bias, 14x14 grid), class token",
+    hooks=AFT_HOOKS,
 )(_aft_factory("full_tiny"))
 
 
@@ -224,6 +250,7 @@ _NO_PUBLISHED = Published(resolution=256, source="not in any paper: zoo's AFT-in
     family="aft",
     published=_NO_PUBLISHED,
     description="MobileViT-XS with AFT-conv (kernel 3, 4 heads) in place of self-attention",
+    hooks=MOBILEVIT_HOOKS,
 )
 def mobilevit_xs_aft(
     num_classes: int = 1000,
@@ -243,6 +270,7 @@ def mobilevit_xs_aft(
     family="aft",
     published=_NO_PUBLISHED,
     description="MobileViT-XXS with AFT-simple in place of self-attention (same parameter count)",
+    hooks=MOBILEVIT_HOOKS,
 )
 def mobilevit_xxs_aft(
     num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any

@@ -19,10 +19,11 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
 from zoo.models.export import BAKED_BUFFER, reclass
+from zoo.models.features import FeatureLevel, StagedFeatures, halve
 from zoo.models.registry import FamilyHooks, Published, register
 from zoo.models.timm_bridge import create_timm_model
 
-__all__ = ["bake_deit_for_export", "deit_tiny", "token_grid"]
+__all__ = ["DeiTFeatures", "bake_deit_for_export", "deit_tiny", "token_grid"]
 
 
 def token_grid(model: VisionTransformer, resolution: int) -> tuple[int, int]:
@@ -66,7 +67,26 @@ def bake_deit_for_export(model: nn.Module, resolution: int) -> None:
     reclass(model, {"_pos_embed": _baked_pos_embed})
 
 
-DEIT_HOOKS = FamilyHooks(sized_at_base_resolution=True, bake_for_export=bake_deit_for_export)
+class DeiTFeatures(StagedFeatures):
+    """The features hook, a family adaptation: a plain ViT has one stride, its patch's 16. Stride 16 is the last
+    block's tokens after the final norm, class token dropped, on the padded patch grid (timm's
+    `forward_intermediates`, with the same dynamic size and padding as the classifier); stride 32 is a 2x2
+    max-pool of it (`zoo.models.features.halve`), as ViTDet's simple feature pyramid. No parameters are added,
+    and no finer level is made (ViTDet's deconvolutions would be new, untrained layers)."""
+
+    def __init__(self, model: VisionTransformer) -> None:
+        patch, dim = model.patch_embed.patch_size[0], model.embed_dim
+        super().__init__(model, [FeatureLevel(patch, dim), FeatureLevel(2 * patch, dim)])
+        model.prune_intermediate_layers(1, prune_norm=False, prune_head=True)  # keeps every block and the norm
+
+    def stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if index == 1:
+            return halve(x)
+        return self.model.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)[0]
+
+
+DEIT_HOOKS = FamilyHooks(sized_at_base_resolution=True, bake_for_export=bake_deit_for_export,
+                         features=DeiTFeatures)
 
 
 @register(

@@ -40,7 +40,8 @@ from zoo.models.mobilevit_blocks import (
     MobileViTBlock,
     MultiHeadSelfAttention,
 )
-from zoo.models.registry import Published, register
+from zoo.models.features import FeatureLevel, StagedFeatures
+from zoo.models.registry import FamilyHooks, Published, register
 
 __all__ = [
     "MobileViTConfig",
@@ -51,6 +52,8 @@ __all__ = [
     "resolve_mixer",
     "timm_key_to_zoo",
     "load_timm_state_dict",
+    "MobileViTFeatures",
+    "MOBILEVIT_HOOKS",
 ]
 
 
@@ -233,6 +236,31 @@ def _factory(variant: str):
     return create
 
 
+class MobileViTFeatures(StagedFeatures):
+    """The features hook: strides 2, 4, 8, 16, 32 are the outputs of layer1..layer5 (layer1 keeps the stem's
+    stride 2), the stride-32 one after the final 1x1 conv (`last_channels` wide), as timm's MobileViT features.
+    Any input size: the MobileViT blocks resize a map that is not a multiple of the patch and back again."""
+
+    def __init__(self, model: MobileViT) -> None:
+        widths = model.config.channels[1:5]
+        levels = [FeatureLevel(s, c) for s, c in zip((2, 4, 8, 16), widths)] + [FeatureLevel(32, model.num_features)]
+        super().__init__(model, levels)
+        model.head_drop, model.classifier = nn.Identity(), nn.Identity()
+
+    def stage(self, index: int, x: Tensor) -> Tensor:
+        model = self.model
+        x = model.layers[index](model.stem(x) if index == 0 else x)
+        return model.final_conv(x) if index == len(model.layers) - 1 else x
+
+    def prune_after(self, index: int) -> None:
+        for later in range(index + 1, len(self.model.layers)):
+            self.model.layers[later] = nn.Identity()
+        if index < len(self.model.layers) - 1:
+            self.model.final_conv = nn.Identity()
+
+
+MOBILEVIT_HOOKS = FamilyHooks(features=MobileViTFeatures)
+
 _PAPER = "MobileViT paper"
 register(
     "mobilevit_xxs",
@@ -240,6 +268,7 @@ register(
     published=Published(params_m=1.272, gmacs=0.41, resolution=256, top1=69.0, source=_PAPER, arxiv="2110.02178",
                         epochs=300, distilled=False),
     description="MobileViT-XXS, own implementation (GMACs approximate)",
+    hooks=MOBILEVIT_HOOKS,
 )(_factory("xxs"))
 register(
     "mobilevit_xs",
@@ -248,6 +277,7 @@ register(
                         epochs=300, distilled=False, paper_device="iPhone 12 Neural Engine", paper_latency_ms=7.28,
                         latency_source="arXiv 2110.02178 Table 3"),
     description="MobileViT-XS, own implementation (GMACs approximate)",
+    hooks=MOBILEVIT_HOOKS,
 )(_factory("xs"))
 register(
     "mobilevit_s",
@@ -256,6 +286,7 @@ register(
                         epochs=300, distilled=False, paper_device="iPhone 12", paper_latency_ms=9.85,
                         latency_source="arXiv 2110.02178, patch-size ablation (MobileViT-S)"),
     description="MobileViT-S, own implementation (GMACs approximate)",
+    hooks=MOBILEVIT_HOOKS,
 )(_factory("s"))
 
 

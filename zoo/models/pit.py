@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from timm.models.pit import PoolingVisionTransformer
 
 from zoo.models.export import BAKED_BUFFER, reclass
+from zoo.models.features import FeatureLevel, StagedFeatures
 from zoo.models.registry import FamilyHooks, Published, register
 from zoo.models.timm_bridge import create_timm_model
 
@@ -92,7 +93,34 @@ def bake_pit_for_export(model: nn.Module, resolution: int) -> None:
     reclass(model, {"position_embedding": _baked_position_embedding})
 
 
-PIT_HOOKS = FamilyHooks(sized_at_base_resolution=True, bake_for_export=bake_pit_for_export)
+class PiTFeatures(StagedFeatures):
+    """The features hook: PiT's three stages are the levels, strides 8, 16, 32 (timm's `feature_info`), the
+    position map resized to each input's grid as in `forward_features` (timm's `forward_intermediates` adds it
+    unresized). The patch conv is unpadded (kernel 16, stride 8), so the stride-8 map has floor((H - 16)/8) + 1
+    rows: one fewer than H/8 at multiples of 8. The class tokens travel along (the blocks attend to them) and
+    are dropped from the maps."""
+
+    def __init__(self, model: AnySizePiT) -> None:
+        levels = [FeatureLevel(int(info["reduction"]), int(info["num_chs"])) for info in model.feature_info]
+        super().__init__(model, levels)
+        model.prune_intermediate_layers(len(model.transformers), prune_norm=True, prune_head=True)
+
+    def stage(self, index: int, state: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        model = self.model
+        if index == 0:
+            x = model.patch_embed(state)
+            x = model.pos_drop(x + model.position_embedding(tuple(x.shape[-2:])))
+            state = (x, model.cls_token.expand(x.shape[0], -1, -1))
+        return model.transformers[index](state)
+
+    def feature(self, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return state[0]
+
+    def prune_after(self, index: int) -> None:
+        self.model.transformers = self.model.transformers[: index + 1]
+
+
+PIT_HOOKS = FamilyHooks(sized_at_base_resolution=True, bake_for_export=bake_pit_for_export, features=PiTFeatures)
 
 
 def _any_size_pit(

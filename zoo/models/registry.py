@@ -49,6 +49,10 @@ class FamilyHooks:
     # The fused inference model (structural reparameterisation: FastViT, RepViT, MobileOne branches).
     # Training, checkpoints and accuracy use the unfused model; every export and timing uses this one.
     reparameterize: Callable[[nn.Module], nn.Module] | None = None
+    # Multi-scale features of a family timm's `forward_intermediates` does not serve (ours, or a timm model whose
+    # version is tied to the construction size): the classifier in, a module speaking timm's feature protocol out
+    # (`feature_info`, `forward_intermediates`, `prune_intermediate_layers`; `zoo.models.features.StagedFeatures`).
+    features: Callable[[nn.Module], nn.Module] | None = None
 
 
 NO_HOOKS = FamilyHooks()
