@@ -147,3 +147,9 @@ def deploy_resolution(label: str, overrides: Mapping[str, int] | None = None) ->
     name = model_name(label)
     return overrides.get(label) or overrides.get(name) or get_entry(name).published.resolution \
         or DEFAULT_DEPLOY_RESOLUTION
+
+
+def fused_for_export(labels: list[str] | tuple[str, ...]) -> list[str]:
+    """Those of `labels` whose family reparameterises (fuses branches) before every export and latency, eager
+    included: boards say so, since their figures are the fused graph's and their accuracy the unfused model's."""
+    return [label for label in labels if get_entry(model_name(label)).hooks.reparameterize is not None]

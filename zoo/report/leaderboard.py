@@ -25,6 +25,7 @@ from zoo.report.tables import (
     SHORT_EMA_NOTE,
     Table,
     flops_latency_table,
+    fused_note,
     cost_key,
     group_runs,
     main_boards,
@@ -138,7 +139,9 @@ def _header(inputs: BoardInputs, measured: BoardMeasurements, title: str) -> str
     ]
     if any(r.ema_short for r in runs):  # only then: boards without such cells stay byte-identical
         lines.append(f"- {SHORT_EMA_NOTE}.")
+    lines += fused_note(sorted(measured.resolutions))
     return "\n".join(lines)
+
 
 
 def _plots(inputs: BoardInputs, out_dir: Path) -> list[str]:

@@ -290,3 +290,15 @@ def reproduction_table(data: BoardInputs) -> Table:
         ])
     return md(rows, ["model", "res", "params (M)", "paper params (M)", "Δ %", "GMACs", "paper GMACs", "Δ %",
                      "source"])
+
+
+def fused_note(labels: list[str]) -> list[str]:
+    """The board's line on reparameterised architectures (none: no line, so other boards stay as they were)."""
+    from zoo.models.registry import fused_for_export
+
+    fused = fused_for_export(labels)
+    if not fused:
+        return []
+    return [f"- **Fused**: {', '.join(fused)} are exported and timed reparameterised (parallel branches fused into "
+            "one convolution, timm's `reparameterize_model`, before every export and latency, eager included); "
+            "their accuracy and checkpoints are the trained, unfused model's."]
