@@ -272,3 +272,30 @@ def test_cli_prints_a_table_and_rejects_unknown_names(tmp_path: Path, counting, 
     assert json.loads(store.read_text().splitlines()[0])["model"] == "mobilevit_xxs"
     assert main(["--models", "mobilevit_xxz", "--store", str(store), "--backends", "counting"]) == 2
     assert "Did you mean 'mobilevit_xxs'" in capsys.readouterr().err
+
+
+def test_the_trained_board_copies_the_architecture_boards_records_of_this_machine_only(tmp_path: Path) -> None:
+    from zoo.measure.machine import machine_info
+    from zoo.measure.runs import reuse_board_records
+
+    here = machine_info().machine_id
+
+    def board_record(model: str, backend: str = "litert-1t", **fields) -> Measurement:
+        values = {"model": model, "resolution": 256, "backend": backend, "machine_id": here, "batch_size": 1,
+                  "num_classes": 1000, "status": "ok", "median_ms": 5.0, "deployed": True, **fields}
+        return Measurement(**values)
+
+    board = MeasurementStore(tmp_path / "board" / "measurements.jsonl")
+    wanted = board_record("mobilevit_xxs")
+    for record in (wanted, board_record("mobilevit_xs"), board_record("mobilevit_xxs", backend="cpu-eager"),
+                   board_record("mobilevit_xxs", machine_id="elsewhere"), board_record("mobilevit_xxs", resolution=224),
+                   board_record("mobilevit_xxs", backend="executorch-xnnpack-1t", status="failed", median_ms=None)):
+        board.append(record)
+    store_path = tmp_path / "matrix" / "measurements.jsonl"
+    args = (board.path, store_path, ["mobilevit_xxs"], 256, ["litert-1t", "executorch-xnnpack-1t"])
+    assert reuse_board_records(*args) == 1
+    copied = MeasurementStore(store_path).records()
+    assert [(r.model, r.backend, r.median_ms, r.deployed) for r in copied] == [("mobilevit_xxs", "litert-1t", 5.0, True)]
+    assert reuse_board_records(*args) == 0  # already there: nothing appended twice
+    assert reuse_board_records(store_path, store_path, ["mobilevit_xxs"], 256, ["litert-1t"]) == 0  # itself
+    assert reuse_board_records(tmp_path / "absent.jsonl", store_path, ["mobilevit_xxs"], 256, ["litert-1t"]) == 0

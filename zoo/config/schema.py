@@ -276,6 +276,9 @@ class MeasureConfig:
     breakdown: bool = True  # latency by operator class (ONNX Runtime's profiler) beside GMACs by class
     rounds: int = 6  # interleaved timing rounds per backend
     force: bool = False
+    # The architecture board's folder: a deployment-resolution record there (same model, resolution, backend,
+    # machine; batch 1, 1000 classes; not failed) is copied into this matrix's store instead of timed again.
+    reuse_board: str | None = None
 
     def validate(self, source: str, path: str) -> None:
         from zoo.measure.backends import BACKEND_NAMES

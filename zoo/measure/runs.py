@@ -92,11 +92,37 @@ def deployed(trained: dict[str, Trained], matrix: MatrixConfig, store_dir: Path,
     kwargs = {label: model.kwargs for label, model in trained.items()}
     some_run = next(iter(trained.values())).representative
     for res, labels in sorted(by_res.items()):
+        if matrix.measure.reuse_board and not matrix.measure.force:
+            reuse_board_records(Path(matrix.measure.reuse_board) / MEASUREMENTS_FILE, store_dir / MEASUREMENTS_FILE,
+                                labels, res, list(matrix.measure.backends))
         calibration = images_of(some_run, res, matrix.measure.calibration_images, split="train")[0]
         # deployed=True: the records carry the choice, and the board reads each architecture's deployment
         # resolution from them (it reads the stores only).
         _timed(labels, res, list(matrix.measure.backends), matrix, store_dir, artifacts / f"{res}px", 1000, kwargs,
                calibration, deployed=True)
+
+
+def reuse_board_records(board_store: Path, store_path: Path, labels: list[str], resolution: int,
+                        backends: list[str]) -> int:
+    """Copy into `store_path` the architecture board's records of `labels` at `resolution` on `backends` from this
+    machine (batch 1, 1000 classes, not failed) that the store lacks: latency is the architecture's, so the
+    trained board shows the board's figures (its protocol is in each record) instead of timing them again."""
+    from zoo.measure.machine import machine_info
+    from zoo.measure.store import MeasurementStore
+
+    if not board_store.is_file() or board_store.resolve() == store_path.resolve():
+        return 0
+    store = MeasurementStore(store_path)
+    have = {k for k, r in store.latest().items() if r.status != "failed"}
+    machine = machine_info().machine_id
+    copied = 0
+    for key, record in MeasurementStore(board_store).latest().items():
+        if (key.model in labels and key.resolution == resolution and key.backend in backends and key.batch_size == 1
+                and key.num_classes == 1000 and key.machine_id == machine and record.status != "failed"
+                and key not in have):
+            store.append(record)
+            copied += 1
+    return copied
 
 
 def evaluated(trained: dict[str, Trained], matrix: MatrixConfig, store_dir: Path, artifacts: Path) -> None:
