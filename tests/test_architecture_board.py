@@ -258,6 +258,9 @@ def test_board_readme_from_a_hand_made_store(tmp_path: Path) -> None:
     assert "1.00 (n=4)" in text and "0.00 (n=4)" in text
     assert "| failed: export: boom |" in text and "| skipped: litert not importable |" in text
     assert text.count("| coatnet_pico ") == 3 and "not measured" in text  # a row in every table, and citations
+    # rows of the store only, and the board says which architectures it does not show yet
+    partial = next(line for line in text.splitlines() if line.startswith("**Partial board**"))
+    assert "pit_xs" in partial and "mobilenetv2_100" not in partial and "mobilevit_s[fusion=false]" in partial
     assert "| mobilenetv2_100 | 224   | 8.0         | 6.0 (75%) / 0.280 " in text  # the op-class profile
     assert "0.5 (arena); RSS 12.0" in text and "9/10 nodes" in text and "| 2.0 " in text
     for plot in ("top1_vs_latency_fp32.png", "gmacs_vs_latency.png"):
@@ -314,3 +317,25 @@ def test_old_lines_load_and_new_fields_round_trip(tmp_path: Path) -> None:
     MeasurementStore(path).append(new)
     again = MeasurementStore(path).records()[1]
     assert again == new and again.round_means_ms == (18.0, 18.5) and again.latency_ms == 18.0
+
+
+def test_export_only_fills_the_shared_cache_and_times_nothing_then_the_board_exports_nothing(
+        tmp_path: Path, fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    # the pool's processes would not see the fake backend: threads run the same jobs here
+    monkeypatch.setattr("zoo.measure.board.ProcessPoolExecutor",
+                        lambda max_workers, mp_context: ThreadPoolExecutor(max_workers))
+    shared = tmp_path / "shared-cache"
+    monkeypatch.setenv("ZOO_EXPORT_CACHE", str(shared))
+    run = run_board(tmp_path / "board", models=MODELS, resolutions=[64], backends=["fake-1t", "fake"], timing=FAST,
+                    export_jobs=1, render=write_board, export_only=True)
+    assert run.records == [] and run.exports == 2 and set(run.export_cpu_s) == {"fake-1t"}
+    assert sorted(fake.writes) == ["fake-1t", "fake-1t"] and fake.opens == []
+    assert len(list(shared.glob("fake/*/export.json"))) == 2  # in $ZOO_EXPORT_CACHE, not under the board
+    assert not (tmp_path / "board" / "README.md").exists()
+    assert not (tmp_path / "board" / "measurements.jsonl").exists()
+    records = run_board(tmp_path / "board", models=MODELS, resolutions=[64], backends=["fake-1t", "fake"],
+                        timing=FAST, export_jobs=1, render=write_board).records
+    assert len(fake.writes) == 2 and len(records) == 4  # every cell timed from the cache
+    assert all(r.details["export_cached"] for r in records)
