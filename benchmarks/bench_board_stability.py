@@ -7,6 +7,10 @@ first run, the cells within ±5 %, ±10 % at worst, the same ranks). Run it alon
 
     python benchmarks/bench_board_stability.py --models mobilenetv2_100 mobilevit_xxs pit_ti \
         --backends executorch-xnnpack-1t litert-1t
+
+With `--board leaderboard/architectures` (a board already measured), the first call is the rerun with nothing
+changed (it only re-renders: its wall time is the rerun's), and the forced re-time is compared with the board's
+stored figures; the board's store then holds the re-time (its latest records).
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from zoo.measure.backends import BACKEND_NAMES, UnknownBackendError, available_backends
-from zoo.measure.board import BOARD_TIMING, BoardError, run_board
+from zoo.measure.board import BOARD_TIMING, BoardError, dense_labels, run_board
 from zoo.measure.latency import TimingConfig
 from zoo.measure.store import Measurement
 from zoo.measure.suite import expected_steps, measure_models
@@ -45,6 +45,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "the board's protocol; store DIR/measurements.jsonl, then DIR/README.md and plots")
     parser.add_argument("--export-jobs", type=int,
                         help="--board: processes exporting into the cache before timing (default: usable cores)")
+    parser.add_argument("--dense", action="store_true",
+                        help="--board: the whole detectors and segmenters (SSDLite 320 px, DeepLabv3 512 px over the "
+                        "MobileViT paper's downstream backbones) instead of the classifiers")
     parser.add_argument("--export-only", action="store_true",
                         help="--board: fill the export cache and stop (exports may run beside other work; timing "
                         "must run alone, later)")
@@ -98,7 +101,8 @@ def board_main(args: argparse.Namespace, calibration: torch.Tensor | None) -> in
             bar.update(1)
 
         try:
-            run = run_board(args.board, args.models, args.res, args.backends, args.store, args.artifacts,
+            models = args.models or (dense_labels() if args.dense else None)
+            run = run_board(args.board, models, args.res, args.backends, args.store, args.artifacts,
                             force=args.force, timing=board_timing(args), export_jobs=args.export_jobs,
                             calibration=calibration, on_progress=advance, export_only=args.export_only)
         except (UnknownModelError, UnknownBackendError, BoardError) as error:

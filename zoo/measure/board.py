@@ -40,7 +40,8 @@ from zoo.measure.latency import TimingConfig
 from zoo.measure.machine import machine_info, usable_cpus
 from zoo.measure.store import MEASUREMENTS_FILE, Measurement, MeasurementStore
 
-__all__ = ["ABLATIONS", "BOARD_BACKENDS", "BOARD_TIMING", "Architecture", "BoardError", "BoardRun",
+__all__ = ["ABLATIONS", "BOARD_BACKENDS", "BOARD_TIMING", "DENSE", "DENSE_BACKBONES", "DENSE_BACKENDS", "Architecture",
+           "BoardError", "BoardRun", "dense_labels", "is_dense",
            "board_architectures", "check_resolutions", "run_board"]
 
 # The protocol (stated on the board): warm-up, 5 rounds of 50 runs, a round capped at 1.5 s for a slow model
@@ -80,6 +81,14 @@ ABLATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("mobilevit_s", {"patch_size": [8, 4, 2]}),
     ("mobilevit_s", {"fusion": False}),
 )
+# Whole detectors and segmenters (`zoo.models.dense.deployable`: the graph ends at the head, postprocessing
+# outside), over the backbones of the MobileViT paper's downstream tables (arXiv 2110.02178, Tables 3 and 4), at
+# the heads' deployment sizes (SSDLite 320 px, DeepLabv3 512 px) on the 1-thread runtimes, fp32 and int8.
+DENSE_BACKBONES: tuple[str, ...] = ("mobilenetv2_100", "mobilevit_xxs", "mobilevit_xs", "mobilevit_s")
+DENSE_BACKENDS: tuple[str, ...] = ("executorch-xnnpack-1t", "executorch-xnnpack-int8-1t", "litert-1t",
+                                   "onnxruntime-cpu-1t", "cpu-eager-1t")
+DENSE: tuple[tuple[str, dict[str, Any]], ...] = tuple(
+    (backbone, {"head": head}) for head in ("ssdlite", "deeplabv3") for backbone in DENSE_BACKBONES)
 
 
 class BoardError(ValueError):
@@ -90,25 +99,46 @@ def _known_labels() -> dict[str, tuple[str, dict[str, Any]]]:
     from zoo.models import list_models, model_label
 
     known = {name: (name, {}) for name in list_models()}
-    known.update({model_label(name, kwargs): (name, kwargs) for name, kwargs in ABLATIONS})
+    known.update({model_label(name, kwargs): (name, kwargs) for name, kwargs in (*ABLATIONS, *DENSE)})
     return known
 
 
-def board_architectures(models: Sequence[str] | None = None, resolution: int | None = None) -> list[Architecture]:
-    """The board's rows: `models` (registry names or ablation labels; default every registered model, then the
-    ablations), each at `resolution` or its deployment resolution. Unknown names raise the registry's error."""
-    from zoo.models import get_entry, model_name
+def dense_labels() -> list[str]:
+    """The labels of the `DENSE` rows (`--models $(...)`, or `--dense`): not in the default board yet, since their
+    exports at 320/512 px take about as long again as the classifiers'."""
+    from zoo.models import model_label
+
+    return [model_label(name, kwargs) for name, kwargs in DENSE]
+
+
+def is_dense(arch: "Architecture") -> bool:
+    return "head" in arch.kwargs
+
+
+def _row_resolution(label: str, kwargs: Mapping[str, Any]) -> int:
+    from zoo.models.dense.deployable import DENSE_HEADS
     from zoo.models.registry import deploy_resolution
 
+    return DENSE_HEADS[kwargs["head"]].resolution if "head" in kwargs else deploy_resolution(label)
+
+
+def board_architectures(models: Sequence[str] | None = None, resolution: int | None = None) -> list[Architecture]:
+    """The board's rows: `models` (registry names, ablation or detector/segmenter labels; default every
+    registered model, then the ablations; `DENSE` rows only when named, with `dense_labels()`), each at `resolution` or its deployment resolution (a
+    dense row: its head's). Unknown names raise the registry's error."""
+    from zoo.models import get_entry, model_label, model_name
+
     known = _known_labels()
-    chosen = list(models) if models else list(known)
+    dense = {model_label(name, kwargs) for name, kwargs in DENSE}
+    chosen = list(models) if models else [label for label in known if label not in dense]
     rows = []
     for label in chosen:
         if label not in known:
             get_entry(model_name(label))  # an unknown name: the registry's message, with the known names
-            raise BoardError(f"unknown variant {label!r}; the board's variants: {', '.join(list(known)[-4:])}")
+            variants = [k for k in known if "[" in k]
+            raise BoardError(f"unknown variant {label!r}; the board's variants: {', '.join(variants)}")
         name, kwargs = known[label]
-        rows.append(Architecture(name, kwargs, resolution or deploy_resolution(label)))
+        rows.append(Architecture(name, kwargs, resolution or _row_resolution(label, kwargs)))
     return rows
 
 
@@ -285,6 +315,48 @@ def render_in_subprocess(directory: Path, store_path: Path) -> None:
                    check=True)
 
 
+@dataclass(frozen=True)
+class _Pass:
+    """What every group of rows of one board run shares (see `run_board`)."""
+
+    store_path: Path
+    artifacts: Path
+    force: bool
+    timing: TimingConfig
+    export_jobs: int
+    calibration: torch.Tensor | None
+    on_progress: Callable[[str], None] | None
+    deployed: bool
+
+
+def _measure_rows(run: BoardRun, rows: Sequence[Architecture], backends: Sequence[str], how: _Pass,
+                  directory: Path, export_only: bool, breakdown: bool) -> None:
+    """Export (in the pool), then time serially, `rows` on `backends`, adding to `run`."""
+    from zoo.measure.suite import measure_models
+
+    if not rows or not backends:
+        return
+    started = time.perf_counter()
+    pending = _to_measure(rows, backends, MeasurementStore(how.store_path), how.force)
+    durations = prefill_exports(pending, backends, cache_root(how.artifacts), how.export_jobs, how.calibration,
+                                how.on_progress)
+    run.exports += sum(len(d) for d in durations.values())
+    for backend, seconds in durations.items():
+        run.export_cpu_s[backend] = run.export_cpu_s.get(backend, 0.0) + sum(seconds)
+    run.export_s += time.perf_counter() - started
+    if export_only:
+        return
+    started = time.perf_counter()
+    run.records += measure_models(
+        [a.label for a in rows], {a.label: a.resolution for a in rows}, list(backends), how.store_path,
+        force=how.force, timing=how.timing, artifacts_dir=how.artifacts, on_progress=how.on_progress,
+        calibration_images=how.calibration, model_kwargs={a.label: a.kwargs for a in rows},
+        deployed=how.deployed, group_size=GROUP_SIZE)
+    if breakdown and BREAKDOWN_BACKEND in backends:
+        profile_breakdowns(rows, directory, how.artifacts, how.force, how.on_progress)
+    run.timing_s += time.perf_counter() - started
+
+
 def run_board(directory: str | Path, models: Sequence[str] | None = None, resolutions: Sequence[int] | None = None,
               backends: Sequence[str] | None = None, store_path: str | Path | None = None,
               artifacts_dir: str | Path | None = None, force: bool = False, timing: TimingConfig = BOARD_TIMING,
@@ -294,9 +366,10 @@ def run_board(directory: str | Path, models: Sequence[str] | None = None, resolu
               export_only: bool = False) -> BoardRun:
     """Measure the board into its store and render `directory/README.md` (see the module docstring) with
     `render(directory, store_path)` (default: `render_in_subprocess`). `export_only`: fill the export cache and
-    stop (nothing timed or rendered), so exports can run while the machine is busy and the timing later alone."""
+    stop (nothing timed or rendered), so exports can run while the machine is busy and the timing later alone.
+    Detector/segmenter rows (`DENSE`) are measured after the classifiers, on those of `backends` in
+    `DENSE_BACKENDS`."""
     from zoo.measure.backends import get_backend
-    from zoo.measure.suite import measure_models
 
     directory = Path(directory)
     backends = list(backends or BOARD_BACKENDS)
@@ -309,25 +382,12 @@ def run_board(directory: str | Path, models: Sequence[str] | None = None, resolu
         architectures = board_architectures(models, resolution)
         if resolution is not None:
             check_resolutions(architectures)
-        started = time.perf_counter()
-        pending = _to_measure(architectures, backends, MeasurementStore(store_path), force)
-        durations = prefill_exports(pending, backends, cache_root(artifacts),
-                                    usable_cpus() if export_jobs is None else export_jobs, calibration, on_progress)
-        run.exports += sum(len(d) for d in durations.values())
-        for backend, seconds in durations.items():
-            run.export_cpu_s[backend] = run.export_cpu_s.get(backend, 0.0) + sum(seconds)
-        run.export_s += time.perf_counter() - started
-        if export_only:
-            continue
-        started = time.perf_counter()
-        run.records += measure_models(
-            [a.label for a in architectures], {a.label: a.resolution for a in architectures}, backends, store_path,
-            force=force, timing=timing, artifacts_dir=artifacts, on_progress=on_progress,
-            calibration_images=calibration, model_kwargs={a.label: a.kwargs for a in architectures},
-            deployed=resolution is None, group_size=GROUP_SIZE)
-        if breakdown and BREAKDOWN_BACKEND in backends:
-            profile_breakdowns(architectures, directory, artifacts, force, on_progress)
-        run.timing_s += time.perf_counter() - started
+        how = _Pass(store_path, artifacts, force, timing, usable_cpus() if export_jobs is None else export_jobs,
+                    calibration, on_progress, deployed=resolution is None)
+        _measure_rows(run, [a for a in architectures if not is_dense(a)], backends, how, directory, export_only,
+                      breakdown)
+        _measure_rows(run, [a for a in architectures if is_dense(a)], [b for b in backends if b in DENSE_BACKENDS],
+                      how, directory, export_only, breakdown=False)
     if export_only:
         return run
     started = time.perf_counter()

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -51,14 +50,14 @@ class Int8Accuracy:
         return {**asdict(self), "drop": self.drop}
 
 
-def _top1(predicted: np.ndarray, labels: torch.Tensor) -> float:
-    return 100.0 * float((predicted == labels.numpy()).mean())
+def _top1(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    return 100.0 * float((predicted == labels).float().mean())
 
 
 def _int8_top1(backend: ExportedBackend, model: nn.Module, val_images: torch.Tensor, val_labels: torch.Tensor,
                workdir: Path) -> float:
     exported = backend.load(model, (1, *val_images.shape[1:]), workdir, check_int8=False)
-    return _top1(predictions(exported.run, val_images), val_labels)
+    return _top1(predictions(exported.run, model, val_images), val_labels)
 
 
 def int8_accuracy(
@@ -76,7 +75,7 @@ def int8_accuracy(
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="zoo-int8-") as scratch:
             return int8_accuracy(model, calibration_images, val_images, val_labels, runtimes, Path(scratch))
-    fp32_top1 = _top1(eager_logits(model, val_images.float()).argmax(dim=1).numpy(), val_labels)
+    fp32_top1 = _top1(eager_logits(model, val_images.float()).argmax(dim=1), val_labels)
     rows: list[Int8Accuracy] = []
     for runtime in runtimes:
         common = dict(runtime=runtime, fp32_top1=fp32_top1, images=len(val_images),

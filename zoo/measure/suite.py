@@ -163,15 +163,26 @@ class _Run:
                    and other.position > record.position for other in self.stored.values())
 
 
+DENSE_HEAD_KNOB = "head"  # in a row's kwargs: the backbone inside a deployable detector/segmenter graph
+
+
 def build_model(label: str, kwargs: Mapping[str, Any], num_classes: int = PAPER_NUM_CLASSES) -> nn.Module:
     """The model a record of `label` measures: its registry name with `kwargs`, weights from `WEIGHTS_SEED` (the
-    caller's random generator left as it was), labelled for the export cache."""
+    caller's random generator left as it was), labelled for the export cache. `kwargs["head"]` (ssdlite,
+    deeplabv3) builds that head's deployable graph over the backbone instead (`num_classes` then unused)."""
     from zoo.measure.backends.export_cache import MODEL_LABEL_ATTR
     from zoo.models import create, model_name
 
+    knobs = dict(kwargs)
+    head = knobs.pop(DENSE_HEAD_KNOB, None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(WEIGHTS_SEED)
-        model = create(model_name(label), num_classes=num_classes, **dict(kwargs))
+        if head is None:
+            model = create(model_name(label), num_classes=num_classes, **knobs)
+        else:  # a detector / segmenter row: its head's data set fixes the classes (zoo.models.dense.deployable)
+            from zoo.models.dense.deployable import dense_graph
+
+            model = dense_graph(model_name(label), head, **knobs)
     setattr(model, MODEL_LABEL_ATTR, label)  # a knob variant has the default's parameter shapes: the label differs
     return model
 

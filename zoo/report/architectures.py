@@ -184,11 +184,13 @@ def paper_kendall_table(board: Board, backends: Sequence[str], groups: Sequence[
     return md(rows, ["paper device (source)", "paper rows", *backends])
 
 
-def render_board(board: Board, plots: Sequence[str] = (), breakdowns: Sequence[Mapping] = ()) -> str:
-    """The README text (see `zoo.report.architectures_text` for the sections)."""
+def render_board(board: Board, plots: Sequence[str] = (), breakdowns: Sequence[Mapping] = (),
+                 dense: Board | None = None) -> str:
+    """The README text (see `zoo.report.architectures_text` for the sections); `dense`: the detector and
+    segmenter rows (`zoo.report.architectures_dense`), kept apart from the classifiers' fronts and rankings."""
     from zoo.report.architectures_text import board_markdown
 
-    return board_markdown(board, plots, breakdowns)
+    return board_markdown(board, plots, breakdowns, dense)
 
 
 def write_board(directory: str | Path, store_path: str | Path) -> Path:
@@ -199,10 +201,14 @@ def write_board(directory: str | Path, store_path: str | Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     from zoo.measure.store import BreakdownStore
 
-    board = load_board(MeasurementStore(store_path).latest().values())
+    from zoo.report.architectures_dense import dense_parts
+
+    latest = list(MeasurementStore(store_path).latest().values())
+    board = load_board([r for r in latest if dense_parts(r.model) is None])
+    dense = load_board([r for r in latest if dense_parts(r.model) is not None])
     plots = write_plots(board, directory)
     path = directory / "README.md"
-    write_text_atomic(path, render_board(board, plots, BreakdownStore(directory).profiled()))
+    write_text_atomic(path, render_board(board, plots, BreakdownStore(directory).profiled(), dense))
     return path
 
 

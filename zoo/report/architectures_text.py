@@ -195,7 +195,10 @@ def _breakdown_section(breakdowns: Sequence[Mapping]) -> list[str]:
             breakdown_table(list(latest.values())).markdown(), ""]
 
 
-def board_markdown(board: Board, plots: Sequence[str] = (), breakdowns: Sequence[Mapping] = ()) -> str:
+def board_markdown(board: Board, plots: Sequence[str] = (), breakdowns: Sequence[Mapping] = (),
+                   dense: Board | None = None) -> str:
+    from zoo.report.architectures_dense import dense_section
+
     groups = paper_latency_groups(board.rows)
     one_thread = [b for b in board.backends if b.endswith("-1t")] or board.backends
     lines = ["# The architecture board", "",
@@ -216,6 +219,7 @@ def board_markdown(board: Board, plots: Sequence[str] = (), breakdowns: Sequence
     for backend in board.backends:
         lines += [f"## {backend} ({'int8' if _is_int8(backend) else 'fp32'})", "",
                   runtime_table(board, backend).markdown(), ""]
+    lines += dense_section(dense, board) if dense is not None else []
     lines += [*_breakdown_section(breakdowns), *_citations(board), "", *_time_spent(board), ""]
     return "\n".join(lines)
 

@@ -137,15 +137,24 @@ def check_batch(input_shape: Sequence[int], count: int = CHECK_BATCH) -> torch.T
     return torch.randn((count, *input_shape[1:]), generator=generator)
 
 
-def predictions(run: Run, images: torch.Tensor) -> np.ndarray:
-    """The export's top-1 class of each image, run one at a time (the exports take batch 1)."""
-    return np.array([int(np.asarray(run(x.float().numpy())).reshape(-1).argmax()) for x in images.split(1)])
+def class_labels(model: nn.Module, outputs: torch.Tensor) -> torch.Tensor:
+    """The top class per prediction: per image for a classifier ([N, classes] logits), per anchor or pixel for a
+    dense graph, which says how (`class_labels`, `zoo.models.dense.deployable`)."""
+    labels = getattr(model, "class_labels", None)
+    return labels(outputs) if callable(labels) else outputs.argmax(dim=1)
+
+
+def predictions(run: Run, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The export's top classes for each image, run one at a time (the exports take batch 1)."""
+    return torch.cat([class_labels(model, torch.from_numpy(np.asarray(run(x.float().numpy()))))
+                      for x in images.split(1)])
 
 
 def top1_agreement(run: Run, model: nn.Module, images: torch.Tensor) -> float:
-    """Fraction of `images` whose top-1 from the export equals the fp32 eager model's."""
-    reference = eager_logits(model, images).argmax(dim=1).numpy()
-    return float((predictions(run, images) == reference).mean())
+    """Fraction of the top-1 predictions (per image; per anchor or pixel for a dense graph) from the export
+    that equal the fp32 eager model's."""
+    reference = class_labels(model, eager_logits(model, images))
+    return float((predictions(run, model, images) == reference).float().mean())
 
 
 @dataclass
