@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from zoo.config import MatrixConfig, load_matrix
+from zoo.config.tasks import dense_recipe_note
 from zoo.config.typed import ConfigError
 from zoo.results import ResultsStore
 from zoo.runner.claims import results_offset
@@ -28,7 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("config", help="the matrix file, e.g. runs.yaml")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--only", action="append", metavar="KEY=VALUE[,VALUE]",
-                        help="run a subset: model=, recipe=, sampler=, seed= (repeatable)")
+                        help="run a subset: model=, recipe=, sampler=, seed=, task= (repeatable)")
     parser.add_argument("--no-measure", action="store_true", help="skip latency/FLOPs measurement")
     parser.add_argument("--no-leaderboard", action="store_true", help="skip regenerating the leaderboard")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.worker:  # a default that could not hold beside the file's values, and what is used instead
             for note in matrix.adapted_defaults:
                 print(f"note: {args.config}: {note}", file=sys.stderr)
+            if dense_recipe_note(matrix.tasks):  # once: the recipe knobs a dense task leaves out
+                print(f"note: {args.config}: {dense_recipe_note(matrix.tasks)}", file=sys.stderr)
         ws = workspace_for(matrix, Path.cwd())
         if args.workers is None and not args.worker and args.launcher is None:
             args.workers = matrix.execution.workers  # the matrix file's default; the command line wins

@@ -52,9 +52,11 @@ def load_matrix(path: str | Path) -> MatrixConfig:
     return from_dict(MatrixConfig, load_yaml(path), str(path))
 
 
-def run_config(matrix: MatrixConfig, model: str, recipe: RecipeConfig, sampler: str, seed: int) -> RunConfig:
-    """The resolved config of one matrix cell."""
+def run_config(matrix: MatrixConfig, model: str, recipe: RecipeConfig, sampler: str, seed: int,
+               task: str | None = None) -> RunConfig:
+    """The resolved config of one matrix cell (`task`: one of the matrix's tasks, default its first)."""
     return RunConfig(
+        task=task or matrix.tasks[0],
         model=model,
         recipe=recipe,
         sampler=replace(matrix.resolution, name=sampler),

@@ -10,11 +10,11 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-
+from zoo.config.tasks import Task, check_matrix_tasks, check_task_data, parse_kind_options
 from zoo.config.typed import AdaptedDefault, Checker, ConfigError, to_dict
 
 # The one list of data set kinds and sampler names; zoo.data and the CLI read them from these types.
-DatasetKind = Literal["digits", "imagefolder", "cifar10", "cifar100", "hf"]
+DatasetKind = Literal["digits", "imagefolder", "cifar10", "cifar100", "hf", "scattered-digits", "coco", "voc"]
 SamplerName = Literal["fixed", "multiscale"]
 
 
@@ -87,11 +87,9 @@ class DataConfig:
         check.non_negative("workers")
         check.positive("max_train_samples", "max_val_samples")
         check.require(0 < self.eval_crop_pct <= 1, "eval_crop_pct", "within (0, 1]")
-        check.require(self.kind in ("digits",) or self.root is not None, "root",
-                      f"a folder for data.kind {self.kind!r} (only digits is bundled)")
-        from zoo.data.options import parse_options  # the kind's own options, checked here with this file's name
-
-        parse_options(self.kind, self.options, source, f"{path}.options" if path else "options")
+        check.require(self.kind in ("digits", "scattered-digits") or self.root is not None, "root",
+                      f"a folder for data.kind {self.kind!r} (only digits and scattered-digits are bundled)")
+        parse_kind_options(self.kind, self.options, source, f"{path}.options" if path else "options")
 
 
 @dataclass(frozen=True)
@@ -191,6 +189,7 @@ class RunConfig(BudgetConfig):
     data: DataConfig = field(default_factory=DataConfig)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    task: Task = "classification"
     # How the run executes, where it changes the numbers: resolved from the device before the run id is taken
     # (`zoo.config.resolve_execution`), so a 1-GPU result never stands in for an 8-GPU plan.
     world_size: int | None = None  # processes training the run (global batch = batch_size x world_size x accum)
@@ -200,18 +199,22 @@ class RunConfig(BudgetConfig):
 
     def run_id(self) -> str:
         """Short stable hash of everything that decides the result (the config, seed included, as resolved)."""
-        blob = json.dumps(to_dict(self), sort_keys=True, separators=(",", ":"))
+        # The default task stays out of the hash: no classification run id moves.
+        data = {k: v for k, v in to_dict(self).items() if k != "task" or self.task != "classification"}
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def validate(self, source: str, path: str) -> None:
         super().validate(source, path)
         check = Checker(self, source, path)
         check.positive("world_size")
+        check_task_data(self.task, self.data.kind, source, f"{path}.task" if path else "task")
         check_sampler_batches(check, self.batch_size, self.sampler, f"{path}.sampler" if path else "sampler")
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.recipe.name}/{self.sampler.name}/s{self.seed}"
+        base = f"{self.model}/{self.recipe.name}/{self.sampler.name}/s{self.seed}"
+        return base if self.task == "classification" else f"{self.task}:{base}"
 
     def resolved(self, device_type: str, world_size: int, bf16: bool) -> "RunConfig":
         """The config as it will run on `world_size` processes of `device_type` (`bf16`: the GPU supports it)."""
@@ -302,6 +305,7 @@ class MatrixConfig:
     """runs.yaml: models x recipes x samplers x seeds under one budget and one data set."""
 
     name: str = "default"
+    task: Task | tuple[Task, ...] = "classification"  # or a list, crossed with the models as the recipes are
     data: DataConfig = field(default_factory=DataConfig)
     models: tuple[str, ...] = ("mobilevit_xxs",)
     model_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -321,9 +325,12 @@ class MatrixConfig:
     # never read from the file; `zoo.run` prints them with the plan).
     adapted_defaults: tuple[AdaptedDefault, ...] = field(default=(), init=False, compare=False)
 
+    tasks = property(lambda self: (self.task,) if isinstance(self.task, str) else tuple(self.task))
+
     def validate(self, source: str, path: str) -> None:
         from zoo.config.files import available_recipes, load_recipe
         from zoo.models import list_models
+
 
         known = list_models()
         for i, model in enumerate(self.models):
@@ -341,6 +348,7 @@ class MatrixConfig:
                 )
             load_recipe(recipe)  # the recipe file alone: its own errors name it
             load_recipe(recipe, self.recipe_overrides, overrides_at=(source, "recipe_overrides"))
+        check_matrix_tasks(self, source)
         check = Checker(self, source, path)
         for key in ("models", "recipes", "samplers", "seeds"):
             check.require(len(getattr(self, key)) > 0, key, "a non-empty list")

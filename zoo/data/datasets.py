@@ -26,6 +26,8 @@ Kinds and their ``options`` (unknown options are errors that list the allowed on
 * ``hf`` — a Hugging Face ``datasets`` data set on local disk (offline only): a ``save_to_disk`` folder, or a folder
   ``load_dataset`` understands (imagefolder, parquet, ...). Options ``image_column`` ("image"), ``label_column``
   ("label"), ``train_split`` ("train"), ``val_split`` ("validation"), ``data_dir``, ``cache_dir``.
+* ``scattered-digits`` / ``coco`` / ``voc`` — the detection and segmentation kinds (``task`` in runs.yaml); their
+  samples are ``(image, target dict)``, their options typed in `zoo.data.dense.build`.
 
 The options of every kind are typed in `zoo.data.options`; runs.yaml's are checked there when the matrix loads.
 """
@@ -76,10 +78,17 @@ def build_datasets(
         "cifar10": _build_cifar,
         "cifar100": _build_cifar,
         "hf": _build_hf,
+        **{kind: _build_dense for kind in ("scattered-digits", "coco", "voc")},
     }
     if kind not in builders:
         raise DataError(f"data.kind: unknown kind {kind!r} (allowed: {', '.join(DATASET_KINDS)})")
     return builders[kind](kind, None if root is None else Path(root).expanduser(), dict(options or {}))
+
+
+def _build_dense(kind: str, root: Path | None, options: dict[str, Any]) -> DataSplits:
+    from zoo.data.dense.build import build_dense  # detection/segmentation samples: (image, target dict)
+
+    return build_dense(kind, root, options)
 
 
 def _build_hf(kind: str, root: Path | None, options: dict[str, Any]) -> DataSplits:

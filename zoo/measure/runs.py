@@ -49,6 +49,8 @@ def trained_models(runs: list[RunRecord]) -> dict[str, Trained]:
 
     trained: dict[str, Trained] = {}
     for run in sorted(runs, key=lambda r: r.run_id):
+        if run.task != "classification":  # a detector/segmenter: the architecture board's --dense rows time those
+            continue
         kwargs = dict(run.require_config().model_kwargs)
         trained.setdefault(model_label(run.model, kwargs), Trained(run.model, kwargs)).runs.append(run)
     return trained

@@ -71,7 +71,9 @@ def load_inputs(store_dir: Path) -> tuple[BoardInputs, BoardMeasurements]:
     classes, batch 1 and up) and its paper figures."""
     from zoo.models import get_entry, list_models, model_name
 
-    runs = list(ResultsStore(store_dir).finished())
+    # The classification boards read classification runs only; the dense section (`zoo.report.dense_tables`)
+    # reads the store again for the detection and segmentation runs.
+    runs = [r for r in ResultsStore(store_dir).finished() if r.task == "classification"]
     measured = load_measurements(store_dir, {cost_key(r) for r in runs})
     costs: dict[str, Cost] = {}
     paper_costs: dict[str, Cost] = {}
@@ -212,7 +214,7 @@ def curves_by_cell(inputs: BoardInputs) -> dict[tuple[str, str], dict[str, list[
 
 
 def render(inputs: BoardInputs, measured: BoardMeasurements, title: str, out_dir: Path,
-           sections: list[tuple[str, str, Table]]) -> str:
+           sections: list[tuple[str, str, Table]], dense: str = "") -> str:
     findings = conclusions(group_runs(inputs.runs), deploy_latency(measured.batch1))
     parts = [_header(inputs, measured, title), "", findings.markdown(), "",
              "## 1. Main boards (sorted by top-1)\n"]
@@ -225,6 +227,8 @@ def render(inputs: BoardInputs, measured: BoardMeasurements, title: str, out_dir
         parts += [table.markdown(), ""]
     summary, plateau = plateau_table(inputs)
     parts += ["## Trained to a plateau?\n", summary, "", plateau.markdown(), ""]
+    if dense:  # only then: a classification-only board stays byte-identical
+        parts += [dense, ""]
     links = _plots(inputs, out_dir)
     if inputs.runs and any(r.history for r in inputs.runs):
         learning_curves(curves_by_cell(inputs), out_dir / "learning_curves.png")
@@ -234,14 +238,29 @@ def render(inputs: BoardInputs, measured: BoardMeasurements, title: str, out_dir
     return "\n".join(parts).rstrip() + "\n"
 
 
+def dense_text(store_dir: Path, inputs: BoardInputs, classification_store: str | Path | None) -> str:
+    """The dense section; classification ranks from this store's runs, else from `classification_store`'s."""
+    from zoo.config.tasks import dense_recipe_note
+    from zoo.report.dense_tables import dense_runs, dense_section
+
+    dense = dense_runs(ResultsStore(store_dir).finished())
+    if not dense:
+        return ""
+    reference = inputs.runs
+    if not reference and classification_store is not None:
+        reference = [r for r in ResultsStore(Path(classification_store)).finished() if r.task == "classification"]
+    return dense_section(dense, reference, dense_recipe_note(tuple(sorted({r.task for r in dense}))))
+
+
 def write_leaderboard(store_dir: str | Path, title: str | None = None, wandb: WandbConfig | None = None,
-                      wandb_dir: str | Path | None = None) -> Path:
+                      wandb_dir: str | Path | None = None, classification_store: str | Path | None = None) -> Path:
     """Regenerate README.md and plots; with `wandb`, also log the tables and plots to a summary W&B run."""
     store_dir = Path(store_dir)
     store_dir.mkdir(parents=True, exist_ok=True)
     inputs, measured = load_inputs(store_dir)
     sections = tables(inputs, measured)
-    text = render(inputs, measured, title or store_dir.name, store_dir, sections)
+    text = render(inputs, measured, title or store_dir.name, store_dir, sections,
+                  dense_text(store_dir, inputs, classification_store))
     path = store_dir / "README.md"
     write_text_atomic(path, text)
     if wandb is not None and wandb.mode != "disabled":
@@ -270,13 +289,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default=None)
     parser.add_argument("--wandb", choices=["online", "offline"], help="also log the tables to a W&B summary run")
     parser.add_argument("--wandb-project", default="zoo")
+    parser.add_argument("--classification-store", default=None, metavar="DIR",
+                        help="classification ranks for the dense section when STORE_DIR has no classification runs")
     args = parser.parse_args(argv)
     if not (Path(args.store_dir) / "results.jsonl").is_file():
         print(f"error: {args.store_dir}/results.jsonl not found (train with `python -m zoo.run runs.yaml`)",
               file=sys.stderr)
         return 2
     wandb = WandbConfig(project=args.wandb_project, mode=args.wandb) if args.wandb else None
-    print(write_leaderboard(args.store_dir, args.title, wandb, wandb_dir=Path(args.store_dir).parent / "out"))
+    print(write_leaderboard(args.store_dir, args.title, wandb, wandb_dir=Path(args.store_dir).parent / "out",
+                            classification_store=args.classification_store))
     return 0
 
 

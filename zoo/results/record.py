@@ -37,7 +37,8 @@ def _config_of(raw: Any) -> tuple[RunConfig | None, dict[str, Any]]:
 
 
 def _best(history: list[EpochMetrics], key: str) -> float | None:
-    values = [getattr(row, key) for row in history if not math.isnan(getattr(row, key))]
+    values = [getattr(row, key) for row in history
+              if getattr(row, key) is not None and not math.isnan(getattr(row, key))]
     return max(values) if values else None
 
 
@@ -53,6 +54,9 @@ class RunRecord:
     sampler: str = ""
     seed: int = 0
     dataset: str = ""
+    # What was trained: "classification" (the default, and what every record before this field was), "detection"
+    # or "segmentation"; taken from the config when the record has one.
+    task: str = "classification"
     eval_resolution: int | None = None
     epochs: int = 0
     world_size: int = 1
@@ -73,6 +77,11 @@ class RunRecord:
     top1_raw: float | None = None
     best_top1: float | None = None
     best_top5: float | None = None
+    # A dense task's figure (final epoch): `metric_name` "map" (COCO mAP@[.5:.95]) or "miou", `metric` its value,
+    # `dense_metrics` every figure the evaluation gave (map, map_50; miou). None/empty for classification.
+    metric_name: str | None = None
+    metric: float | None = None
+    dense_metrics: dict[str, float] = field(default_factory=dict)
     epochs_done: int = 0
     updates: int = 0
     train_time_s: float = 0.0
@@ -99,6 +108,10 @@ class RunRecord:
     finished_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # keys of other zoo versions, kept verbatim
 
+    def __post_init__(self) -> None:
+        if self.config is not None:
+            self.task = self.config.task
+
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
@@ -118,6 +131,12 @@ class RunRecord:
         self.top1, self.top5, self.val_loss = last.val_top1, last.val_top5, last.val_loss
         self.ece, self.top1_raw = last.val_ece, last.val_top1_raw
         self.best_top1, self.best_top5 = _best(history, "val_top1"), _best(history, "val_top5")
+        dense = {key: getattr(last, f"val_{key}") for key in ("map", "map_50", "miou")
+                 if getattr(last, f"val_{key}") is not None}
+        if dense:
+            self.dense_metrics = dense
+            self.metric_name = "map" if "map" in dense else "miou"
+            self.metric = dense[self.metric_name]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunRecord":
@@ -148,6 +167,8 @@ class RunRecord:
 
     def one_line(self) -> str:
         score = f"top1 {self.top1:.4f}" if self.top1 is not None else (self.error or "")
+        if self.metric is not None:
+            score = f"{self.metric_name} {self.metric:.4f}"
         if self.ema_short and self.top1 is not None:
             raw = f"{self.top1_raw:.4f}" if self.top1_raw is not None else "–"
             score += f" (EMA shorter than its {self.ema_horizon_updates:,.0f}-update horizon: raw {raw})"

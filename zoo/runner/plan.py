@@ -22,7 +22,7 @@ from zoo.results import TERMINAL, ResultsStore
 from zoo.training.distributed import DistContext, planned_execution
 from zoo.config.typed import ConfigError
 
-FILTER_KEYS = ("model", "recipe", "sampler", "seed")
+FILTER_KEYS = ("model", "recipe", "sampler", "seed", "task")
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,8 @@ def parse_filters(only: list[str] | None) -> dict[str, set[str]]:
 
 
 def _keep(cfg: RunConfig, filters: dict[str, set[str]]) -> bool:
-    fields = {"model": cfg.model, "recipe": cfg.recipe.name, "sampler": cfg.sampler.name, "seed": str(cfg.seed)}
+    fields = {"model": cfg.model, "recipe": cfg.recipe.name, "sampler": cfg.sampler.name, "seed": str(cfg.seed),
+              "task": cfg.task}
     return all(fields[key] in allowed for key, allowed in filters.items())
 
 
@@ -71,8 +72,9 @@ def build_plan(matrix: MatrixConfig, store: ResultsStore, only: list[str] | None
     latest = store.latest()
     adapted = tuple(str(note) for note in matrix.adapted_defaults)
     plan = []
-    for seed, model, recipe, sampler in itertools.product(matrix.seeds, matrix.models, matrix.recipes, matrix.samplers):
-        cfg = run_config(matrix, model, recipes[recipe], sampler, seed)
+    cells = itertools.product(matrix.seeds, matrix.tasks, matrix.models, matrix.recipes, matrix.samplers)
+    for seed, task, model, recipe, sampler in cells:
+        cfg = run_config(matrix, model, recipes[recipe], sampler, seed, task)
         if not _keep(cfg, filters):
             continue
         run = PlannedRun.plan(cfg, execution, adapted)
@@ -89,12 +91,16 @@ def plan_for(cfg: RunConfig, ctx: DistContext) -> PlannedRun:
 def format_plan(plan: list[RunSpec]) -> str:
     from tabulate import tabulate
 
+    # A task column only where a dense task is planned: classification plans print as they always did.
+    tasks = any(s.config.task != "classification" for s in plan)
     rows = [
-        (i + 1, s.config.model, s.config.recipe.name, s.config.sampler.name, s.config.seed, s.run_id, s.status)
+        (i + 1, *((s.config.task,) if tasks else ()), s.config.model, s.config.recipe.name, s.config.sampler.name,
+         s.config.seed, s.run_id, s.status)
         for i, s in enumerate(plan)
     ]
     todo = sum(not s.done for s in plan)
-    table = tabulate(rows, headers=["#", "model", "recipe", "sampler", "seed", "run id", "status"])
+    headers = ["#", *(["task"] if tasks else []), "model", "recipe", "sampler", "seed", "run id", "status"]
+    table = tabulate(rows, headers=headers)
     return "\n".join([f"{table}\n{len(plan)} runs, {len(plan) - todo} done, {todo} to train", *ema_warnings(plan)])
 
 

@@ -62,6 +62,11 @@ def train_run(
 ) -> RunOutcome:
     """Train the planned run to its budget (or resume it). `log(metrics, step)` receives per-step and per-epoch
     metrics. The config is used as planned (resolved for these processes by the plan, never here)."""
+    if run.config.task != "classification":  # detection / segmentation: their own loop, same parts and rules
+        from zoo.training.dense_engine import train_dense_run
+
+        return train_dense_run(run, ctx, run_dir, compile_model=compile_model, log_every=log_every,
+                               progress=progress, log=log, stop_after_epochs=stop_after_epochs)
     log = log or (lambda metrics, step: None)
     run.check_world(ctx.world_size)
     cfg = run.config
