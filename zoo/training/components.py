@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -150,24 +151,37 @@ def configure_cuda() -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
-def build_parts(cfg: RunConfig, ctx: DistContext, compile_model: bool) -> RunParts:
-    """Loaders, model, optimiser, schedule, EMA, mixing and loss of one (resolved) run."""
-    if ctx.device.type == "cuda":
-        configure_cuda()
-    loaders = build_loaders(cfg, ctx)
-    model = build_model(cfg, loaders.num_classes).to(ctx.device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+def optimisation_parts(cfg: RunConfig, ctx: DistContext, model: nn.Module, sampler, compile_model: bool
+                       ) -> tuple[nn.Module, torch.optim.Optimizer, Any, Any, torch.amp.GradScaler]:
+    """What every task's run trains `model` (already on its device) with: (the model as trained — DDP-wrapped
+    and compiled where asked —, optimiser, schedule, EMA, grad scaler), sized by `sampler`'s updates."""
     optimizer = build_optimizer(cfg, model)
-    total_updates = loaders.sampler.total_updates(cfg.epochs, accum_steps=cfg.accum_steps)
+    total_updates = sampler.total_updates(cfg.epochs, accum_steps=cfg.accum_steps)
     scheduler = build_scheduler(cfg, optimizer, total_updates)
     ema = build_ema(cfg, model, total_updates / cfg.epochs)
-    mixup = build_mixup(cfg, loaders.num_classes)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=bool(cfg.amp) and cfg.amp_dtype == "float16")
     train_model: nn.Module = model
     if ctx.distributed:
         train_model = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
     if compile_model:
         train_model = torch.compile(train_model)
+    return train_model, optimizer, scheduler, ema, scaler
+
+
+def placed(cfg: RunConfig, ctx: DistContext, model: nn.Module) -> nn.Module:
+    """`model` on the run's device, in its memory format (CUDA configured first)."""
+    if ctx.device.type == "cuda":
+        configure_cuda()
+    model = model.to(ctx.device)
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
+def build_parts(cfg: RunConfig, ctx: DistContext, compile_model: bool) -> RunParts:
+    """Loaders, model, optimiser, schedule, EMA, mixing and loss of one (resolved) run."""
+    loaders = build_loaders(cfg, ctx)
+    model = placed(cfg, ctx, build_model(cfg, loaders.num_classes))
+    train_model, optimizer, scheduler, ema, scaler = optimisation_parts(cfg, ctx, model, loaders.sampler,
+                                                                        compile_model)
+    mixup = build_mixup(cfg, loaders.num_classes)
     return RunParts(loaders, model, train_model, optimizer, scheduler, ema, mixup, build_criterion(cfg, mixup),
                     scaler, cfg, ctx.device)

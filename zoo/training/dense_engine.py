@@ -24,14 +24,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.utils import ModelEmaV3, random_seed
-from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import MeanMetric
 
 from zoo.config import PlannedRun, RunConfig
 from zoo.data.dense import IGNORE_INDEX
 from zoo.training.checkpoint import save_checkpoint
-from zoo.training.components import autocast, build_ema, build_optimizer, build_scheduler, configure_cuda
-from zoo.training.dense_loaders import DenseLoaders, build_dense_loaders
+from zoo.training.components import autocast, optimisation_parts, placed
+from zoo.training.dense_loaders import build_dense_loaders
+from zoo.training.loaders import Loaders
 from zoo.training.dense_metrics import detection_metric, detection_summary, segmentation_metric
 from zoo.training.distributed import DistContext
 from zoo.training.engine import (LogFn, RunOutcome, accumulation_weights, checkpoint_state, epoch_seed,
@@ -47,7 +47,7 @@ COCO_MAX_DETECTIONS = 100  # COCO scores each image's top 100: the rest cannot c
 class DenseParts:
     """What `zoo.training.engine.restore`, `checkpoint_state` and `optimizer_step` read, for a dense model."""
 
-    loaders: DenseLoaders
+    loaders: Loaders
     model: nn.Module
     train_model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -70,22 +70,10 @@ def build_dense_model(cfg: RunConfig, num_classes: int) -> nn.Module:
 
 
 def build_dense_parts(cfg: RunConfig, ctx: DistContext, compile_model: bool) -> DenseParts:
-    if ctx.device.type == "cuda":
-        configure_cuda()
     loaders = build_dense_loaders(cfg, ctx)
-    model = build_dense_model(cfg, loaders.num_classes).to(ctx.device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg, model)
-    total_updates = loaders.sampler.total_updates(cfg.epochs, accum_steps=cfg.accum_steps)
-    scheduler = build_scheduler(cfg, optimizer, total_updates)
-    ema = build_ema(cfg, model, total_updates / cfg.epochs)
-    scaler = torch.amp.GradScaler(ctx.device.type, enabled=bool(cfg.amp) and cfg.amp_dtype == "float16")
-    train_model: nn.Module = model
-    if ctx.distributed:
-        train_model = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
-    if compile_model:
-        train_model = torch.compile(train_model)
+    model = placed(cfg, ctx, build_dense_model(cfg, loaders.num_classes))
+    train_model, optimizer, scheduler, ema, scaler = optimisation_parts(cfg, ctx, model, loaders.sampler,
+                                                                        compile_model)
     return DenseParts(loaders, model, train_model, optimizer, scheduler, ema, scaler, cfg, ctx.device)
 
 

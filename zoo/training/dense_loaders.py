@@ -8,7 +8,6 @@ what a dense task leaves out, and why). Detection drops boxes left under 1 px by
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -20,25 +19,9 @@ from zoo.config import RunConfig
 from zoo.data import DataError, MultiScaleBatchSampler, build_datasets
 from zoo.data.dense import collate_detection, collate_segmentation
 from zoo.training.distributed import DistContext
-from zoo.training.loaders import _limit, train_sampler
+from zoo.training.loaders import Loaders, _limit, train_sampler
 
 TARGET_KEYS = {"detection": ("boxes", "labels", "image_id"), "segmentation": ("semantic",)}
-
-
-@dataclass
-class DenseLoaders:
-    train: DataLoader
-    val: DataLoader
-    sampler: MultiScaleBatchSampler
-    num_classes: int
-    skipped_images: int = 0
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return len(self.sampler)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
 
 
 def dense_transform(task: str, size: int, hflip: float) -> Callable[[Any, Any], Any]:
@@ -79,7 +62,7 @@ def collate_for(task: str) -> Callable[[Any], Any]:
     return collate_detection if task == "detection" else collate_segmentation
 
 
-def build_dense_loaders(cfg: RunConfig, ctx: DistContext) -> DenseLoaders:
+def build_dense_loaders(cfg: RunConfig, ctx: DistContext) -> Loaders:
     splits = build_datasets(cfg.data.kind, root=cfg.data.root, options=dict(cfg.data.options))
     train_set = _limit(splits.train, cfg.data.max_train_samples)
     val_set = _limit(splits.val, cfg.data.max_val_samples)
@@ -94,4 +77,4 @@ def build_dense_loaders(cfg: RunConfig, ctx: DistContext) -> DenseLoaders:
     val_set = DenseResolutionDataset(val_set, cfg.task, 0.0, default_size=cfg.sampler.eval_size)
     shard = Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size)) if ctx.distributed else val_set
     val = DataLoader(shard, batch_size=cfg.batch_size * 2, num_workers=workers, pin_memory=pin, collate_fn=collate)
-    return DenseLoaders(train, val, sampler, splits.num_classes)
+    return Loaders(train, val, sampler, splits.num_classes)  # the classification loaders' type: same fields
