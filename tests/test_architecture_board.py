@@ -19,6 +19,7 @@ from zoo.measure.backends.export_cache import export_key
 from zoo.measure.board import BoardError, board_architectures, check_resolutions, run_board
 from zoo.measure.latency import TimingConfig, pinned_to_one_core, summarize_rounds, trimmed_mean
 from zoo.measure.memory import PeakRss
+from zoo.measure.quiet import QuietPolicy
 from zoo.measure.store import BreakdownStore, Measurement, MeasurementStore
 from zoo.report.architectures import load_board, pareto_labels, write_board
 from zoo.report.published import paper_latency_groups, published_of
@@ -121,7 +122,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> type[FakeExport]:
 
 def _board(tmp_path: Path, **kwargs) -> list[Measurement]:
     options = {"models": MODELS, "resolutions": [64], "backends": ["fake-1t", "fake"], "timing": FAST,
-               "export_jobs": 0, "render": write_board, **kwargs}
+               "export_jobs": 0, "render": write_board, "quiet": None, **kwargs}
     return run_board(tmp_path / "board", **options).records
 
 
@@ -165,6 +166,18 @@ def test_an_interrupted_board_keeps_finished_groups_and_resumes(tmp_path: Path, 
     _board(tmp_path, backends=["fake-1t"])  # resumes: only the missing cell is measured
     assert [r.model for r in store.records()] == ["mobilevit_xxs", "mobilenetv2_100"]
     assert FakeExport.opens == ["fake-1t", "fake-1t"]
+
+
+def test_board_records_keep_the_quiet_checks_probes_and_the_next_run_starts_from_them(tmp_path: Path, fake) -> None:
+    lenient = QuietPolicy(tolerance=100.0, max_wait_s=0.0)  # never waits: the suite shares the cores
+    records = _board(tmp_path, backends=["fake-1t"], quiet=lenient)
+    probes = [r.details for r in records]
+    assert all(d["probe_ms"] > 0 and d["probe_reference_ms"] <= d["probe_max_ms"] for d in probes)
+    assert all(d["cycles_discarded"] == 0 for d in probes)
+    store = MeasurementStore(tmp_path / "board" / "measurements.jsonl")
+    assert suite._fastest_probe(store, records[0].machine_id) == min(d["probe_reference_ms"] for d in probes)
+    assert suite._fastest_probe(store, "another-machine") is None
+    assert "Quiet check" in (tmp_path / "board" / "README.md").read_text()
 
 
 def test_an_absent_runtime_is_a_skipped_cell_on_the_board(tmp_path: Path, fake) -> None:
@@ -329,13 +342,13 @@ def test_export_only_fills_the_shared_cache_and_times_nothing_then_the_board_exp
     shared = tmp_path / "shared-cache"
     monkeypatch.setenv("ZOO_EXPORT_CACHE", str(shared))
     run = run_board(tmp_path / "board", models=MODELS, resolutions=[64], backends=["fake-1t", "fake"], timing=FAST,
-                    export_jobs=1, render=write_board, export_only=True)
+                    export_jobs=1, render=write_board, export_only=True, quiet=None)
     assert run.records == [] and run.exports == 2 and set(run.export_cpu_s) == {"fake-1t"}
     assert sorted(fake.writes) == ["fake-1t", "fake-1t"] and fake.opens == []
     assert len(list(shared.glob("fake/*/export.json"))) == 2  # in $ZOO_EXPORT_CACHE, not under the board
     assert not (tmp_path / "board" / "README.md").exists()
     assert not (tmp_path / "board" / "measurements.jsonl").exists()
     records = run_board(tmp_path / "board", models=MODELS, resolutions=[64], backends=["fake-1t", "fake"],
-                        timing=FAST, export_jobs=1, render=write_board).records
+                        timing=FAST, export_jobs=1, render=write_board, quiet=None).records
     assert len(fake.writes) == 2 and len(records) == 4  # every cell timed from the cache
     assert all(r.details["export_cached"] for r in records)

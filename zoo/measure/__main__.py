@@ -12,7 +12,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from zoo.measure.backends import BACKEND_NAMES, UnknownBackendError, available_backends
-from zoo.measure.board import BOARD_TIMING, BoardError, dense_labels, run_board
+from zoo.measure.board import BOARD_QUIET, BOARD_TIMING, BoardError, dense_labels, run_board
 from zoo.measure.latency import TimingConfig
 from zoo.measure.store import Measurement
 from zoo.measure.suite import expected_steps, measure_models
@@ -51,6 +51,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--export-only", action="store_true",
                         help="--board: fill the export cache and stop (exports may run beside other work; timing "
                         "must run alone, later)")
+    parser.add_argument("--no-quiet", action="store_true",
+                        help="--board: time without the quiet check (zoo.measure.quiet: a probe around every round "
+                        "cycle, waiting for and keeping only cycles on a machine within 5 %% of its best speed)")
     parser.set_defaults(store=None)
     return parser.parse_args(argv)
 
@@ -104,7 +107,8 @@ def board_main(args: argparse.Namespace, calibration: torch.Tensor | None) -> in
             models = args.models or (dense_labels() if args.dense else None)
             run = run_board(args.board, models, args.res, args.backends, args.store, args.artifacts,
                             force=args.force, timing=board_timing(args), export_jobs=args.export_jobs,
-                            calibration=calibration, on_progress=advance, export_only=args.export_only)
+                            calibration=calibration, on_progress=advance, export_only=args.export_only,
+                            quiet=None if args.no_quiet else BOARD_QUIET)
         except (UnknownModelError, UnknownBackendError, BoardError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

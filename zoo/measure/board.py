@@ -37,17 +37,20 @@ import torch
 
 from zoo.measure.backends.export_cache import cache_root
 from zoo.measure.latency import TimingConfig
+from zoo.measure.quiet import QuietPolicy
 from zoo.measure.machine import machine_info, usable_cpus
 from zoo.measure.store import MEASUREMENTS_FILE, Measurement, MeasurementStore
 
-__all__ = ["ABLATIONS", "BOARD_BACKENDS", "BOARD_TIMING", "DENSE", "DENSE_BACKBONES", "DENSE_BACKENDS", "Architecture",
+__all__ = ["ABLATIONS", "BOARD_BACKENDS", "BOARD_QUIET", "BOARD_TIMING", "DENSE", "DENSE_BACKBONES", "DENSE_BACKENDS", "Architecture",
            "BoardError", "BoardRun", "dense_labels", "is_dense",
            "board_architectures", "check_resolutions", "run_board"]
 
-# The protocol (stated on the board): warm-up, 5 rounds of 50 runs, a round capped at 1.5 s for a slow model
-# (at least 5 runs), rounds interleaved across the group's models; median of round means, p90, trimmed mean.
-BOARD_TIMING = TimingConfig(rounds=5, min_round_s=0.0, warmup_calls=10, min_samples_per_round=5, runs_per_round=50,
+# The protocol (stated on the board): warm-up, 5 rounds of at least 50 runs and 0.25 s (a fast model's 50 runs
+# last 0.1 s: too few to ride out a hiccup), a round capped at 1.5 s for a slow model (at least 5 runs), rounds
+# interleaved across the group's models, each cycle inside the quiet check; median of round means, p90, trimmed mean.
+BOARD_TIMING = TimingConfig(rounds=5, min_round_s=0.25, warmup_calls=10, min_samples_per_round=5, runs_per_round=50,
                             max_round_s=1.5)
+BOARD_QUIET = QuietPolicy()
 BOARD_BACKENDS: tuple[str, ...] = (
     "executorch-xnnpack-1t", "executorch-xnnpack-int8-1t", "litert-1t", "litert-int8-1t", "onnxruntime-cpu-1t",
     "onnxruntime-cpu-int8-1t", "cpu-eager-1t",
@@ -327,6 +330,7 @@ class _Pass:
     calibration: torch.Tensor | None
     on_progress: Callable[[str], None] | None
     deployed: bool
+    quiet: QuietPolicy | None
 
 
 def _measure_rows(run: BoardRun, rows: Sequence[Architecture], backends: Sequence[str], how: _Pass,
@@ -351,7 +355,7 @@ def _measure_rows(run: BoardRun, rows: Sequence[Architecture], backends: Sequenc
         [a.label for a in rows], {a.label: a.resolution for a in rows}, list(backends), how.store_path,
         force=how.force, timing=how.timing, artifacts_dir=how.artifacts, on_progress=how.on_progress,
         calibration_images=how.calibration, model_kwargs={a.label: a.kwargs for a in rows},
-        deployed=how.deployed, group_size=GROUP_SIZE)
+        deployed=how.deployed, group_size=GROUP_SIZE, quiet=how.quiet)
     if breakdown and BREAKDOWN_BACKEND in backends:
         profile_breakdowns(rows, directory, how.artifacts, how.force, how.on_progress)
     run.timing_s += time.perf_counter() - started
@@ -363,12 +367,12 @@ def run_board(directory: str | Path, models: Sequence[str] | None = None, resolu
               export_jobs: int | None = None, calibration: torch.Tensor | None = None,
               on_progress: Callable[[str], None] | None = None,
               render: Callable[[Path, Path], object] | None = None, breakdown: bool = True,
-              export_only: bool = False) -> BoardRun:
+              export_only: bool = False, quiet: QuietPolicy | None = BOARD_QUIET) -> BoardRun:
     """Measure the board into its store and render `directory/README.md` (see the module docstring) with
     `render(directory, store_path)` (default: `render_in_subprocess`). `export_only`: fill the export cache and
     stop (nothing timed or rendered), so exports can run while the machine is busy and the timing later alone.
     Detector/segmenter rows (`DENSE`) are measured after the classifiers, on those of `backends` in
-    `DENSE_BACKENDS`."""
+    `DENSE_BACKENDS`. `quiet`: the quiet check around every round cycle (None: off)."""
     from zoo.measure.backends import get_backend
 
     directory = Path(directory)
@@ -383,7 +387,7 @@ def run_board(directory: str | Path, models: Sequence[str] | None = None, resolu
         if resolution is not None:
             check_resolutions(architectures)
         how = _Pass(store_path, artifacts, force, timing, usable_cpus() if export_jobs is None else export_jobs,
-                    calibration, on_progress, deployed=resolution is None)
+                    calibration, on_progress, deployed=resolution is None, quiet=quiet)
         _measure_rows(run, [a for a in architectures if not is_dense(a)], backends, how, directory, export_only,
                       breakdown)
         _measure_rows(run, [a for a in architectures if is_dense(a)], [b for b in backends if b in DENSE_BACKENDS],

@@ -39,6 +39,8 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 import torch.nn as nn
 
+from zoo.measure.quiet import QuietGate
+
 __all__ = [
     "BackendSkip",
     "CallRunner",
@@ -249,17 +251,20 @@ def measure_interleaved(
     config: TimingConfig = TimingConfig(),
     workdir: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
+    gate: QuietGate | None = None,
 ) -> dict[str, Outcome]:
     """Measure every model on `backend` in interleaved rounds. Errors are caught per model (status 'failed').
 
     Exported files go under `workdir/<backend>/<model>/` (a temporary folder, deleted afterwards, when None).
+    `gate`: the quiet check (`zoo.measure.quiet`) around every round cycle; its summary joins each ok model's
+    details.
     """
     ok, why_not = backend.available()
     if not ok:
         return {name: Outcome("skipped", why_not) for name in models}
     if workdir is None:  # exports go to a throwaway folder, removed when done
         with tempfile.TemporaryDirectory(prefix="zoo-measure-") as scratch:
-            return measure_interleaved(backend, models, input_shapes, config, Path(scratch), on_progress)
+            return measure_interleaved(backend, models, input_shapes, config, Path(scratch), on_progress, gate)
     outcomes: dict[str, Outcome] = {}
     prepared: dict[str, PreparedModel] = {}
     for name, model in models.items():
@@ -275,7 +280,7 @@ def measure_interleaved(
     started = time.perf_counter()
     try:
         with pinned_to_one_core(getattr(backend, "threads", None) == 1) as core:
-            _time_rounds(prepared, samples, outcomes, config, on_progress)
+            _time_rounds(prepared, samples, outcomes, config, on_progress, gate)
     finally:
         for runner in prepared.values():
             runner.close()
@@ -284,25 +289,43 @@ def measure_interleaved(
     for name, runner in prepared.items():
         if name not in outcomes:
             stats = summarize_rounds(samples[name], batch_size=input_shapes[name][0])
-            outcomes[name] = Outcome("ok", stats=stats, details=runner.details, pinned_core=core,
+            details = {**runner.details, **(gate.summary() if gate else {})}
+            outcomes[name] = Outcome("ok", stats=stats, details=details, pinned_core=core,
                                      timing_group_s=seconds, group_size=len(prepared))
     return {name: outcomes[name] for name in models}
 
 
 def _time_rounds(prepared: Mapping[str, PreparedModel], samples: dict[str, list[list[float]]],
                  outcomes: dict[str, Outcome], config: TimingConfig,
-                 on_progress: Callable[[str], None] | None) -> None:
-    """Rounds A, B, C, A, B, C, ...: each model's samples per round; a model that fails leaves the rounds."""
+                 on_progress: Callable[[str], None] | None, gate: QuietGate | None = None) -> None:
+    """Rounds A, B, C, A, B, C, ...: each model's samples per round; a model that fails leaves the rounds.
+    With a `gate`, a cycle starts on a quiet machine, and one the machine got busy during is timed again."""
+    retries = 0
     for _ in range(config.rounds):
-        for name, runner in prepared.items():
-            if name in outcomes:
-                continue
-            try:
-                samples[name].append(runner.time_round(config))
-            except Exception as error:
-                outcomes[name] = Outcome("failed", _failure_reason(error), details=runner.details)
+        while True:
+            before = gate.wait() if gate else 0.0
+            cycle = _time_cycle(prepared, outcomes, config)
+            if gate is None or gate.keep_cycle(before, retries):
+                break
+            retries += 1
+        for name, times in cycle.items():
+            samples[name].append(times)
         if on_progress:
             on_progress("round")
+
+
+def _time_cycle(prepared: Mapping[str, PreparedModel], outcomes: dict[str, Outcome],
+                config: TimingConfig) -> dict[str, list[float]]:
+    """One round of every model still in the rounds: its per-call seconds."""
+    cycle: dict[str, list[float]] = {}
+    for name, runner in prepared.items():
+        if name in outcomes:
+            continue
+        try:
+            cycle[name] = runner.time_round(config)
+        except Exception as error:
+            outcomes[name] = Outcome("failed", _failure_reason(error), details=runner.details)
+    return cycle
 
 
 class TimedBackend:

@@ -24,6 +24,7 @@ from zoo.measure.flops import count_macs
 from zoo.measure.latency import Outcome, TimingConfig, measure_interleaved
 from zoo.measure.machine import MachineInfo, machine_info, software_versions
 from zoo.measure.params import PAPER_NUM_CLASSES, count_params
+from zoo.measure.quiet import QuietGate, QuietPolicy
 from zoo.measure.store import Measurement, MeasurementKey, MeasurementStore
 
 __all__ = [
@@ -232,6 +233,7 @@ def measure_models(
     model_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     deployed: bool = False,
     group_size: int | None = None,
+    quiet: QuietPolicy | None = None,
 ) -> list[Measurement]:
     """Measure `models` on `backends` (every batch size a backend times), store and return one record each.
 
@@ -244,6 +246,8 @@ def measure_models(
     say so, and the board takes each architecture's deployment resolution from them.
     `group_size`: models are timed interleaved in groups of at most this many per backend (None: all at once);
     each group's records are appended when its last round ends, so an interrupted call loses one group at most.
+    `quiet`: time each round cycle on a quiet machine (`zoo.measure.quiet`); the reference probe starts from the
+    fastest this store has recorded on this machine.
     Exports are cached under `<artifacts>/exports` (or `$ZOO_EXPORT_CACHE`) (`zoo.measure.backends.export_cache`): a forced re-time, and
     the other thread count of a runtime, load the file instead of exporting again.
     """
@@ -263,20 +267,30 @@ def measure_models(
                resolve_resolutions(models, resolutions),
                {name: device_of(backend, machine) for name, backend in backend_objects.items()}, deployed)
     facts = _build(models, num_classes, model_kwargs or {})
+    reference = _fastest_probe(store, machine.machine_id) if quiet else None
     for backend_name, backend in backend_objects.items():
         for batch in backend.batch_sizes:
             ready = list(_ready_to_time(run, facts, backend_name, batch).items())
             size = group_size or max(1, len(ready))
             for group in (dict(ready[i:i + size]) for i in range(0, len(ready), size)):
+                gate = QuietGate(quiet, reference) if quiet else None
                 outcomes = measure_interleaved(
                     backend, {label: fact.model for label, fact in group.items()},
                     {label: (batch, 3, run.resolution_of[label], run.resolution_of[label]) for label in group},
-                    timing, artifacts / f"batch{batch}", on_progress,
+                    timing, artifacts / f"batch{batch}", on_progress, gate,
                 )
+                reference = gate.reference_ms if gate else None
                 for label, outcome in outcomes.items():
                     run.keep(run.key(label, backend_name, batch), group[label], outcome)
     return [run.results[run.key(label, backend_name, batch)] for label in models
             for backend_name, backend in backend_objects.items() for batch in backend.batch_sizes]
+
+
+def _fastest_probe(store: MeasurementStore, machine_id: str) -> float | None:
+    """The quiet check's reference: the fastest probe among this machine's stored records (None: none yet)."""
+    probes = [r.details["probe_reference_ms"] for r in store.records()
+              if r.machine_id == machine_id and isinstance(r.details, dict) and "probe_reference_ms" in r.details]
+    return min(probes, default=None)
 
 
 def expected_steps(models: Sequence[str], backends: Sequence[str], timing: TimingConfig) -> int:

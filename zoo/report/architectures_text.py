@@ -37,7 +37,7 @@ def _machine(board: Board) -> list[str]:
 
 
 def _protocol() -> list[str]:
-    from zoo.measure.board import BOARD_TIMING as t, GROUP_SIZE
+    from zoo.measure.board import BOARD_QUIET as q, BOARD_TIMING as t, GROUP_SIZE
 
     return [
         "## Protocol",
@@ -46,9 +46,15 @@ def _protocol() -> list[str]:
         f"one seed (latency does not depend on the values; the exports are cached by them).",
         f"- Per cell: export (cached), a parity check against PyTorch (fp32: max abs error within 1e-4 of the "
         f"logits' scale; int8: top-1 agreement with fp32 on 8 images that are not the calibration batch), "
-        f"{t.warmup_calls} warm-up calls, then {t.rounds} rounds of {t.runs_per_round} runs (a slow model's round "
-        f"stops after {t.max_round_s} s with at least {t.min_samples_per_round} runs), rounds interleaved across "
-        f"groups of {GROUP_SIZE} models (A, B, C, A, B, C, …) so a load change hits them alike.",
+        f"{t.warmup_calls} warm-up calls, then {t.rounds} rounds of at least {t.runs_per_round} runs and "
+        f"{t.min_round_s} s (a slow model's round stops after {t.max_round_s} s with at least "
+        f"{t.min_samples_per_round} runs), rounds interleaved across groups of {GROUP_SIZE} models (A, B, C, A, B, "
+        f"C, …) so a load change hits them alike.",
+        f"- Quiet check (`zoo.measure.quiet`): a fixed probe (matrix multiplies and a pass over 8 MiB, one thread) "
+        f"before and after every round cycle; a cycle starts once the probe is within {q.tolerance:.0%} of the "
+        f"fastest this machine has shown (waiting up to {q.max_wait_s:.0f} s), and one the machine got slower "
+        f"during is timed again (up to {q.max_retries} times a group). Each record keeps its probes "
+        f"(`details.probe_ms`, `probe_reference_ms`, `cycles_discarded`).",
         "- Statistics: **median** of the round means (MobileNetV4's), **p90** of every sample (MLPerf Mobile's, "
         "linear interpolation), **trimmed mean** of the middle 80 % of the samples (ExecuTorch's minibench).",
         "- 1-thread runners are pinned to one core (`os.sched_setaffinity`, restored afterwards; the core is in "
