@@ -318,6 +318,8 @@ class MatrixConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     output_dir: str = "out"
     store_dir: str = "leaderboard"
+    # Where a dense board's rank table finds classification top-1 when store_dir has none (e.g. `leaderboard`)
+    classification_store: str | None = None
     wandb: WandbConfig = field(default_factory=WandbConfig)
     execution: ExecConfig = field(default_factory=ExecConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)

@@ -4,6 +4,7 @@ A classification config leaves its task out of the run id (`RunConfig.run_id`), 
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from zoo.config.typed import ConfigError
@@ -52,6 +53,10 @@ def check_matrix_tasks(matrix: Any, source: str) -> None:
                           f"(allowed: {', '.join(KINDS_BY_TASK)}), got {list(tasks)!r}")
     for i, one in enumerate(tasks):
         check_task_data(one, matrix.data.kind, source, "task" if isinstance(task, str) else f"task[{i}]")
+    store = matrix.classification_store
+    if store is not None and not Path(store).is_dir():
+        raise ConfigError(f"{source}: classification_store: must be an existing folder (a classification "
+                          f"matrix's store_dir), got {store!r}")
     dense = [one for one in tasks if one != "classification"]
     if not dense:
         return

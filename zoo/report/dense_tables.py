@@ -85,8 +85,10 @@ def rank_table(runs: list[RunRecord], classification: list[RunRecord]) -> tuple[
     return ranks, md(pairs, ["tasks", "Kendall τ (1: same order)", "backbones in both"])
 
 
-def dense_section(runs: list[RunRecord], classification: list[RunRecord], note: str | None) -> str:
-    """The README's dense section (empty when the store has no dense run)."""
+def dense_section(runs: list[RunRecord], classification: list[RunRecord], note: str | None,
+                  classification_from: str = "this store") -> str:
+    """The README's dense section (empty when the store has no dense run); `classification_from` says where the
+    classification runs came from."""
     dense = dense_runs(runs)
     if not dense:
         return ""
@@ -102,9 +104,10 @@ def dense_section(runs: list[RunRecord], classification: list[RunRecord], note: 
             parts += [f"### {task}: {recipe} recipe, {sampler} sampler\n",
                       task_table(dense, task, recipe, sampler).markdown(), ""]
     ranks, taus = rank_table(dense, classification)
-    where = ("classification top-1 from the classification runs of this store (or --classification-store)"
+    where = (f"classification top-1 from the classification runs of {classification_from}"
              if task_means(classification, "classification") else "no classification runs in this store: train the "
-             "classification matrix into the same store_dir (or pass `--classification-store`) for that column")
+             "classification matrix into the same store_dir (or name its store as `classification_store:` in "
+             "runs.yaml, `--classification-store` here) for that column")
     parts += ["### Does the order carry over? Classification rank vs detection rank vs segmentation rank\n",
               f"Each backbone's mean over every cell of the task; {where}.\n", ranks.markdown(), "",
               taus.markdown(), ""]

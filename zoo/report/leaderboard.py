@@ -246,10 +246,11 @@ def dense_text(store_dir: Path, inputs: BoardInputs, classification_store: str |
     dense = dense_runs(ResultsStore(store_dir).finished())
     if not dense:
         return ""
-    reference = inputs.runs
+    reference, source = inputs.runs, "this store"
     if not reference and classification_store is not None:
         reference = [r for r in ResultsStore(Path(classification_store)).finished() if r.task == "classification"]
-    return dense_section(dense, reference, dense_recipe_note(tuple(sorted({r.task for r in dense}))))
+        source = f"`{classification_store}`"
+    return dense_section(dense, reference, dense_recipe_note(tuple(sorted({r.task for r in dense}))), source)
 
 
 def write_leaderboard(store_dir: str | Path, title: str | None = None, wandb: WandbConfig | None = None,

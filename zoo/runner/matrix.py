@@ -291,5 +291,6 @@ def finalize(matrix, ws, *, measure: bool, leaderboard: bool, lease_s: float | N
         if leaderboard:
             from zoo.report.leaderboard import write_leaderboard
 
-            path = write_leaderboard(ws.store_dir, title=matrix.name, wandb=matrix.wandb, wandb_dir=ws.output_dir)
+            path = write_leaderboard(ws.store_dir, title=matrix.name, wandb=matrix.wandb, wandb_dir=ws.output_dir,
+                                     classification_store=matrix.classification_store)
             print(f"leaderboard: {path}")
