@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -177,7 +178,10 @@ def test_board_records_keep_the_quiet_checks_probes_and_the_next_run_starts_from
     store = MeasurementStore(tmp_path / "board" / "measurements.jsonl")
     assert suite._fastest_probe(store, records[0].machine_id) == min(d["probe_reference_ms"] for d in probes)
     assert suite._fastest_probe(store, "another-machine") is None
-    assert "Quiet check" in (tmp_path / "board" / "README.md").read_text()
+    text = (tmp_path / "board" / "README.md").read_text()
+    assert "Quiet check" in text and "cycles re-timed" in text
+    # the time table's fake-1t row: no cycle re-timed, the median probe's excess over the best (>= 0 by definition)
+    assert re.search(r"\| fake-1t +\|[^\n]*\| 0 +\| \+\d+\.\d% +\|\n", text)
 
 
 def test_an_absent_runtime_is_a_skipped_cell_on_the_board(tmp_path: Path, fake) -> None:

@@ -184,11 +184,27 @@ def _time_spent(board: Board) -> list[str]:
             load += s.get("load_and_check", 0.0)
             timing += s.get("timing_group", 0.0) / max(1, s.get("group_size", 1) or 1)
             cached += bool(r.details.get("export_cached"))
-        rows.append([backend, len(records), cached, f"{export:.0f}", f"{load:.0f}", f"{timing:.0f}"])
+        rows.append([backend, len(records), cached, f"{export:.0f}", f"{load:.0f}", f"{timing:.0f}",
+                     *_quiet_cells(records)])
     return ["## Where the time went (seconds, the latest record of each cell)", "",
             "Exports from the pool are cached before timing, so a cell's export time here is what it spent after "
-            "the pool (≈ 0 when cached).", "",
-            md(rows, ["runtime", "cells", "export cached", "export s", "load + check s", "timing s"]).markdown()]
+            "the pool (≈ 0 when cached). Quiet check: the round cycles timed again because the machine got slower "
+            "during them, and the machine's median probe against the fastest it has shown (– : timed without "
+            "the check).", "",
+            md(rows, ["runtime", "cells", "export cached", "export s", "load + check s", "timing s",
+                      "cycles re-timed", "probe vs best"]).markdown()]
+
+
+def _quiet_cells(records: Sequence) -> list[str]:
+    """A runtime's quiet-check figures: cycles re-timed (each group's, counted once) and the median probe's
+    excess over the reference."""
+    checked = [r for r in records if "probe_ms" in r.details and r.details.get("probe_reference_ms")]
+    if not checked:
+        return [DASH, DASH]
+    retimed = sum(r.details.get("cycles_discarded", 0) / max(1, (r.seconds or {}).get("group_size", 1) or 1)
+                  for r in checked)
+    excess = statistics.median(r.details["probe_ms"] / r.details["probe_reference_ms"] - 1 for r in checked)
+    return [f"{retimed:.0f}", f"{excess:+.1%}"]
 
 
 def _breakdown_section(breakdowns: Sequence[Mapping]) -> list[str]:
