@@ -77,10 +77,10 @@ def test_dense_rows_are_named_only_and_at_their_heads_sizes() -> None:
     assert dense_parts("mobilevit_s[patch_size=[3, 3, 3]]") is None and dense_parts("mobilevit_s") is None
 
 
-def _rec(model: str, backend: str, ms: float, resolution: int) -> Measurement:
+def _rec(model: str, backend: str, ms: float, resolution: int, **extra) -> Measurement:
     return Measurement(model=model, resolution=resolution, backend=backend, machine_id="m1", status="ok",
                        median_ms=ms, median_of_means_ms=ms, p90_ms=ms * 1.1, trimmed_mean_ms=ms, gmacs=1.0,
-                       params=2_000_000, machine={"cpu_model": "Test CPU", "cpus": 2, "os": "Linux"})
+                       params=2_000_000, machine={"cpu_model": "Test CPU", "cpus": 2, "os": "Linux"}, **extra)
 
 
 def test_the_board_shows_dense_rows_in_their_own_section_beside_the_papers(tmp_path: Path) -> None:
@@ -91,10 +91,12 @@ def test_the_board_shows_dense_rows_in_their_own_section_beside_the_papers(tmp_p
     for name, ms in classifiers.items():
         store.append(_rec(name, backend, ms, 224))
     for name, ms in whole.items():
-        store.append(_rec(f'{name}[head="ssdlite"]', backend, ms, 320))
+        store.append(_rec(f'{name}[head="ssdlite"]', backend, ms, 320, peak_memory_mb=ms / 10,
+                          memory_kind="planned arena"))
     text = write_board(tmp_path, store.path).read_text()
     section = text[text.index("## Whole detectors and segmenters"):]
     assert "| mobilevit_xs    | 320   | 2.00       | 2.7              |" in section and "24.8 mAP" in section
+    assert "memory MB (executorch-xnnpack-1t)" in section and "| 7.0 (arena)" in section  # xs: its arena
     # 2 concordant pairs, 1 discordant of 3: τ = 1/3
     assert "ssdlite on executorch-xnnpack-1t: the backbones' classifier latency order carries to the whole model " \
            "with Kendall τ = 0.33 (3 backbones timed as both)" in section

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from zoo.report.architectures import Board, kendall_tau
+from zoo.report.architectures import Board, _memory, kendall_tau
 from zoo.report.tables import DASH, md
 
 __all__ = ["DENSE_PUBLISHED", "DensePublished", "dense_parts", "dense_section"]
@@ -69,12 +69,20 @@ def _head_table(board: Board, head: str) -> list[str]:
                      DASH if not any_record or any_record.params is None else f"{any_record.params / 1e6:.2f}",
                      DASH if paper is None else f"{paper.params_m:g}",
                      DASH if not any_record or any_record.gmacs is None else f"{any_record.gmacs:.2f}",
-                     *[_ms(board, row, b) for b in board.backends],
+                     *[_ms(board, row, b) for b in board.backends], _peak_memory(board, row),
                      DASH if paper is None else f"{paper.value:g} {paper.metric}"])
     if not rows:
         return []
     return [md(rows, ["backbone", "res", "params M", "paper params M", "GMACs", *[f"{b} ms" for b in board.backends],
-                      "paper accuracy"]).markdown(), ""]
+                      f"memory MB ({MEMORY_BACKEND})", "paper accuracy"]).markdown(), ""]
+
+
+MEMORY_BACKEND = "executorch-xnnpack-1t"  # its planned arena, the figure a phone app sizes its memory by
+
+
+def _peak_memory(board: Board, row: str) -> str:
+    record = board.records.get((row, MEMORY_BACKEND))
+    return _memory(record) if record is not None and record.timed else DASH
 
 
 def _carry_over(board: Board, classifiers: Board) -> list[str]:
