@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.utils import ModelEmaV3, random_seed
+from timm.utils import ModelEmaV3, distribute_bn, random_seed
 from torchmetrics import MeanMetric
 
 from zoo.config import PlannedRun, RunConfig
@@ -103,6 +103,7 @@ def train_dense_run(run: PlannedRun, ctx: DistContext, run_dir: Path, *, compile
     for epoch in range(start_epoch, last_epoch):
         random_seed(epoch_seed(cfg.seed, epoch), ctx.rank)
         train_loss, epoch_time = train_dense_epoch(parts, ctx, epoch, outcome, log, log_every)
+        average_batchnorm(parts, ctx)
         values = evaluate_dense(parts.ema.module if parts.ema is not None else parts.model, parts, ctx)
         row = EpochMetrics(epoch=epoch + 1, train_loss=train_loss, epoch_time_s=epoch_time, updates=outcome.updates,
                            val_loss=values.get("loss"), val_map=values.get("map"), val_map_50=values.get("map_50"),
@@ -115,6 +116,17 @@ def train_dense_run(run: PlannedRun, ctx: DistContext, run_dir: Path, *, compile
             state = checkpoint_state(parts, outcome, epoch + 1, final=final)  # type: ignore[arg-type]
             save_checkpoint(ckpt_path, state, keep_previous=not final)
     return outcome
+
+
+def average_batchnorm(parts: DenseParts, ctx: DistContext) -> None:
+    """Under DDP, each rank's last forward passes left its own BatchNorm statistics (DDP broadcasts rank 0's
+    buffers before a forward, the forward then moves them by the rank's batch; the EMA averages them): average them
+    over the ranks, as `zoo.training.engine.evaluate_epoch` does, so every rank evaluates (and rank 0 saves) one
+    model. Without it each rank scored its share of the validation images with different statistics."""
+    if ctx.distributed:
+        distribute_bn(parts.model, ctx.world_size, reduce=True)
+        if parts.ema is not None:
+            distribute_bn(parts.ema, ctx.world_size, reduce=True)
 
 
 def dense_loss(parts: DenseParts, images: Any, targets: Any) -> torch.Tensor:

@@ -1,0 +1,74 @@
+"""Detection and segmentation under DDP (gloo on CPU, through torchrun), over BatchNorm MobileNetV2 with EMA: the
+ranks end up evaluating (and rank 0 saving) one model — the same weights and the same BatchNorm statistics —,
+every validation image counts once, and `zoo.run --gpus-per-run 2` writes one record per cell with its metric."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+WORKER = Path(__file__).with_name("_ddp_dense_worker.py")
+ROOT = WORKER.parent.parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+pytestmark = pytest.mark.slow
+
+
+def torchrun(args: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def assert_same(a: dict[str, float], b: dict[str, float], what: str) -> None:
+    assert a.keys() == b.keys() and a, what
+    differ = [name for name in a if a[name] != pytest.approx(b[name], rel=1e-6, abs=1e-6)]
+    assert not differ, f"{what} differ between the ranks: {differ[:5]} ({len(differ)} of {len(a)})"
+
+
+# Known bug (issue 19, open): on 2 gloo ranks, torchmetrics' MeanAveragePrecision sync gathers garbage sizes
+# ("Storage size calculation overflowed"), so DDP detection evaluation fails; strict, so a fix shows up here.
+DDP_MAP_BUG = pytest.mark.xfail(strict=True, reason="DDP detection eval: MeanAveragePrecision gather fails on gloo")
+
+
+@pytest.mark.parametrize("task, metric", [pytest.param("detection", "val_map", marks=DDP_MAP_BUG),
+                                          ("segmentation", "val_miou")])
+def test_ranks_evaluate_one_model_and_count_each_image_once(tmp_path, task, metric):
+    torchrun([str(WORKER), str(tmp_path), task])
+    a, b = (json.loads((tmp_path / f"{task}_rank{r}.json").read_text()) for r in (0, 1))
+    assert a["updates"] == b["updates"] == 3  # 24 images / (batch 4 x 2 ranks)
+    for which in ("raw", "ema"):
+        assert_same(a[which]["params"], b[which]["params"], f"{task} {which} weights")
+        assert any("running_var" in name for name in a[which]["buffers"])
+        assert_same(a[which]["buffers"], b[which]["buffers"], f"{task} {which} BatchNorm statistics")
+    rows = a["history"][-1], b["history"][-1]
+    assert [row["val_images"] for row in rows] == [7, 7]  # an odd count: split 4 + 3, then summed
+    assert rows[0][metric] == rows[1][metric] and 0.0 <= rows[0][metric] <= 1.0
+
+
+def test_zoo_run_on_two_ranks_records_each_dense_cell_once(tmp_path):
+    matrix = {
+        "name": "tiny-dense-ddp", "task": ["segmentation"],  # detection: DDP_MAP_BUG
+        "data": {"kind": "scattered-digits", "options": {"train_size": 16, "val_size": 5}},
+        "models": ["mobilenetv2_100"], "recipes": ["basic"], "recipe_overrides": {"hflip": 0.0},
+        "samplers": ["fixed"], "resolution": {"base_resolution": 64, "resolutions": [64]},
+        "budget": {"epochs": 1, "batch_size": 4, "lr_scaling": "none", "warmup_epochs": 0},
+        "output_dir": str(tmp_path / "out"), "store_dir": str(tmp_path / "board"), "wandb": {"mode": "disabled"},
+        "execution": {"progress": False, "threads": 1}, "measure": {"enabled": False},
+    }
+    path = tmp_path / "runs.yaml"
+    path.write_text(yaml.safe_dump(matrix))
+    cmd = [sys.executable, "-m", "zoo.run", str(path), "--gpus-per-run", "2", "--no-leaderboard"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=400, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [json.loads(line) for line in (tmp_path / "board" / "results.jsonl").read_text().splitlines()]
+    finished = [r for r in lines if r["status"] == "finished"]
+    assert [r["config"]["task"] for r in finished] == ["segmentation"]  # once, not once per rank
+    for record in finished:
+        assert record["config"]["world_size"] == 2
+        assert record["history"][-1]["val_images"] == 5
+        assert math.isfinite(record["metric"]) and 0.0 <= record["metric"] <= 1.0
