@@ -47,7 +47,7 @@ __all__ = ["ABLATIONS", "BOARD_BACKENDS", "BOARD_QUIET", "BOARD_TIMING", "DENSE"
 
 # The protocol (stated on the board): warm-up, 5 rounds of at least 50 runs and 0.25 s (a fast model's 50 runs
 # last 0.1 s: too few to ride out a hiccup), a round capped at 1.5 s for a slow model (at least 5 runs), rounds
-# interleaved across the group's models, each cycle inside the quiet check; median of round means, p90, trimmed mean.
+# interleaved across the group's models (opt-in: inside the quiet check); median of round means, p90, trimmed mean.
 BOARD_TIMING = TimingConfig(rounds=5, min_round_s=0.25, warmup_calls=10, min_samples_per_round=5, runs_per_round=50,
                             max_round_s=1.5)
 BOARD_QUIET = QuietPolicy()
@@ -367,12 +367,13 @@ def run_board(directory: str | Path, models: Sequence[str] | None = None, resolu
               export_jobs: int | None = None, calibration: torch.Tensor | None = None,
               on_progress: Callable[[str], None] | None = None,
               render: Callable[[Path, Path], object] | None = None, breakdown: bool = True,
-              export_only: bool = False, quiet: QuietPolicy | None = BOARD_QUIET) -> BoardRun:
+              export_only: bool = False, quiet: QuietPolicy | None = None) -> BoardRun:
     """Measure the board into its store and render `directory/README.md` (see the module docstring) with
     `render(directory, store_path)` (default: `render_in_subprocess`). `export_only`: fill the export cache and
     stop (nothing timed or rendered), so exports can run while the machine is busy and the timing later alone.
     Detector/segmenter rows (`DENSE`) are measured after the classifiers, on those of `backends` in
-    `DENSE_BACKENDS`. `quiet`: the quiet check around every round cycle (None: off)."""
+    `DENSE_BACKENDS`. `quiet`: the quiet check around every round cycle (None, the default: off; on the
+    development machine it did not steady the figures and cost 5x the timing, see the README)."""
     from zoo.measure.backends import get_backend
 
     directory = Path(directory)

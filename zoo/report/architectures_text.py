@@ -50,7 +50,8 @@ def _protocol() -> list[str]:
         f"{t.min_round_s} s (a slow model's round stops after {t.max_round_s} s with at least "
         f"{t.min_samples_per_round} runs), rounds interleaved across groups of {GROUP_SIZE} models (A, B, C, A, B, "
         f"C, …) so a load change hits them alike.",
-        f"- Quiet check (`zoo.measure.quiet`): a fixed probe (matrix multiplies and a pass over 8 MiB, one thread) "
+        f"- Quiet check (`zoo.measure.quiet`, opt-in with `--quiet`; a record has `details.probe_ms` when it was "
+        f"on): a fixed probe (matrix multiplies and a pass over 8 MiB, one thread) "
         f"before and after every round cycle; a cycle starts once the probe is within {q.tolerance:.0%} of the "
         f"fastest this machine has shown (waiting up to {q.max_wait_s:.0f} s), and one the machine got slower "
         f"during is timed again (up to {q.max_retries} times a group). Each record keeps its probes "
