@@ -318,8 +318,7 @@ class MatrixConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     output_dir: str = "out"
     store_dir: str = "leaderboard"
-    # Where a dense board's rank table finds classification top-1 when store_dir has none (e.g. `leaderboard`)
-    classification_store: str | None = None
+    classification_store: str | None = None  # a dense board's classification column when store_dir has none
     wandb: WandbConfig = field(default_factory=WandbConfig)
     execution: ExecConfig = field(default_factory=ExecConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
@@ -332,7 +331,6 @@ class MatrixConfig:
     def validate(self, source: str, path: str) -> None:
         from zoo.config.files import available_recipes, load_recipe
         from zoo.models import list_models
-
 
         known = list_models()
         for i, model in enumerate(self.models):

@@ -372,8 +372,7 @@ def run_board(directory: str | Path, models: Sequence[str] | None = None, resolu
     `render(directory, store_path)` (default: `render_in_subprocess`). `export_only`: fill the export cache and
     stop (nothing timed or rendered), so exports can run while the machine is busy and the timing later alone.
     Detector/segmenter rows (`DENSE`) are measured after the classifiers, on those of `backends` in
-    `DENSE_BACKENDS`. `quiet`: the quiet check around every round cycle (None, the default: off; on the
-    development machine it did not steady the figures and cost 5x the timing, see the README)."""
+    `DENSE_BACKENDS`. `quiet`: the quiet check around each round cycle (default off: see the README)."""
     from zoo.measure.backends import get_backend
 
     directory = Path(directory)
