@@ -2,8 +2,10 @@
 MobileNetV2 with EMA on; per rank, checksums of the weights and BatchNorm statistics (raw and EMA) as they were
 evaluated, and the epoch records.
 
-argv: OUT_DIR TASK (detection | segmentation).
+argv: OUT_DIR TASK (detection | segmentation), or OUT_DIR map-gather: each rank scores its own share of three
+hand-made images through the engine's DDP detection scoring, and the single-process score of all three beside it.
 """
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -33,8 +35,32 @@ def recording_evaluate(evaluated: dict) -> None:
     dense_engine.evaluate_dense = evaluate
 
 
+def image(hit: bool, empty: bool = False) -> tuple[dict, dict]:
+    """One image's (prediction, target): a box found exactly, a box missed (predicted elsewhere), or nothing."""
+    box = torch.tensor([[10.0, 10.0, 30.0, 30.0]])
+    elsewhere = torch.tensor([[40.0, 40.0, 60.0, 60.0]])
+    if empty:
+        return ({"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)},
+                {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)})
+    pred = {"boxes": box if hit else elsewhere, "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}
+    return pred, {"boxes": box, "labels": torch.tensor([1])}
+
+
+def map_gather(out_dir: str, ctx) -> None:
+    images = [image(True), image(False), image(False, empty=True)]
+    mine = images[:1] if ctx.rank == 0 else images[1:]
+    share = [([p for p, _ in mine], [t for _, t in mine])]
+    gathered = dense_engine._detection_values(share, ctx)
+    one_process = dense_engine._detection_values([([p for p, _ in images], [t for _, t in images])],
+                                                 dataclasses.replace(ctx, world_size=1, rank=0))
+    path = Path(out_dir) / f"map-gather_rank{ctx.rank}.json"
+    path.write_text(json.dumps({"gathered": gathered, "one_process": one_process}))
+
+
 def main(out_dir: str, task: str) -> None:
     ctx = init_distributed("cpu")
+    if task == "map-gather":
+        return map_gather(out_dir, ctx)
     torch.set_num_threads(1)
     cfg = RunConfig(
         model="mobilenetv2_100", task=task,  # BatchNorm throughout: each rank's batches move its own statistics

@@ -30,13 +30,10 @@ def assert_same(a: dict[str, float], b: dict[str, float], what: str) -> None:
     assert not differ, f"{what} differ between the ranks: {differ[:5]} ({len(differ)} of {len(a)})"
 
 
-# Known bug (issue 19, open): on 2 gloo ranks, torchmetrics' MeanAveragePrecision sync gathers garbage sizes
-# ("Storage size calculation overflowed"), so DDP detection evaluation fails; strict, so a fix shows up here.
-DDP_MAP_BUG = pytest.mark.xfail(strict=True, reason="DDP detection eval: MeanAveragePrecision gather fails on gloo")
 
 
-@pytest.mark.parametrize("task, metric", [pytest.param("detection", "val_map", marks=DDP_MAP_BUG),
-                                          ("segmentation", "val_miou")])
+
+@pytest.mark.parametrize("task, metric", [("detection", "val_map"), ("segmentation", "val_miou")])
 def test_ranks_evaluate_one_model_and_count_each_image_once(tmp_path, task, metric):
     torchrun([str(WORKER), str(tmp_path), task])
     a, b = (json.loads((tmp_path / f"{task}_rank{r}.json").read_text()) for r in (0, 1))
@@ -50,9 +47,18 @@ def test_ranks_evaluate_one_model_and_count_each_image_once(tmp_path, task, metr
     assert rows[0][metric] == rows[1][metric] and 0.0 <= rows[0][metric] <= 1.0
 
 
+def test_ranks_score_every_ranks_detections_as_one_process_would(tmp_path):
+    """Rank 0 holds a hit, rank 1 a miss and an empty image: the gathered mAP is the single-process mAP of all
+    three images (1/2 at .5, not rank 0's 1.0 or rank 1's 0.0), the same on both ranks."""
+    torchrun([str(WORKER), str(tmp_path), "map-gather"])
+    a, b = (json.loads((tmp_path / f"map-gather_rank{r}.json").read_text()) for r in (0, 1))
+    assert a == b
+    assert a["gathered"] == pytest.approx(a["one_process"]) and 0.0 < a["gathered"]["map_50"] < 1.0
+
+
 def test_zoo_run_on_two_ranks_records_each_dense_cell_once(tmp_path):
     matrix = {
-        "name": "tiny-dense-ddp", "task": ["segmentation"],  # detection: DDP_MAP_BUG
+        "name": "tiny-dense-ddp", "task": ["detection", "segmentation"],
         "data": {"kind": "scattered-digits", "options": {"train_size": 16, "val_size": 5}},
         "models": ["mobilenetv2_100"], "recipes": ["basic"], "recipe_overrides": {"hflip": 0.0},
         "samplers": ["fixed"], "resolution": {"base_resolution": 64, "resolutions": [64]},
@@ -67,7 +73,7 @@ def test_zoo_run_on_two_ranks_records_each_dense_cell_once(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = [json.loads(line) for line in (tmp_path / "board" / "results.jsonl").read_text().splitlines()]
     finished = [r for r in lines if r["status"] == "finished"]
-    assert [r["config"]["task"] for r in finished] == ["segmentation"]  # once, not once per rank
+    assert sorted(r["config"]["task"] for r in finished) == ["detection", "segmentation"]  # once, not per rank
     for record in finished:
         assert record["config"]["world_size"] == 2
         assert record["history"][-1]["val_images"] == 5

@@ -191,21 +191,20 @@ def train_dense_epoch(parts: DenseParts, ctx: DistContext, epoch: int, outcome: 
 @torch.no_grad()
 def evaluate_dense(model: nn.Module, parts: DenseParts, ctx: DistContext) -> dict[str, float]:
     """mAP (map, map_50) or mIoU (miou, with the mean cross-entropy as loss) over the validation images of all
-    ranks ("images": their count); torchmetrics reduces over ranks itself."""
+    ranks ("images": their count); mIoU is reduced over ranks by torchmetrics, detections are gathered here."""
     cfg = parts.cfg
     model.eval()
     at_size(model, cfg.sampler.eval_size)
     detection = cfg.task == "detection"
-    metric = (detection_metric() if detection else segmentation_metric(parts.loaders.num_classes)).to(ctx.device)
+    metric = None if detection else segmentation_metric(parts.loaders.num_classes).to(ctx.device)
+    detections: list[tuple[list, list]] = []  # per batch (preds, targets) on the CPU, scored once after the loop
     loss_sum, count = torch.zeros((), device=ctx.device), torch.zeros((), device=ctx.device)
     for images, targets in parts.loaders.val:
         images, targets = _to_device(cfg.task, images, targets, ctx.device, bool(cfg.channels_last))
         with autocast(ctx.device, cfg):
             out = model(images)
         if detection:
-            preds = [{k: d[k][:COCO_MAX_DETECTIONS].float() if k != "labels" else d[k][:COCO_MAX_DETECTIONS]
-                      for k in ("boxes", "scores", "labels")} for d in out]
-            metric.update(preds, targets)
+            detections.append((_top_detections(out), [{k: v.cpu() for k, v in t.items()} for t in targets]))
         else:
             logits = out.float()
             loss_sum += F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum") / targets[0].numel()
@@ -214,7 +213,28 @@ def evaluate_dense(model: nn.Module, parts: DenseParts, ctx: DistContext) -> dic
     if ctx.distributed:
         torch.distributed.all_reduce(loss_sum)
         torch.distributed.all_reduce(count)
-    values = ({k: v for k, v in detection_summary(metric).items() if k in ("map", "map_50")} if detection
+    values = (_detection_values(detections, ctx) if detection
               else {"miou": float(metric.compute()), "loss": float(loss_sum / count.clamp(min=1))})
     values["images"] = float(count)
     return values
+
+
+def _top_detections(out: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    """Each image's COCO_MAX_DETECTIONS best boxes, scores and labels, on the CPU (boxes and scores as float32)."""
+    return [{k: (d[k][:COCO_MAX_DETECTIONS].float() if k != "labels" else d[k][:COCO_MAX_DETECTIONS]).cpu()
+             for k in ("boxes", "scores", "labels")} for d in out]
+
+
+def _detection_values(detections: list[tuple[list, list]], ctx: DistContext) -> dict[str, float]:
+    """mAP and mAP@.5 over every rank's images. Under DDP the ranks' detections are gathered as objects, in rank
+    order, and every rank scores all of them itself: torchmetrics' own tensor gather of MeanAveragePrecision's
+    ragged list states fails on gloo ("Storage size calculation overflowed"), and COCO's matching needs every
+    image in one place anyway."""
+    if ctx.distributed:
+        gathered: list = [None] * ctx.world_size
+        torch.distributed.all_gather_object(gathered, detections)
+        detections = [batch for rank_batches in gathered for batch in rank_batches]
+    metric = detection_metric(sync_on_compute=False)  # it holds every image already: no second, tensor gather
+    for preds, targets in detections:
+        metric.update(preds, targets)
+    return {k: v for k, v in detection_summary(metric).items() if k in ("map", "map_50")}

@@ -30,12 +30,15 @@ def coco_backend() -> str:
                               "(or faster-coco-eval)")
 
 
-def detection_metric(backend: str | None = None, *, class_metrics: bool = False) -> MeanAveragePrecision:
-    """COCO box mAP over xyxy pixel boxes; `backend` one of COCO_BACKENDS, default the first installed."""
+def detection_metric(backend: str | None = None, *, class_metrics: bool = False,
+                     sync_on_compute: bool = True) -> MeanAveragePrecision:
+    """COCO box mAP over xyxy pixel boxes; `backend` one of COCO_BACKENDS, default the first installed;
+    `sync_on_compute=False` when the caller has already gathered every rank's images into it."""
     chosen = backend or coco_backend()
     if chosen not in COCO_BACKENDS:
         raise ValueError(f"detection_metric: backend: unknown backend {chosen!r} (allowed: {', '.join(COCO_BACKENDS)})")
-    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=class_metrics, backend=chosen)
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=class_metrics, backend=chosen,
+                                  sync_on_compute=sync_on_compute)
     metric.warn_on_many_detections = False  # COCO's protocol scores each image's top 100 by design (SSD gives 300)
     return metric
 
