@@ -235,3 +235,28 @@ def test_xnnpack_friendly_ops_leave_nothing_to_portable_kernels(tmp_path: Path) 
     method, _program = load_executorch(tmp_path / "friendly.pte")
     with torch.no_grad():
         torch.testing.assert_close(method.execute([x])[0], model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_shared_provenance_writes_the_same_pte_byte_for_byte(tmp_path: Path, monkeypatch) -> None:
+    """The lowering speed-up changes nothing in the program: int8 (quantize + lower) with and without it."""
+    pytest.importorskip("executorch")
+    import contextlib
+    import copy
+
+    import torch.fx.traceback as fx_traceback
+
+    from zoo.measure.backends import executorch_xnnpack as et
+
+    torch.manual_seed(0)
+    model, x = _PortableOpsNet().eval(), torch.randn(1, 12, 6, 6)
+    calibration = [torch.randn(1, 12, 6, 6) for _ in range(2)]
+    chain = [object(), object()]
+    with et.shared_provenance():
+        shared = fx_traceback.copy.deepcopy(chain)
+        assert shared == chain and shared is not chain and shared[0] is chain[0]  # a new list, the same entries
+    assert fx_traceback.copy is copy  # restored
+    et.export_executorch(model, x, tmp_path / "shared.pte", calibration)
+    monkeypatch.setattr(et, "shared_provenance", contextlib.nullcontext)
+    et.export_executorch(model, x, tmp_path / "copied.pte", calibration)
+    assert (tmp_path / "shared.pte").read_bytes() == (tmp_path / "copied.pte").read_bytes()
