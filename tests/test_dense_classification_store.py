@@ -1,14 +1,17 @@
 """A dense matrix's rank table takes its classification column from `classification_store:` in runs.yaml when its
 own store has no classification runs (`zoo.run`'s finalize passes it on), and a missing folder there is exit 2."""
+import re
 from pathlib import Path
 
 import yaml
 
 from zoo.config import load_matrix
+from zoo.report.dense_tables import matched_classification, rank_table
 from zoo.results import ResultsStore, RunRecord
 from zoo.run import main as zoo_run
 from zoo.runner.matrix import finalize
 from zoo.runner.workspace import workspace_for
+from zoo.training.epoch import EpochMetrics
 
 
 def dense_runs_file(tmp_path: Path, classification_store: str) -> Path:
@@ -36,7 +39,40 @@ def test_finalize_reads_the_classification_column_from_the_named_store(tmp_path:
     finalize(matrix, workspace_for(matrix, tmp_path), measure=False, leaderboard=True)
     text = (tmp_path / "board" / "README.md").read_text()
     assert f"classification runs of `{tmp_path / 'cls'}`" in text
-    assert "| mobilenetv2_100 | 1 (91.2)" in text and "| mobilevit_xxs   | 2 (87.3)" in text
+    # no epoch history: too short to tell a plateau, so marked
+    assert "| mobilenetv2_100 | 1 (91.2*)" in text and "| mobilevit_xxs   | 2 (87.3*)" in text
+
+
+def squeeze(table: str) -> str:
+    return re.sub(r" +", " ", table)
+
+
+def curve(*top1: float) -> list[EpochMetrics]:
+    return [EpochMetrics(epoch=i, train_loss=1.0, epoch_time_s=1.0, updates=10 * (i + 1), val_top1=v)
+            for i, v in enumerate(top1)]
+
+
+def test_the_classification_column_is_the_dense_runs_cells_and_marks_unfinished_runs() -> None:
+    """Only basic/fixed classification runs count (the dense runs' cell), not advanced or multiscale ones that would
+    reverse the order, nor a backbone the dense runs lack; a run still climbing is marked `*`."""
+    dense = [RunRecord(f"d{i}", "finished", model=m, recipe="basic", sampler="fixed", seed=0, task="detection",
+                       metric_name="map", metric=v) for i, (m, v) in enumerate([("a", 0.3), ("b", 0.2), ("c", 0.1)])]
+    plateaued, climbing = curve(0.5, 0.8, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9), curve(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    classification = [
+        RunRecord("c0", "finished", model="a", recipe="basic", sampler="fixed", seed=0, top1=0.9, history=plateaued),
+        RunRecord("c1", "finished", model="b", recipe="basic", sampler="fixed", seed=0, top1=0.8, history=climbing),
+        RunRecord("c2", "finished", model="a", recipe="advanced", sampler="fixed", seed=0, top1=0.1),
+        RunRecord("c3", "finished", model="b", recipe="basic", sampler="multiscale", seed=0, top1=0.99),
+        RunRecord("c5", "finished", model="c", recipe="basic", sampler="fixed", seed=0, top1=0.7, history=plateaued),
+        RunRecord("c4", "finished", model="z", recipe="basic", sampler="fixed", seed=0, top1=0.95),
+    ]
+    assert [r.run_id for r in matched_classification(dense, classification)] == ["c0", "c1", "c5"]
+    ranks, taus = rank_table(dense, classification)
+    text = ranks.markdown()
+    assert "| a | 1 (90.0) | 1 (30.0) |" in squeeze(text)
+    assert "| b | 2 (80.0*) | 2 (20.0) |" in squeeze(text)
+    assert "| z " not in text
+    assert "| classification vs detection | 1.00 | 3 |" in squeeze(taus.markdown())
 
 
 def test_a_missing_classification_store_is_exit_2_naming_the_key(tmp_path: Path, capsys) -> None:

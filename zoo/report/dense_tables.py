@@ -3,14 +3,17 @@ test against the next row, as the classification boards), and whether the backbo
 classification to detection and segmentation (Kendall τ between the tasks' rankings).
 
 A backbone's score in a task is the mean over its seeds in one (recipe, sampler) cell; the rank table uses each
-backbone's mean over every cell of the task, so the columns compare the same backbones under the same recipes.
+backbone's mean over every cell of the task, and its classification column only the classification runs of the
+(recipe, sampler) cells the dense runs trained, so the columns compare the same backbones under the same recipes
+and samplers. A classification score whose runs did not all reach their plateau (`zoo.report.stats.at_plateau`)
+is marked `*`: the default board compares only plateaued cells, and a rank from an unfinished run is weaker.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 
 from zoo.report.architectures import kendall_tau
-from zoo.report.stats import SeedStat, welch
+from zoo.report.stats import SeedStat, at_plateau, chance_of, welch
 from zoo.report.tables import DASH, Table, md
 from zoo.results import RunRecord
 
@@ -66,15 +69,37 @@ def task_means(runs: list[RunRecord], task: str) -> dict[str, float]:
     return {m: sum(v) / len(v) for m, v in values.items()}
 
 
+def matched_classification(runs: list[RunRecord], classification: list[RunRecord]) -> list[RunRecord]:
+    """The classification runs of the backbones and (recipe, sampler) cells that `runs` (dense) trained."""
+    cells = {(r.recipe, r.sampler) for r in runs}
+    backbones = {r.model for r in runs}
+    return [r for r in classification if (r.recipe, r.sampler) in cells and r.model in backbones]
+
+
+def unfinished_backbones(classification: list[RunRecord]) -> set[str]:
+    """Backbones some classification run of which did not reach its plateau (or is too short to tell)."""
+    return {r.model for r in classification
+            if not at_plateau([row.val_top1 for row in r.history], chance_of(r.num_classes))}
+
+
 def rank_table(runs: list[RunRecord], classification: list[RunRecord]) -> tuple[Table, Table]:
-    """Per backbone its rank in each task (1 = best), and Kendall τ between each pair of tasks."""
+    """Per backbone its rank in each task (1 = best), and Kendall τ between each pair of tasks; `classification`
+    is narrowed to `matched_classification`."""
+    classification = matched_classification(runs, classification)
     means = {"classification": task_means(classification, "classification"),
              **{task: task_means(runs, task) for task in DENSE_TASKS}}
     tasks = [t for t in means if means[t]]
     models = sorted({m for t in tasks for m in means[t]})
     ranked = {t: {m: i + 1 for i, m in enumerate(sorted(means[t], key=lambda m: (-means[t][m], m)))} for t in tasks}
-    rows = [[m, *[f"{ranked[t][m]} ({means[t][m] * 100:.1f})" if m in ranked[t] else DASH for t in tasks]]
-            for m in models]
+    unfinished = unfinished_backbones(classification)
+
+    def cell(task: str, model: str) -> str:
+        if model not in ranked[task]:
+            return DASH
+        mark = "*" if task == "classification" and model in unfinished else ""
+        return f"{ranked[task][model]} ({means[task][model] * 100:.1f}{mark})"
+
+    rows = [[m, *[cell(t, m) for t in tasks]] for m in models]
     ranks = md(rows, ["backbone", *[f"{t} rank (score %)" for t in tasks]])
     pairs = []
     for i, a in enumerate(tasks):
@@ -104,8 +129,10 @@ def dense_section(runs: list[RunRecord], classification: list[RunRecord], note: 
             parts += [f"### {task}: {recipe} recipe, {sampler} sampler\n",
                       task_table(dense, task, recipe, sampler).markdown(), ""]
     ranks, taus = rank_table(dense, classification)
-    where = (f"classification top-1 from the classification runs of {classification_from}"
-             if task_means(classification, "classification") else "no classification runs in this store: train the "
+    where = (f"classification top-1 from the classification runs of {classification_from} in the same recipe and "
+             "sampler cells (`*`: a run of that cell not at its plateau)"
+             if task_means(matched_classification(dense, classification), "classification")
+             else "no classification runs of these backbones and cells: train the "
              "classification matrix into the same store_dir (or name its store as `classification_store:` in "
              "runs.yaml, `--classification-store` here) for that column")
     parts += ["### Does the order carry over? Classification rank vs detection rank vs segmentation rank\n",
