@@ -81,3 +81,25 @@ def test_a_missing_classification_store_is_exit_2_naming_the_key(tmp_path: Path,
     error = capsys.readouterr().err
     assert "classification_store" in error and "nowhere" in error
     assert not (tmp_path / "board").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_dense_only_store_renders_its_findings_not_empty_classification_boards(tmp_path: Path) -> None:
+    """Two seeds a backbone: detection's gap (0.40 vs 0.10, tight seeds) is beyond noise and said; segmentation's
+    (overlapping seeds) is not, and the board says the order is not established."""
+    from zoo.report.leaderboard import write_leaderboard
+
+    store = ResultsStore(tmp_path)
+    scores = {("detection", "a"): (0.40, 0.41), ("detection", "b"): (0.10, 0.11),
+              ("segmentation", "a"): (0.30, 0.50), ("segmentation", "b"): (0.45, 0.31)}
+    for (task, model), values in scores.items():
+        for seed, value in enumerate(values):
+            store.append(RunRecord(f"{task}-{model}-{seed}", "finished", model=model, recipe="basic",
+                                   sampler="fixed", seed=seed, task=task, metric_name="m", metric=value))
+    text = write_leaderboard(tmp_path, title="dense").read_text()
+    assert "## 1. Main boards" not in text and "train at least two seeds" not in text
+    assert "**Runs**: 8 finished, seeds [0, 1]" in text
+    findings = text.split("## Conclusions the data supports")[1].split("## Detection and segmentation")[0]
+    assert "detection, basic recipe, fixed sampler: a above b by 30.0 pts (beyond seed noise" in findings
+    assert ("segmentation, basic recipe, fixed sampler: no gap between the 2 backbones is beyond seed noise"
+            in findings)
+    assert "### Does the order carry over?" in text

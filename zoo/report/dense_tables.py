@@ -57,6 +57,31 @@ def task_table(runs: list[RunRecord], task: str, recipe: str, sampler: str) -> T
     return md(rows, headers)
 
 
+def _metrics(recs: list[RunRecord]) -> list[float]:
+    return [r.metric for r in recs if r.metric is not None]
+
+
+def dense_findings(runs: list[RunRecord]) -> list[str]:
+    """What the dense runs support, per task and (recipe, sampler) cell: every pair of backbones whose gap is beyond
+    seed noise (Welch, as the classification board), else that the cell's order is not established."""
+    findings = []
+    for task in DENSE_TASKS:
+        for (recipe, sampler), by_model in sorted(_cells(runs, task).items()):
+            means = {m: sum(_metrics(recs)) / len(_metrics(recs)) for m, recs in by_model.items() if _metrics(recs)}
+            order = sorted(means, key=lambda m: (-means[m], m))
+            leads = []
+            for i, ahead in enumerate(order):
+                for behind in order[i + 1:]:
+                    gap = welch(_metrics(by_model[behind]), _metrics(by_model[ahead]))
+                    if gap.beyond_noise:
+                        leads.append(f"{ahead} above {behind} by {gap.delta * 100:.1f} pts ({gap.verdict()})")
+            where = f"{task}, {recipe} recipe, {sampler} sampler"
+            findings.append(f"{where}: " + "; ".join(leads) if leads else
+                            f"{where}: no gap between the {len(order)} backbones is beyond seed noise (Welch, "
+                            "p ≥ 0.05, or a single seed): their order is not established")
+    return findings
+
+
 def task_means(runs: list[RunRecord], task: str) -> dict[str, float]:
     """Each backbone's mean score in `task` over its runs (top-1 for classification, the metric otherwise)."""
     values: dict[str, list[float]] = defaultdict(list)
