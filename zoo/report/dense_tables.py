@@ -67,12 +67,12 @@ def dense_findings(runs: list[RunRecord]) -> list[str]:
     findings = []
     for task in DENSE_TASKS:
         for (recipe, sampler), by_model in sorted(_cells(runs, task).items()):
-            means = {m: sum(_metrics(recs)) / len(_metrics(recs)) for m, recs in by_model.items() if _metrics(recs)}
-            order = sorted(means, key=lambda m: (-means[m], m))
+            scores = {m: values for m, recs in by_model.items() if (values := _metrics(recs))}
+            order = sorted(scores, key=lambda m: (-sum(scores[m]) / len(scores[m]), m))
             leads = []
             for i, ahead in enumerate(order):
                 for behind in order[i + 1:]:
-                    gap = welch(_metrics(by_model[behind]), _metrics(by_model[ahead]))
+                    gap = welch(scores[behind], scores[ahead])
                     if gap.beyond_noise:
                         leads.append(f"{ahead} above {behind} by {gap.delta * 100:.1f} pts ({gap.verdict()})")
             where = f"{task}, {recipe} recipe, {sampler} sampler"

@@ -258,12 +258,11 @@ def render(inputs: BoardInputs, measured: BoardMeasurements, title: str, out_dir
     return "\n".join(parts).rstrip() + "\n"
 
 
-def dense_text(store_dir: Path, inputs: BoardInputs, classification_store: str | Path | None) -> str:
+def dense_text(dense: list[RunRecord], inputs: BoardInputs, classification_store: str | Path | None) -> str:
     """The dense section; classification ranks from this store's runs, else from `classification_store`'s."""
     from zoo.config.tasks import dense_recipe_note
-    from zoo.report.dense_tables import dense_runs, dense_section
+    from zoo.report.dense_tables import dense_section
 
-    dense = dense_runs(ResultsStore(store_dir).finished())
     if not dense:
         return ""
     reference, source = inputs.runs, "this store"
@@ -280,10 +279,12 @@ def write_leaderboard(store_dir: str | Path, title: str | None = None, wandb: Wa
     store_dir.mkdir(parents=True, exist_ok=True)
     inputs, measured = load_inputs(store_dir)
     sections = tables(inputs, measured)
-    dense = dense_text(store_dir, inputs, classification_store)
+    from zoo.report.dense_tables import dense_runs
+
+    dense_records = dense_runs(ResultsStore(store_dir).finished())
+    dense = dense_text(dense_records, inputs, classification_store)
     if dense and not inputs.runs:
-        from zoo.report.dense_tables import dense_runs
-        text = dense_board(title or store_dir.name, dense_runs(ResultsStore(store_dir).finished()), dense, measured)
+        text = dense_board(title or store_dir.name, dense_records, dense, measured)
     else:
         text = render(inputs, measured, title or store_dir.name, store_dir, sections, dense)
     path = store_dir / "README.md"
