@@ -166,3 +166,14 @@ def test_hf_saved_dataset_loads_with_custom_columns(tmp_path):
         build_datasets("hf", root=root, options={"label_column": "colour"})
     with pytest.raises(DataError, match=r"no split 'val' .*splits: train, validation"):
         build_datasets("hf", root=root, options={"image_column": "img", "label_column": "colour", "val_split": "val"})
+
+
+def test_every_data_kind_has_one_builder_and_one_options_type():
+    """The kinds are listed once (zoo.config.tasks.KINDS_BY_TASK); zoo.data's per-kind tables cover exactly those."""
+    from zoo.config.tasks import DATA_KINDS, DENSE_KINDS
+    from zoo.data.datasets import _BUILDERS
+    from zoo.data.dense.build import DENSE_OPTIONS
+    from zoo.data.options import OPTIONS_BY_KIND
+
+    assert set(_BUILDERS) == set(OPTIONS_BY_KIND) == set(DATA_KINDS) - set(DENSE_KINDS)
+    assert set(DENSE_OPTIONS) == set(DENSE_KINDS)

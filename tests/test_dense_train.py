@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from zoo.config import ConfigError, RunConfig, load_matrix, run_config, to_dict
-from zoo.config.files import load_recipe
+from zoo.config.recipes import load_recipe
 from zoo.results import ResultsStore, RunRecord
 from zoo.run import main as zoo_run
 from zoo.runner.plan import build_plan, plan_for

@@ -2,7 +2,8 @@
 
 Everything after this package receives these types, never dicts; user errors are `ConfigError` (exit code 2).
 """
-from zoo.config.files import RECIPES_DIR, REPO_ROOT, available_recipes, load_matrix, load_recipe, load_yaml, run_config
+from zoo.config.files import load_matrix, run_config
+from zoo.config.recipes import RECIPES_DIR, REPO_ROOT, RecipeConfig, available_recipes, load_recipe, load_yaml
 from zoo.config.schema import (
     BudgetConfig,
     DataConfig,
@@ -10,7 +11,6 @@ from zoo.config.schema import (
     ExecConfig,
     MatrixConfig,
     MeasureConfig,
-    RecipeConfig,
     RunConfig,
     SamplerConfig,
     SamplerName,

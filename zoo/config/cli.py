@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from zoo.config.files import load_matrix, load_recipe, run_config
+from zoo.config.files import load_matrix, run_config
+from zoo.config.recipes import load_recipe
 from zoo.config.schema import BudgetConfig, MatrixConfig, RunConfig
 from zoo.config.typed import ConfigError, from_dict, parse_scalar_text, set_dotted, to_dict
 

@@ -1,49 +1,12 @@
-"""Reading config files into the types of `zoo.config.schema`: runs.yaml, recipes, and one matrix cell's config."""
+"""Reading runs.yaml into `zoo.config.schema.MatrixConfig`, and one matrix cell's config (recipes: `recipes.py`)."""
 from __future__ import annotations
 
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from zoo.config.schema import BudgetConfig, MatrixConfig, RecipeConfig, RunConfig
-from zoo.config.typed import ConfigError, from_dict
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RECIPES_DIR = REPO_ROOT / "recipes"
-
-
-def available_recipes(recipes_dir: Path = RECIPES_DIR) -> list[str]:
-    return sorted(p.stem for p in recipes_dir.glob("*.yaml"))
-
-
-def load_yaml(path: Path) -> Any:
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-
-
-def load_recipe(name: str, overrides: dict[str, Any] | None = None, recipes_dir: Path = RECIPES_DIR, *,
-                overrides_at: tuple[str, str] | None = None) -> RecipeConfig:
-    """Recipe `name` with `overrides` applied. Errors name the recipe file, or, with `overrides_at=(source, path)`
-    (the matrix checks its `recipe_overrides` so, on a recipe that loads alone), that file and key path."""
-    path = recipes_dir / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"recipe {name!r}: {path} not found (allowed: {', '.join(available_recipes(recipes_dir))})")
-    data = load_yaml(path) or {}
-    data.setdefault("name", name)
-    data.update(overrides or {})
-    if overrides_at is None:
-        return from_dict(RecipeConfig, data, str(path))
-    source, key = overrides_at
-    try:
-        return from_dict(RecipeConfig, data, source, key)
-    except ConfigError as err:
-        raise ConfigError(f"{err} (recipe {name!r}, {path})") from None
+from zoo.config.recipes import RecipeConfig, load_yaml
+from zoo.config.schema import BudgetConfig, MatrixConfig, RunConfig
+from zoo.config.typed import from_dict
 
 
 def load_matrix(path: str | Path) -> MatrixConfig:

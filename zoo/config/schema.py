@@ -10,66 +10,12 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from zoo.config.tasks import Task, check_matrix_tasks, check_task_data, parse_kind_options
+from zoo.config.recipes import RecipeConfig, available_recipes, load_recipe
+from zoo.config.tasks import BUNDLED_KINDS, DatasetKind, Task, check_matrix_tasks, check_task_data
 from zoo.config.typed import AdaptedDefault, Checker, ConfigError, to_dict
 
-# The one list of data set kinds and sampler names; zoo.data and the CLI read them from these types.
-DatasetKind = Literal["digits", "imagefolder", "cifar10", "cifar100", "hf", "scattered-digits", "coco", "voc"]
+# The sampler names; the data kinds are `zoo.config.tasks.KINDS_BY_TASK`.
 SamplerName = Literal["fixed", "multiscale"]
-
-
-@dataclass(frozen=True)
-class RecipeConfig:
-    """Regularisation only: augmentation, mixing, label smoothing, weight decay, stochastic depth, EMA."""
-
-    name: str
-    source: str = ""
-    scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range
-    hflip: float = 0.5
-    auto_augment: str | None = None  # timm RandAugment string, e.g. rand-m9-mstd0.5-inc1
-    color_jitter: float | None = None
-    re_prob: float = 0.0  # random erasing
-    re_mode: Literal["const", "rand", "pixel"] = "pixel"
-    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    mixup_prob: float = 1.0
-    mixup_switch_prob: float = 0.5
-    label_smoothing: float = 0.1
-    weight_decay: float = 0.01
-    decay_norm_and_bias: bool = True  # basic: decay on all parameters; DeiT skips norms and biases
-    drop_path: float = 0.0
-    ema: bool = True
-    ema_decay: float = 0.9995
-    ema_warmup_epochs: float = 0.0  # 0: the decay is in force from the first update (ml-cvnets and DeiT alike)
-    repeated_aug: int = 1  # DeiT's ×3, applied only under DDP
-
-    def validate(self, source: str, path: str) -> None:
-        # Per-image augmentation (crop scale, flip, erasing, the RandAugment string) is checked by the transform
-        # that will apply it, so the rules live in one place; the rest of the recipe is checked here.
-        from zoo.data.transforms import TransformSpec
-
-        at = f"{path}." if path else ""
-
-        try:
-            TransformSpec(scale=self.scale, hflip=self.hflip, auto_augment=self.auto_augment,
-                          color_jitter=self.color_jitter, re_prob=self.re_prob, re_mode=self.re_mode,
-                          interpolation=self.interpolation)
-        except ValueError as err:
-            key, _, message = str(err).removeprefix("TransformSpec.").partition(": ")
-            raise ConfigError(f"{source}: {at}{key}: {message}") from None
-        for key in ("mixup_prob", "mixup_switch_prob", "label_smoothing", "drop_path"):
-            if not 0 <= getattr(self, key) <= 1:
-                raise ConfigError(f"{source}: {at}{key}: must be within [0, 1], got {getattr(self, key)}")
-        for key in ("mixup", "cutmix", "weight_decay"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{source}: {at}{key}: must be >= 0, got {getattr(self, key)}")
-        if self.ema and not 0 < self.ema_decay < 1:
-            raise ConfigError(f"{source}: {at}ema_decay: must be within (0, 1), got {self.ema_decay}")
-        check = Checker(self, source, path)
-        check.non_negative("ema_warmup_epochs")
-        if self.repeated_aug < 1:
-            raise ConfigError(f"{source}: {at}repeated_aug: must be >= 1, got {self.repeated_aug}")
 
 
 @dataclass(frozen=True)
@@ -87,8 +33,11 @@ class DataConfig:
         check.non_negative("workers")
         check.positive("max_train_samples", "max_val_samples")
         check.require(0 < self.eval_crop_pct <= 1, "eval_crop_pct", "within (0, 1]")
-        check.require(self.kind in ("digits", "scattered-digits") or self.root is not None, "root",
-                      f"a folder for data.kind {self.kind!r} (only digits and scattered-digits are bundled)")
+        check.require(self.kind in BUNDLED_KINDS or self.root is not None, "root",
+                      f"a folder for data.kind {self.kind!r} (only {' and '.join(BUNDLED_KINDS)} are bundled)")
+        # The edge asks the data stage to type the kind's options (upward: kept here, tests/test_layout.py).
+        from zoo.data.datasets import parse_kind_options
+
         parse_kind_options(self.kind, self.options, source, f"{path}.options" if path else "options")
 
 
@@ -329,7 +278,6 @@ class MatrixConfig:
     tasks = property(lambda self: (self.task,) if isinstance(self.task, str) else tuple(self.task))
 
     def validate(self, source: str, path: str) -> None:
-        from zoo.config.files import available_recipes, load_recipe
         from zoo.models import list_models
 
         known = list_models()

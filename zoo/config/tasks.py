@@ -10,13 +10,18 @@ from typing import Any, Literal
 from zoo.config.typed import ConfigError
 
 Task = Literal["classification", "detection", "segmentation"]
-DENSE_KINDS: tuple[str, ...] = ("scattered-digits", "coco", "voc")
-# Which data kinds carry what a task trains on: detection needs boxes, segmentation pixel masks.
+# The one list of data kinds runs.yaml may name, by the tasks each serves: detection needs boxes, segmentation pixel
+# masks. Every other list of kinds (the `DatasetKind` type, zoo.data's builders and option types) derives from it.
 KINDS_BY_TASK: dict[str, tuple[str, ...]] = {
     "classification": ("digits", "imagefolder", "cifar10", "cifar100", "hf"),
     "detection": ("scattered-digits", "coco"),
     "segmentation": ("scattered-digits", "voc"),
 }
+DATA_KINDS: tuple[str, ...] = tuple(dict.fromkeys(kind for kinds in KINDS_BY_TASK.values() for kind in kinds))
+DENSE_KINDS: tuple[str, ...] = tuple(kind for kind in DATA_KINDS if kind not in KINDS_BY_TASK["classification"])
+BUNDLED_KINDS: tuple[str, ...] = ("digits", "scattered-digits")  # generated here: no `data.root`
+CIFAR_KINDS: tuple[str, ...] = ("cifar10", "cifar100")
+DatasetKind = Literal[DATA_KINDS]  # type: ignore[valid-type]  # the list as a type: from_dict names the allowed kinds
 # Recipe knobs a dense task does not apply (the rule the plan prints once as a `note:` and the board states):
 # mixing images blends their boxes and masks into nothing a detector or segmenter can be taught, label smoothing
 # is a classifier's, and RandAugment / random erasing / colour jitter / random-resized crop are image-only
@@ -60,6 +65,7 @@ def check_matrix_tasks(matrix: Any, source: str) -> None:
     dense = [one for one in tasks if one != "classification"]
     if not dense:
         return
+    # The edge asks the models stage (upward: kept in the validating function, tests/test_layout.py EDGE_CHECKS).
     from zoo.models import list_models
     from zoo.models.dense.check import missing_features
 
@@ -70,15 +76,3 @@ def check_matrix_tasks(matrix: Any, source: str) -> None:
                                        dict(matrix.model_kwargs.get(model, {}))) if model in known else None
             if problem:
                 raise ConfigError(f"{source}: models[{i}]: {problem}; task {one} needs a backbone with them")
-
-
-def parse_kind_options(kind: str, options: Any, source: str, at: str) -> Any:
-    """The data kind's own `options`, typed and checked with the config file's name (dense kinds beside their
-    sources in zoo.data.dense, the others in zoo.data.options)."""
-    if kind in DENSE_KINDS:
-        from zoo.data.dense.build import parse_dense_options
-
-        return parse_dense_options(kind, options, source, at)
-    from zoo.data.options import parse_options
-
-    return parse_options(kind, options, source, at)

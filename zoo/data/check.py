@@ -11,10 +11,11 @@ import math
 from pathlib import Path
 
 from zoo.config.schema import BudgetConfig, MatrixConfig
-from zoo.data.datasets import _require_root, build_datasets
+from zoo.data.datasets import build_datasets
 from zoo.data.imagefolder import say_once, scan_imagefolder
 from zoo.data.multiscale import TRAIN_BATCH_MULTIPLE, resolution_batch_pairs
 from zoo.data.options import DataError, parse_options
+from zoo.data.splits import require_root
 
 
 def check_matrix_data(matrix: MatrixConfig, source: str, *, world_size: int = 1, build: bool = True) -> list[str]:
@@ -40,7 +41,7 @@ def _layout_only(matrix: MatrixConfig) -> tuple[int | None, list[str]]:
         return len(build_datasets("digits", options=dict(data.options)).train), []
     if data.kind != "imagefolder":
         return None, []
-    root = _require_root(data.kind, None if data.root is None else Path(data.root).expanduser())
+    root = require_root(data.kind, None if data.root is None else Path(data.root).expanduser())
     train, val = scan_imagefolder(root, parse_options("imagefolder", dict(data.options)))
     notes = [note for note in (train.note(), val.note()) if note]
     for note in notes:

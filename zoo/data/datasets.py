@@ -37,72 +37,45 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from zoo.config.schema import DatasetKind
+from zoo.config.tasks import DATA_KINDS, DENSE_KINDS
+from zoo.data.dense.build import build_dense, parse_dense_options
+from zoo.data.hf_source import build_hf
+from zoo.data.imagefolder import drop_unreadable, say_once, scan_imagefolder, unreadable
 from zoo.data.options import CifarOptions, DataError, DigitsOptions, ImageFolderOptions, parse_options
+from zoo.data.splits import DataSplits, require_root
 
-DATASET_KINDS: tuple[str, ...] = get_args(DatasetKind)  # the one list lives in the config schema
+DATASET_KINDS: tuple[str, ...] = DATA_KINDS  # the one list lives in zoo.config.tasks
 __all__ = ["DATASET_KINDS", "ArrayImages", "CorruptImageError", "DataError", "DataSplits", "ImageFiles",
-           "build_datasets", "load_rgb"]
+           "build_datasets", "load_rgb", "parse_kind_options"]
 
 
 class CorruptImageError(OSError):
     """An image file PIL cannot read; the message names the file."""
 
 
-@dataclass
-class DataSplits:
-    """Train and val data sets of (PIL RGB image, int label), plus what the harness logs about them."""
-
-    train: Dataset
-    val: Dataset
-    num_classes: int
-    class_names: tuple[str, ...]
-    skipped: int = 0  # images dropped by skip_corrupt
-    skipped_files: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()  # what the source did not read and why, one line per split (also logged once)
-
-
 def build_datasets(
     kind: str, *, root: str | os.PathLike[str] | None = None, options: dict[str, Any] | None = None
 ) -> DataSplits:
     """Build the train/val splits of data set `kind` (see the module docstring for kinds and options)."""
-    builders = {
-        "digits": _build_digits,
-        "imagefolder": _build_imagefolder,
-        "cifar10": _build_cifar,
-        "cifar100": _build_cifar,
-        "hf": _build_hf,
-        **{kind: _build_dense for kind in ("scattered-digits", "coco", "voc")},
-    }
-    if kind not in builders:
+    if kind not in DATASET_KINDS:
         raise DataError(f"data.kind: unknown kind {kind!r} (allowed: {', '.join(DATASET_KINDS)})")
-    return builders[kind](kind, None if root is None else Path(root).expanduser(), dict(options or {}))
+    # Detection/segmentation samples are (image, target dict); `hf` imports `datasets` only when built.
+    builder = build_dense if kind in DENSE_KINDS else _BUILDERS[kind]
+    return builder(kind, None if root is None else Path(root).expanduser(), dict(options or {}))
 
 
-def _build_dense(kind: str, root: Path | None, options: dict[str, Any]) -> DataSplits:
-    from zoo.data.dense.build import build_dense  # detection/segmentation samples: (image, target dict)
-
-    return build_dense(kind, root, options)
-
-
-def _build_hf(kind: str, root: Path | None, options: dict[str, Any]) -> DataSplits:
-    from zoo.data.hf_source import build_hf  # `datasets` is heavy and optional: import it only when asked for
-
-    return build_hf(kind, root, options)
-
-
-def _require_root(kind: str, root: Path | None) -> Path:
-    if root is None:
-        raise DataError(f"data.root: kind {kind!r} needs a root folder")
-    if not root.is_dir():
-        raise DataError(f"data.root: folder {str(root)!r} does not exist (kind {kind!r})")
-    return root
+def parse_kind_options(kind: str, options: Any, source: str, at: str) -> Any:
+    """The data kind's own `options`, typed and checked with the config file's name (dense kinds beside their
+    sources in zoo.data.dense, the others in zoo.data.options)."""
+    if kind in DENSE_KINDS:
+        return parse_dense_options(kind, options, source, at)
+    return parse_options(kind, options, source, at)
 
 
 def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
@@ -175,10 +148,8 @@ def _build_digits(kind: str, root: Path | None, options: dict[str, Any]) -> Data
 
 
 def _build_imagefolder(kind: str, root: Path | None, options: dict[str, Any]) -> DataSplits:
-    from zoo.data.imagefolder import drop_unreadable, say_once, scan_imagefolder, unreadable
-
     opts: ImageFolderOptions = parse_options(kind, options)
-    train, val = scan_imagefolder(_require_root(kind, root), opts)
+    train, val = scan_imagefolder(require_root(kind, root), opts)
     bad: list[str] = []
     if opts.skip_corrupt or opts.verify:
         bad = unreadable([path for path, _ in train.samples + val.samples], opts.verify_threads)
@@ -276,4 +247,12 @@ def _build_cifar(kind: str, root: Path | None, options: dict[str, Any]) -> DataS
     )
 
 
-# --- Hugging Face datasets ----------------------------------------------------------------------------------
+# Per-kind builders of the classification kinds (the dense kinds go to `zoo.data.dense.build`); their keys are checked
+# against `zoo.config.tasks.KINDS_BY_TASK` by tests/test_data_sources.py.
+_BUILDERS = {
+    "digits": _build_digits,
+    "imagefolder": _build_imagefolder,
+    "cifar10": _build_cifar,
+    "cifar100": _build_cifar,
+    "hf": build_hf,
+}

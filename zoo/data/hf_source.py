@@ -8,8 +8,8 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
-from zoo.data.datasets import DataSplits, _require_root
 from zoo.data.options import DataError, HFOptions, parse_options
+from zoo.data.splits import DataSplits, require_root
 
 
 class HFImages(Dataset):
@@ -33,7 +33,7 @@ class HFImages(Dataset):
 
 def build_hf(kind: str, root: Path | None, options: dict[str, Any]) -> DataSplits:
     opts: HFOptions = parse_options(kind, options)
-    base = _require_root(kind, root)
+    base = require_root(kind, root)
     # offline only: set before `datasets` is imported (it reads the flag at import time)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

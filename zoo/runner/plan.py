@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zoo.config import DataConfig, MatrixConfig, PlannedRun, RunConfig, load_recipe, run_config, to_dict
+from zoo.config.tasks import CIFAR_KINDS
 from zoo.results import TERMINAL, ResultsStore
 from zoo.training.distributed import DistContext, planned_execution
 from zoo.config.typed import ConfigError
@@ -129,7 +130,7 @@ def train_images(data: DataConfig, enough: int) -> int | None:
     data check reports that)."""
     cap = min(enough, data.max_train_samples or enough)
     try:
-        if data.kind in ("cifar10", "cifar100"):
+        if data.kind in CIFAR_KINDS:
             return min(cap, CIFAR_TRAIN_IMAGES)
         if data.kind == "imagefolder":
             folder = Path(data.root or ".").expanduser() / str(data.options.get("train_dir", "train"))

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.config.files import REPO_ROOT
+from zoo.config.recipes import REPO_ROOT
 from zoo.config.typed import ConfigError
 from zoo.runner.matrix import Progress
 

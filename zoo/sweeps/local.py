@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.sweeps.spec import MetricSpec, ParamSpec, SweepSpec, iterate_points, load_sweep, parse_sweep
-from zoo.config.files import REPO_ROOT
+from zoo.config.recipes import REPO_ROOT
 from zoo.config.typed import ConfigError
 
 __all__ = [

@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from zoo.config.typed import ConfigError, from_dict
-from zoo.data.datasets import DataSplits
+from zoo.data.dense.coco import CocoDetectionData
 from zoo.data.dense.common import DenseDataError
+from zoo.data.dense.scattered import ScatteredDigits, ScatterSpec
+from zoo.data.dense.voc import VocSegmentationData
+from zoo.data.splits import DataSplits
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,6 @@ class ScatteredOptions:
     val_size: int = 256
 
     def validate(self, source: str, path: str) -> None:
-        from zoo.data.dense.scattered import ScatterSpec
-
         for key in ("train_size", "val_size"):
             if getattr(self, key) < 1:
                 raise DenseDataError(f"{source}: {path}.{key}: must be >= 1, got {getattr(self, key)}")
@@ -77,8 +78,6 @@ def build_dense(kind: str, root: Path | None, options: dict[str, Any]) -> DataSp
     """Train/val splits of dense kind `kind` (module docstring); a bad root raises `DenseDataError` naming it."""
     parsed = parse_dense_options(kind, options)
     if kind == "scattered-digits":
-        from zoo.data.dense.scattered import ScatteredDigits
-
         knobs = dict(canvas=parsed.canvas, digits_per_image=parsed.digits_per_image, scale=parsed.scale,
                      threshold=parsed.threshold, seed=parsed.seed)
         train = ScatteredDigits("train", size=parsed.train_size, **knobs)
@@ -86,12 +85,8 @@ def build_dense(kind: str, root: Path | None, options: dict[str, Any]) -> DataSp
     elif root is None:
         raise DenseDataError(f"data.root: kind {kind!r} needs a root folder")
     elif kind == "coco":
-        from zoo.data.dense.coco import CocoDetectionData
-
         train = CocoDetectionData(root, parsed.train_split, keep_crowd=parsed.keep_crowd)
         val = CocoDetectionData(root, parsed.val_split, keep_crowd=parsed.keep_crowd)
     else:
-        from zoo.data.dense.voc import VocSegmentationData
-
         train, val = VocSegmentationData(root, parsed.train_split), VocSegmentationData(root, parsed.val_split)
     return DataSplits(train, val, train.num_classes, tuple(train.class_names))
