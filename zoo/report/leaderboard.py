@@ -15,6 +15,7 @@ from zoo.config import WandbConfig
 from zoo.tracking.wandb_sink import WandbSink
 from zoo.measure.store import Measurement
 from zoo.report.atomic import write_text_atomic
+from zoo.report.comparisons import board_family
 from zoo.report.conclusions import conclusions
 from zoo.report.measured import BoardMeasurements, deploy_latency, load_measurements
 from zoo.report.plots import accuracy_vs_latency, gmacs_vs_latency, learning_curves
@@ -92,7 +93,8 @@ def load_inputs(store_dir: Path) -> tuple[BoardInputs, BoardMeasurements]:
     published = {m: get_entry(model_name(m)).published for m in set(costs) | set(paper_costs)
                  if model_name(m) in known}
     ordered = [b for b in BACKEND_ORDER if b in columns] + sorted(columns - set(BACKEND_ORDER))
-    return BoardInputs(runs, costs, paper_costs, latency, ordered, published), measured
+    outcomes = board_family(group_runs(runs))
+    return BoardInputs(runs, costs, paper_costs, latency, ordered, published, outcomes), measured
 
 
 def adaptations(runs: list[RunRecord]) -> list[str]:
@@ -157,7 +159,8 @@ def _header(inputs: BoardInputs, measured: BoardMeasurements, title: str) -> str
         "- **Latency machine**: " + ("; ".join(sorted(machines)) if machines else "not measured") + ".",
         "- Top-1 is micro-averaged (as papers report), of the EMA weights when the recipe uses EMA. "
         "`¹` = a single seed (no spread known, differences untested); `≈` = the difference to the next row is "
-        "within seed noise (Welch's two-sided t-test over seeds, p ≥ 0.05): the order of the two is not established.",
+        "not established: not significant after the board's correction for its number of comparisons (see "
+        "Conclusions), or a side left out of the comparisons.",
     ]
     if any(r.ema_short for r in runs):  # only then: boards without such cells stay byte-identical
         lines.append(f"- {SHORT_EMA_NOTE}.")
@@ -235,7 +238,7 @@ def curves_by_cell(inputs: BoardInputs) -> dict[tuple[str, str], dict[str, list[
 
 def render(inputs: BoardInputs, measured: BoardMeasurements, title: str, out_dir: Path,
            sections: list[tuple[str, str, Table]], dense: str = "") -> str:
-    findings = conclusions(group_runs(inputs.runs), deploy_latency(measured.batch1))
+    findings = conclusions(group_runs(inputs.runs), deploy_latency(measured.batch1), inputs.outcomes)
     parts = [_header(inputs, measured, title), "", findings.markdown(), "",
              "## 1. Main boards (sorted by top-1)\n"]
     for heading, key, table in sections:

@@ -8,8 +8,10 @@ from typing import Any
 
 from tabulate import tabulate
 
+from zoo.report.comparisons import axis_label, ema_short, pair_outcome, why_not_comparable
+from zoo.report.inference import Outcome, Outcomes
 from zoo.report.stats import (PLATEAU_POINTS, SeedStat, at_plateau, chance_of, last_quarter_gain, near_chance,
-                              rank_agreement, ranks, welch)
+                              rank_agreement, ranks)
 from zoo.results import RunRecord
 
 DASH = "–"
@@ -39,6 +41,7 @@ class BoardInputs:
     latency: dict[tuple[str, str], Latency] = field(default_factory=dict)  # (model, backend) -> latency
     backends: list[str] = field(default_factory=list)  # latency columns, in order
     published: dict[str, Any] = field(default_factory=dict)  # model -> registry Published
+    outcomes: Outcomes | None = None  # the board's family of comparisons, tested (zoo.report.comparisons)
 
 
 @dataclass(frozen=True)
@@ -120,11 +123,6 @@ SHORT_EMA_NOTE = (f"`{SHORT_EMA_MARK}` = the EMA is shorter than its horizon (th
                   "it and the cell is ranked by that; it is left out of every comparison and conclusion")
 
 
-def ema_short(records: list[RunRecord]) -> bool:
-    """A cell (the seeds of one config) any of whose runs had an EMA shorter than its horizon."""
-    return any(r.ema_short for r in records)
-
-
 def ranked_values(records: list[RunRecord]) -> list[float]:
     """The top-1 a cell is ranked by: the EMA's (or the model's), or the raw weights' where the EMA is short."""
     key = "top1_raw" if ema_short(records) else "top1"
@@ -166,8 +164,8 @@ def main_boards(data: BoardInputs) -> list[tuple[str, Table]]:
             if stat and stat.n == 1:
                 mark = " ¹"
             elif stat and i + 1 < len(entries) and entries[i + 1][2]:
-                below = welch(ranked_values(entries[i + 1][1]), ranked_values(recs))
-                mark = "" if below.beyond_noise else " ≈"
+                below = pair_outcome(data.outcomes, recipe, sampler, model, entries[i + 1][0])
+                mark = "" if below is not None and below.claimed else " ≈"
             latencies = [data.latency.get((cost_key(recs[0]), b)) for b in data.backends]
             train_time = _mean(recs, "train_time_s")
             rows.append([
@@ -190,13 +188,18 @@ def _values(records: list[RunRecord]) -> list[float]:
 NOT_COMPARED_SHORT_EMA = f"not compared: EMA shorter than its horizon ({SHORT_EMA_MARK})"
 
 
-def _verdict(a: list[RunRecord], b: list[RunRecord]) -> str:
-    """Welch's t-test of b against a over seeds, in words (the board's test for "beyond seed noise")."""
+def _verdict(data: BoardInputs, axis: str, name: str, fixed_part: str, a: list[RunRecord],
+             b: list[RunRecord]) -> str:
+    """The family's test of b against a along `axis`, in words; why not, where the family left the pair out."""
     if not _values(a) or not _values(b):
         return ""
     if ema_short(a) or ema_short(b):
         return NOT_COMPARED_SHORT_EMA
-    return welch(_values(a), _values(b)).verdict()
+    found: Outcome | None = data.outcomes.of(axis, axis_label(axis, name, fixed_part)) if data.outcomes else None
+    if found is None:
+        reasons = dict.fromkeys(why for why in (why_not_comparable(a), why_not_comparable(b)) if why)
+        return f"not compared: {'; '.join(reasons) or 'untested'}"
+    return ("**established**: " if found.claimed else "") + found.verdict()
 
 
 def _delta(a: list[RunRecord], b: list[RunRecord]) -> float | None:
@@ -214,8 +217,10 @@ def recipe_table(data: BoardInputs) -> Table:
     for model, sampler in sorted({(m, s) for (m, _, s) in groups}):
         basic_runs, advanced_runs = groups.get((model, "basic", sampler), []), groups.get((model, "advanced", sampler), [])
         rows.append([model, sampler, top1_text(basic_runs), top1_text(advanced_runs),
-                     _num(_delta(basic_runs, advanced_runs), "+.1f"), _verdict(basic_runs, advanced_runs)])
-    return md(rows, ["model", "sampler", "basic top-1 %", "advanced top-1 %", "Δ (pts)", "Welch's t-test"])
+                     _num(_delta(basic_runs, advanced_runs), "+.1f"),
+                     _verdict(data, "recipe", model, sampler, basic_runs, advanced_runs)])
+    return md(rows, ["model", "sampler", "basic top-1 %", "advanced top-1 %", "Δ (pts)",
+                     "effect, 95 % interval, Holm-corrected test"])
 
 
 def plateau_table(data: BoardInputs) -> tuple[str, Table]:
@@ -247,11 +252,12 @@ def sampler_table(data: BoardInputs) -> Table:
         f_time, m_time = _mean(fixed, "train_time_s"), _mean(multi, "train_time_s")
         rows.append([
             model, recipe, top1_text(fixed), top1_text(multi), _num(_delta(fixed, multi), "+.1f"),
-            _verdict(fixed, multi),
+            _verdict(data, "sampler", model, recipe, fixed, multi),
             _num(_mean(fixed, "updates"), ".0f"), _num(_mean(multi, "updates"), ".0f"),
             _num(f_time, ".0f"), _num(m_time, ".0f"),
         ])
-    return md(rows, ["model", "recipe", "fixed top-1 %", "multi-scale top-1 %", "Δ (pts)", "Welch's t-test",
+    return md(rows, ["model", "recipe", "fixed top-1 %", "multi-scale top-1 %", "Δ (pts)",
+                     "effect, 95 % interval, Holm-corrected test",
                      "fixed updates", "multi-scale updates", "fixed train (s)", "multi-scale train (s)"])
 
 
