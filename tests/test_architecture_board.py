@@ -6,17 +6,19 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import zoo.measure.backends as backends_module
 import zoo.measure.suite as suite
 from zoo.measure.__main__ import main
+from zoo.measure.backends import registered
 from zoo.measure.backends.common import Exported, ExportedBackend
 from zoo.measure.backends.export_cache import export_key
+from zoo.measure.backends.spec import per_thread_count
 from zoo.measure.board import BoardError, board_architectures, check_resolutions, run_board
 from zoo.measure.latency import TimingConfig, pinned_to_one_core, summarize_rounds, trimmed_mean
 from zoo.measure.memory import PeakRss
@@ -81,9 +83,6 @@ class FakeExport(ExportedBackend):
     opens: list[str] = []
     present = True
 
-    def __init__(self, name: str = "fake-1t", threads: int | None = 1) -> None:
-        self.name, self.threads, self.batch_sizes = name, threads, (1,)
-
     def available(self) -> tuple[bool, str]:
         return (True, "") if FakeExport.present else (False, "fakert not importable")
 
@@ -107,18 +106,15 @@ class Interrupted(BaseException):
     """What a kill looks like to the code after it: nothing below catches it."""
 
 
+# Declared as every backend is: 'fake-1t' and 'fake' (all cores) share one export kind.
+FAKE_DECLARED = per_thread_count("fake", make=FakeExport, runtime="fakert", order=900, architecture_board=True)
+
+
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> type[FakeExport]:
+def fake() -> Iterator[type[FakeExport]]:
     FakeExport.writes, FakeExport.opens, FakeExport.present = [], [], True
-    made = {"fake-1t": FakeExport("fake-1t", 1), "fake": FakeExport("fake", None)}
-    real = backends_module.get_backend
-
-    def get_backend(name: str, calibration_images=None):
-        return made[name] if name in made else real(name, calibration_images=calibration_images)
-
-    monkeypatch.setattr(suite, "get_backend", get_backend)
-    monkeypatch.setattr(backends_module, "get_backend", get_backend)
-    return FakeExport
+    with registered(*FAKE_DECLARED):
+        yield FakeExport
 
 
 def _board(tmp_path: Path, **kwargs) -> list[Measurement]:

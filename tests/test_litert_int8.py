@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 import zoo.models
-from zoo.measure.backends import INT8_BACKENDS, PHONE_BACKENDS, get_backend
+from zoo.measure.backends import get_backend, int8_backends, int8_pairs, phone_backends, spec_of
 from zoo.measure.backends.common import Exported
 from zoo.measure.latency import TimingConfig, measure_interleaved
 
@@ -54,10 +54,13 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> Exports:
                    fp32.load(model, SHAPE, cache / "work"))
 
 
-def test_the_int8_backends_are_registered_after_litert() -> None:
-    assert {"litert-int8-1t", "litert-int8"} <= INT8_BACKENDS
-    names = list(PHONE_BACKENDS)
-    assert names[names.index("litert") + 1:names.index("litert") + 3] == ["litert-int8-1t", "litert-int8"]
+def test_the_int8_backends_are_declared_beside_litert() -> None:
+    assert {"litert-int8-1t", "litert-int8"} <= set(int8_backends())
+    names = list(phone_backends())  # table order: each int8 column right after its fp32 partner's
+    for threads in ("-1t", ""):
+        assert names[names.index(f"litert{threads}") + 1] == f"litert-int8{threads}"
+        assert (f"litert{threads}", f"litert-int8{threads}") in int8_pairs()
+    assert spec_of("litert-int8").runtime == spec_of("litert-1t").runtime == "litert"
     one, every = get_backend("litert-int8-1t"), get_backend("litert-int8")
     assert (one.threads, every.threads, one.int8, one.batch_sizes) == (1, None, True, (1,))
     assert one.export_kind == every.export_kind == "litert-int8"  # one cached file for both thread counts

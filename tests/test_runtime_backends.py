@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zoo.measure.backends import INT8_BACKENDS, PHONE_BACKENDS, get_backend
+from zoo.measure.backends import get_backend, int8_backends, phone_backends
 from zoo.measure.latency import TimingConfig, measure_interleaved
 
 FAST = TimingConfig(rounds=2, min_round_s=0.02, warmup_calls=1, min_samples_per_round=2)
@@ -72,10 +72,10 @@ def voting_images(labels: list[int], seed: int) -> torch.Tensor:
 
 
 def test_phone_backend_names_are_consistent() -> None:
-    for name in PHONE_BACKENDS:
+    for name in phone_backends():
         backend = get_backend(name)
         assert backend.name == name and backend.batch_sizes == (1,)
-    assert {"executorch-xnnpack-int8-1t", "onnxruntime-cpu-int8-1t"} <= INT8_BACKENDS
+    assert {"executorch-xnnpack-int8-1t", "onnxruntime-cpu-int8-1t"} <= set(int8_backends())
 
 
 @pytest.mark.slow

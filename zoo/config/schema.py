@@ -215,16 +215,16 @@ class MeasureConfig:
 
     enabled: bool = True
     # At each model's deployment resolution (the paper's: 256 for MobileViT, 224 for the others), 1000 classes.
-    backends: tuple[str, ...] = ("cpu-eager-1t", "onnxruntime-cpu-1t", "executorch-xnnpack-1t",
-                                 "executorch-xnnpack-int8-1t", "litert-1t", "onnxruntime-cpu-int8-1t", "coreml",
-                                 "cuda")
+    # Default: the backends that declare themselves a matrix default (`zoo.measure.backends`).
+    backends: tuple[str, ...] = field(default_factory=lambda: MeasureConfig.declared("matrix_default_backends"))
     deploy_resolutions: dict[str, int] = field(default_factory=dict)  # model -> px, overriding the paper's
     # At the matrix's evaluation resolution with the trained head (where the accuracy was measured).
     eval_backends: tuple[str, ...] = ("cpu-eager-1t",)
     calibration_images: int = 64  # training images for int8 calibration
     int8_accuracy: bool = True  # validation top-1 of each trained model's int8 export beside fp32
     int8_eval_images: int = 300
-    int8_runtimes: tuple[str, ...] = ("executorch-xnnpack", "onnxruntime")
+    # Default: the int8 runtimes among the default backends (as they declare them).
+    int8_runtimes: tuple[str, ...] = field(default_factory=lambda: MeasureConfig.declared("default_int8_runtimes"))
     breakdown: bool = True  # latency by operator class (ONNX Runtime's profiler) beside GMACs by class
     rounds: int = 6  # interleaved timing rounds per backend
     force: bool = False
@@ -232,13 +232,21 @@ class MeasureConfig:
     # machine; batch 1, 1000 classes; not failed) is copied into this matrix's store instead of timed again.
     reuse_board: str | None = None
 
-    def validate(self, source: str, path: str) -> None:
-        from zoo.measure.backends import BACKEND_NAMES
+    @staticmethod
+    def declared(what: str) -> tuple[str, ...]:
+        """A list the backends' declarations give (`zoo.measure.backends.<what>()`), e.g. "backend_names"."""
+        from zoo.measure import backends  # the edge's one upward import, inside the function as for validation
 
-        check = Checker(self, source, path)
+        return tuple(getattr(backends, what)())
+
+    def validate(self, source: str, path: str) -> None:
+        check, names = Checker(self, source, path), self.declared("backend_names")
         for key in ("backends", "eval_backends"):
-            unknown = sorted(set(getattr(self, key)) - set(BACKEND_NAMES))
-            check.require(not unknown, key, f"backend names ({', '.join(BACKEND_NAMES)})", unknown)
+            unknown = sorted(set(getattr(self, key)) - set(names))
+            check.require(not unknown, key, f"backend names ({', '.join(names)})", unknown)
+        runtimes = self.declared("int8_accuracy_backends")
+        unknown = sorted(set(self.int8_runtimes) - set(runtimes))
+        check.require(not unknown, "int8_runtimes", f"int8 runtimes ({', '.join(runtimes)})", unknown)
         check.positive("calibration_images", "int8_eval_images", "rounds")
         from zoo.models import list_models, model_name
 

@@ -5,7 +5,7 @@
 
 CLI: `python -m zoo.measure --models deit_tiny --backends cpu-eager-1t --store leaderboard/measurements.jsonl`.
 """
-from zoo.measure.backends import BACKEND_NAMES, available_backends, get_backend
+from zoo.measure.backends import available_backends, backend_names, get_backend
 from zoo.measure.flops import MacCount, count_macs
 from zoo.measure.latency import BackendSkip, LatencyBackend, LatencyStats, Outcome, TimingConfig, measure_interleaved
 from zoo.measure.machine import MachineInfo, machine_info
@@ -14,7 +14,6 @@ from zoo.measure.store import MeasurementKey, MeasurementStore
 from zoo.measure.suite import measure_models
 
 __all__ = [
-    "BACKEND_NAMES",
     "BackendSkip",
     "LatencyBackend",
     "LatencyStats",
@@ -26,6 +25,7 @@ __all__ = [
     "ParamCount",
     "TimingConfig",
     "available_backends",
+    "backend_names",
     "count_macs",
     "count_model_params",
     "count_params",

@@ -11,7 +11,7 @@ import torch
 from tabulate import tabulate
 from tqdm import tqdm
 
-from zoo.measure.backends import BACKEND_NAMES, UnknownBackendError, available_backends
+from zoo.measure.backends import UnknownBackendError, available_backends, backend_names
 from zoo.measure.board import BOARD_QUIET, BOARD_TIMING, BoardError, dense_labels, run_board
 from zoo.measure.latency import TimingConfig
 from zoo.measure.store import Measurement
@@ -27,7 +27,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="input resolution(s) for all models, each measured in turn "
                         "(default: each one's published/deployment resolution)")
     parser.add_argument(
-        "--backends", nargs="+", help=f"of {', '.join(BACKEND_NAMES)} (default: those available here)"
+        "--backends", nargs="+", help=f"of {', '.join(backend_names())} (default: those available here)"
     )
     parser.add_argument("--store", help=f"JSON-lines store (default {DEFAULT_STORE}; --board: DIR/measurements.jsonl)")
     parser.add_argument("--num-classes", type=int, default=1000, help="classifier head size (default 1000)")

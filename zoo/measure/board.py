@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from zoo.measure.backends import architecture_board_backends, dense_row_backends
 from zoo.measure.backends.export_cache import cache_root
 from zoo.measure.latency import TimingConfig
 from zoo.measure.quiet import QuietPolicy
@@ -51,12 +52,7 @@ __all__ = ["ABLATIONS", "BOARD_BACKENDS", "BOARD_QUIET", "BOARD_TIMING", "DENSE"
 BOARD_TIMING = TimingConfig(rounds=5, min_round_s=0.25, warmup_calls=10, min_samples_per_round=5, runs_per_round=50,
                             max_round_s=1.5)
 BOARD_QUIET = QuietPolicy()
-BOARD_BACKENDS: tuple[str, ...] = (
-    "executorch-xnnpack-1t", "executorch-xnnpack-int8-1t", "litert-1t", "litert-int8-1t", "onnxruntime-cpu-1t",
-    "onnxruntime-cpu-int8-1t", "cpu-eager-1t",
-    "executorch-xnnpack", "executorch-xnnpack-int8", "litert", "litert-int8", "onnxruntime-cpu",
-    "onnxruntime-cpu-int8", "cpu-eager",
-)
+BOARD_BACKENDS: tuple[str, ...] = architecture_board_backends()  # as the backends declare
 GROUP_SIZE = 6  # models timed interleaved together: drift shared, at most one group lost to an interruption
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 1024
 
@@ -88,8 +84,7 @@ ABLATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
 # outside), over the backbones of the MobileViT paper's downstream tables (arXiv 2110.02178, Tables 3 and 4), at
 # the heads' deployment sizes (SSDLite 320 px, DeepLabv3 512 px) on the 1-thread runtimes, fp32 and int8.
 DENSE_BACKBONES: tuple[str, ...] = ("mobilenetv2_100", "mobilevit_xxs", "mobilevit_xs", "mobilevit_s")
-DENSE_BACKENDS: tuple[str, ...] = ("executorch-xnnpack-1t", "executorch-xnnpack-int8-1t", "litert-1t",
-                                   "onnxruntime-cpu-1t", "cpu-eager-1t")
+DENSE_BACKENDS: tuple[str, ...] = dense_row_backends()  # as the backends declare
 DENSE: tuple[tuple[str, dict[str, Any]], ...] = tuple(
     (backbone, {"head": head}) for head in ("ssdlite", "deeplabv3") for backbone in DENSE_BACKBONES)
 
@@ -195,7 +190,7 @@ def _export_job(label: str, kwargs: dict[str, Any], resolution: int, backend_nam
         backend.export_cache_dir = Path(cache_dir)
         ok, why_not = backend.available()
         if ok:
-            backend._start(build_model(label, kwargs).eval(), (1, 3, resolution, resolution), Path(cache_dir))
+            backend.start(build_model(label, kwargs).eval(), (1, 3, resolution, resolution), Path(cache_dir))
         return label, backend_name, time.perf_counter() - started, "" if ok else why_not
     except Exception as error:  # the timing phase exports again and records the failure as its cell
         return label, backend_name, time.perf_counter() - started, f"{type(error).__name__}: {error}"[:200]
@@ -208,7 +203,7 @@ def _exporting_backends(backends: Sequence[str]) -> list[str]:
     chosen: dict[str, str] = {}
     for name in backends:
         backend = get_backend(name)
-        if hasattr(backend, "_caches") and backend._caches():
+        if getattr(backend, "caches_exports", False):
             chosen.setdefault(backend.export_kind, name)
     return list(chosen.values())
 
@@ -278,7 +273,7 @@ def breakdown_record(arch: Architecture, cache_dir: Path, workdir: Path) -> dict
         backend.export_cache_dir = cache_dir
         source = export_source(build_model(arch.label, arch.kwargs).eval(), (1, 3, arch.resolution, arch.resolution),
                                threads=1)
-        written = backend._written(source, workdir, None)
+        written = backend.written(source, workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         ms = profile_onnxruntime(written.folder / str(written.details["file"]), source.example.numpy(),
                                  BREAKDOWN_RUNS, workdir)

@@ -1,9 +1,10 @@
 """int8 accuracy of a trained model: fp32 top-1 and int8 top-1 per int8 runtime, from plain tensors.
 
 `int8_accuracy(model, calibration_images, val_images, val_labels)` quantises `model` through the int8 latency
-backends themselves (`executorch-xnnpack-int8`: ExecuTorch/XNNPACK PT2E; `onnxruntime-cpu-int8`: ONNX Runtime
-static QDQ), so the accuracy is that of the very graph their latency columns time: the same export preparation,
-export and runtime. Calibrated on `calibration_images` (training images, [N, 3, H, W]), the export is evaluated
+backends themselves (each runtime's all-core int8 backend, as declared: `zoo.measure.backends.
+int8_accuracy_backends`, e.g. "executorch-xnnpack" -> `executorch-xnnpack-int8`, "onnxruntime" ->
+`onnxruntime-cpu-int8`), so the accuracy is that of the very graph their latency columns time: the same export
+preparation, export and runtime. Calibrated on `calibration_images` (training images, [N, 3, H, W]), the export is evaluated
 image by image (batch-1 graphs, as deployed) on the validation tensors, at the validation images' resolution.
 The fp32 figure is the eager PyTorch model on the same images. A runtime that is not installed or fails to
 export gives a row with its status and reason, not an exception.
@@ -18,17 +19,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from zoo.measure.backends import get_backend
+from zoo.measure.backends import default_int8_runtimes, get_backend, int8_accuracy_backends
 from zoo.measure.backends.common import ExportedBackend, eager_logits, predictions
 
-__all__ = ["INT8_BACKEND_OF", "INT8_RUNTIMES", "Int8Accuracy", "int8_accuracy"]
-
-# The runtime names of the rows (stored in int8_accuracy.jsonl and named in runs.yaml) -> the backend evaluated.
-INT8_BACKEND_OF: dict[str, str] = {
-    "executorch-xnnpack": "executorch-xnnpack-int8",
-    "onnxruntime": "onnxruntime-cpu-int8",
-}
-INT8_RUNTIMES = tuple(INT8_BACKEND_OF)
+__all__ = ["Int8Accuracy", "int8_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -65,13 +59,16 @@ def int8_accuracy(
     calibration_images: torch.Tensor,
     val_images: torch.Tensor,
     val_labels: torch.Tensor,
-    runtimes: Sequence[str] = INT8_RUNTIMES,
+    runtimes: Sequence[str] | None = None,
     workdir: Path | None = None,
 ) -> list[Int8Accuracy]:
-    """fp32 and int8 top-1 (%) of `model` on (`val_images`, `val_labels`), one row per int8 runtime."""
-    unknown = set(runtimes) - set(INT8_BACKEND_OF)
+    """fp32 and int8 top-1 (%) of `model` on (`val_images`, `val_labels`), one row per int8 runtime (default:
+    the int8 runtimes a matrix evaluates by default)."""
+    backend_of = int8_accuracy_backends()
+    runtimes = default_int8_runtimes() if runtimes is None else runtimes
+    unknown = set(runtimes) - set(backend_of)
     if unknown:
-        raise ValueError(f"unknown int8 runtimes {sorted(unknown)}; known: {list(INT8_BACKEND_OF)}")
+        raise ValueError(f"unknown int8 runtimes {sorted(unknown)}; known: {list(backend_of)}")
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="zoo-int8-") as scratch:
             return int8_accuracy(model, calibration_images, val_images, val_labels, runtimes, Path(scratch))
@@ -80,7 +77,7 @@ def int8_accuracy(
     for runtime in runtimes:
         common = dict(runtime=runtime, fp32_top1=fp32_top1, images=len(val_images),
                       calibration_images=len(calibration_images))
-        backend = get_backend(INT8_BACKEND_OF[runtime], calibration_images=calibration_images)
+        backend = get_backend(backend_of[runtime], calibration_images=calibration_images)
         ok, why_not = backend.available()
         if not ok:
             rows.append(Int8Accuracy(status="skipped", int8_top1=None, reason=f"not installed: {why_not}", **common))

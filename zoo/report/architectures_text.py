@@ -9,6 +9,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from zoo.measure.backends import int8_backends, int8_pairs
 from zoo.report.architectures import (Board, kendall_table, kendall_tau, paper_kendall_table, pareto_labels,
                                       published_top1, runtime_table)
 from zoo.report.published import MOBILEVIT_ABLATIONS, paper_latency_groups, published_of
@@ -17,12 +18,10 @@ from zoo.report.tables import DASH, fused_note, md
 __all__ = ["board_markdown", "write_plots"]
 
 ABLATION_BASE = "mobilevit_s"
-INT8_PAIRS = (("executorch-xnnpack-1t", "executorch-xnnpack-int8-1t"), ("onnxruntime-cpu-1t", "onnxruntime-cpu-int8-1t"),
-              ("executorch-xnnpack", "executorch-xnnpack-int8"), ("onnxruntime-cpu", "onnxruntime-cpu-int8"))
 
 
 def _is_int8(backend: str) -> bool:
-    return "-int8" in backend
+    return backend in int8_backends()
 
 
 def _machine(board: Board) -> list[str]:
@@ -121,7 +120,7 @@ def _agreement_line(board: Board) -> list[str]:
 
 def _int8_lines(board: Board) -> list[str]:
     lines = []
-    for fp32, int8 in INT8_PAIRS:
+    for fp32, int8 in int8_pairs(board.backends):
         a, b = board.timed(fp32), board.timed(int8)
         common = [r for r in a if r in b]
         if not common:

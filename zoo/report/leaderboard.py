@@ -13,6 +13,7 @@ from pathlib import Path
 
 from zoo.config import WandbConfig
 from zoo.tracking.wandb_sink import WandbSink
+from zoo.measure.backends import backend_names, display_order, spec_of
 from zoo.measure.store import Measurement
 from zoo.report.atomic import write_text_atomic
 from zoo.report.comparisons import board_family
@@ -46,10 +47,10 @@ from zoo.report.runtime_tables import (
 )
 from zoo.results import ResultsStore, RunRecord
 
-BACKEND_ORDER = ["executorch-xnnpack-1t", "executorch-xnnpack-int8-1t", "litert-1t", "onnxruntime-cpu-1t",
-                 "onnxruntime-cpu-int8-1t", "cpu-eager-1t", "executorch-xnnpack", "executorch-xnnpack-int8", "litert",
-                 "onnxruntime-cpu", "onnxruntime-cpu-int8", "cpu-eager", "cuda", "cuda b32", "cuda-bf16",
-                 "cuda-bf16 b32"]
+def backend_order() -> list[str]:
+    """The latency columns in the order the backends declare (`zoo.measure.backends.display_order`), each batch
+    size a backend times beside it."""
+    return [column_name(name, batch) for name in display_order(backend_names()) for batch in spec_of(name).batch_sizes]
 
 
 def column_name(backend: str, batch: int) -> str:
@@ -92,7 +93,8 @@ def load_inputs(store_dir: Path) -> tuple[BoardInputs, BoardMeasurements]:
     known = set(list_models())
     published = {m: get_entry(model_name(m)).published for m in set(costs) | set(paper_costs)
                  if model_name(m) in known}
-    ordered = [b for b in BACKEND_ORDER if b in columns] + sorted(columns - set(BACKEND_ORDER))
+    order = backend_order()
+    ordered = [b for b in order if b in columns] + sorted(columns - set(order))
     outcomes = board_family(group_runs(runs))
     return BoardInputs(runs, costs, paper_costs, latency, ordered, published, outcomes), measured
 
@@ -195,7 +197,7 @@ def _plots(inputs: BoardInputs, out_dir: Path) -> list[str]:
 def runtime_sections(measured: BoardMeasurements) -> list[tuple[str, str, Table]]:
     """Latency on the runtimes devices use, delegation, int8 accuracy, where the time goes, export status."""
     records, resolutions = measured.batch1, measured.resolutions
-    backends = [b for b in BACKEND_ORDER if any(r.backend == b for r in records)]
+    backends = [b for b in backend_order() if any(r.backend == b for r in records)]
     backends += sorted({r.backend for r in records} - set(backends))
     return [
         ("## 6. Latency on the runtimes phones use (ms, batch 1, at each model's deployment resolution; `-1t`: one "

@@ -32,7 +32,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from zoo.measure.backends.export_cache import ExportCache, export_key
+from zoo.measure.backends.spec import BackendSpec
 from zoo.measure.latency import CallRunner, TimedBackend, TimingConfig
+from zoo.measure.machine import usable_cpus
+from zoo.measure.memory import ARENA_KIND, RSS_KIND, PeakRss
+from zoo.models.export import prepare_for_export
 
 __all__ = [
     "FP32_RTOL",
@@ -40,7 +45,9 @@ __all__ = [
     "ExportSource",
     "Exported",
     "ExportedBackend",
+    "CHECK_BATCH",
     "ParityError",
+    "Written",
     "check_batch",
     "check_fp32",
     "eager_logits",
@@ -83,9 +90,6 @@ class ExportSource:
 
 
 def export_source(model: nn.Module, input_shape: Sequence[int], threads: int | None) -> ExportSource:
-    from zoo.measure.machine import usable_cpus
-    from zoo.models.export import prepare_for_export
-
     example = torch.randn(tuple(input_shape))
     reference = eager_logits(model, example).numpy()  # before the copy: caches filled with real tensors
     exportable = prepare_for_export(model, int(input_shape[-1]))
@@ -181,23 +185,31 @@ class Written:
 class ExportedBackend(TimedBackend):
     """A backend that times an export of the prepared model on a fixed input, batch 1.
 
-    A subclass writes `write_export` (export into a folder, return the details to keep, with the file's name
-    under "file") and `open_export` (load that file): its exports are then cached under `export_cache_dir` when
-    one is set (`zoo.measure.backends.export_cache`). A subclass that only writes `export` (both in one) is never
-    cached.
+    Built from its declaration (`spec`: name, threads, dtype, export kind). A subclass writes `write_export`
+    (export into a folder, return the details to keep, with the file's name under "file") and `open_export` (load
+    that file): its exports are then cached under `export_cache_dir` when one is set
+    (`zoo.measure.backends.export_cache`). A subclass that only writes `export` (both in one) is never cached.
     """
 
-    threads: int | None = None
-    int8: bool = False
-    calibration_images: torch.Tensor | None = None
     fp32_parity: bool = True  # False only for a runtime that computes in lower precision by design (Core ML)
-    export_cache_dir: Path | None = None  # None: export into the workdir every time
     runtime_packages: tuple[str, ...] = ()  # whose versions enter the export cache key
+
+    def __init__(self, spec: BackendSpec, calibration_images: torch.Tensor | None = None) -> None:
+        self.spec = spec
+        self.name, self.threads, self.batch_sizes = spec.name, spec.threads, spec.batch_sizes
+        self.int8 = spec.int8
+        self.calibration_images = calibration_images if spec.int8 else None
+        self.export_cache_dir: Path | None = None  # None: export into the workdir every time
 
     @property
     def export_kind(self) -> str:
-        """What the exported file depends on besides the model: the backend without its thread count."""
-        return self.name.removesuffix("-1t")
+        """What the exported file depends on besides the model (declared: 1t and all-thread backends share it)."""
+        return self.spec.export_kind or self.name
+
+    @property
+    def caches_exports(self) -> bool:
+        """Whether this backend's exports go through the export cache (it writes `write_export`)."""
+        return type(self).write_export is not ExportedBackend.write_export
 
     def export(self, source: ExportSource, workdir: Path, calibration: Calibration | None) -> Exported:
         """Export `source.exportable` under `workdir` (int8 when `calibration` is given) and load it."""
@@ -210,29 +222,24 @@ class ExportedBackend(TimedBackend):
     def open_export(self, source: ExportSource, folder: Path, details: dict) -> Exported:
         raise NotImplementedError
 
-    def _caches(self) -> bool:
-        return type(self).write_export is not ExportedBackend.write_export
+    def calibration(self, input_shape: Sequence[int]) -> Calibration | None:
+        """The calibration set of an int8 export of `input_shape` (None for fp32)."""
+        return make_calibration(self.calibration_images, input_shape) if self.int8 else None
 
     def _cache_key(self, model: nn.Module, input_shape: Sequence[int], calibration: Calibration | None) -> str:
-        from zoo.measure.backends.export_cache import export_key
-
         return export_key(self.export_kind, model, input_shape, self.runtime_packages,
                           calibration.images if calibration is not None else None)
 
     def has_cached_export(self, model: nn.Module, input_shape: tuple[int, ...]) -> bool:
         """Whether the export cache already holds `model`'s export for this backend (no export, no load)."""
-        if self.export_cache_dir is None or not self._caches():
+        if self.export_cache_dir is None or not self.caches_exports:
             return False
-        from zoo.measure.backends.export_cache import ExportCache
-
-        calibration = make_calibration(self.calibration_images, input_shape) if self.int8 else None
-        key = self._cache_key(model, input_shape, calibration)
+        key = self._cache_key(model, input_shape, self.calibration(input_shape))
         return ExportCache(self.export_cache_dir).lookup(self.export_kind, key) is not None
 
-    def _written(self, source: ExportSource, workdir: Path, calibration: Calibration | None) -> Written:
-        """The export on disk: from the cache when it holds this key, else exported now (and committed)."""
-        from zoo.measure.backends.export_cache import ExportCache
-
+    def written(self, source: ExportSource, workdir: Path, calibration: Calibration | None = None) -> Written:
+        """The export of `source` on disk: from the cache when it holds this key, else exported now (and
+        committed to the cache when one is set, else into `workdir`)."""
         started = time.perf_counter()
         if self.export_cache_dir is None:
             workdir.mkdir(parents=True, exist_ok=True)
@@ -274,27 +281,27 @@ class ExportedBackend(TimedBackend):
                                            "load_and_check": round(time.perf_counter() - started, 3)}
         return exported
 
-    def _start(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path
-               ) -> tuple[ExportSource, Calibration | None, Written | None]:
+    def start(self, model: nn.Module, input_shape: Sequence[int], workdir: Path
+              ) -> tuple[ExportSource, Calibration | None, Written | None]:
+        """Prepare `model` and write its export (cached backends: into the cache, or found there); nothing is
+        loaded or timed. The architecture board's export pool calls this alone, to fill the cache."""
         source = export_source(model, input_shape, self.threads)
-        calibration = make_calibration(self.calibration_images, input_shape) if self.int8 else None
-        written = self._written(source, workdir, calibration) if self._caches() else None
+        calibration = self.calibration(input_shape)
+        written = self.written(source, workdir, calibration) if self.caches_exports else None
         return source, calibration, written
 
     def load(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path,
              check_int8: bool = True) -> Exported:
         """Prepare, export (or reuse the cached export), load and check `model`: fp32 parity always
         (ParityError), int8 agreement unless `check_int8` is False (int8 accuracy measures it on real images)."""
-        source, calibration, written = self._start(model, input_shape, workdir)
+        source, calibration, written = self.start(model, input_shape, workdir)
         return self._opened(model, source, calibration, written, workdir, check_int8)
 
     def prepare(self, model: nn.Module, input_shape: tuple[int, ...], workdir: Path,
                 config: TimingConfig) -> CallRunner:
         """`load`, then warm up; the memory of loading, checking and warming up is measured (not the export's:
         it happens before, see `zoo.measure.memory`)."""
-        from zoo.measure.memory import ARENA_KIND, RSS_KIND, PeakRss
-
-        source, calibration, written = self._start(model, input_shape, workdir)
+        source, calibration, written = self.start(model, input_shape, workdir)
         with PeakRss() as rss:
             exported = self._opened(model, source, calibration, written, workdir, check_int8=True)
             runner = CallRunner(exported.call, exported.details, config, before_round=exported.before_round)

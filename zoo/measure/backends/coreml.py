@@ -23,9 +23,10 @@ import torch.nn as nn
 
 from zoo.measure import coreml_compat
 from zoo.measure.backends.common import Calibration, Exported, ExportedBackend, ExportSource
+from zoo.measure.backends.spec import BackendSpec
 from zoo.measure.latency import BackendSkip
 
-__all__ = ["CoreMLBackend", "export_coreml", "package_size"]
+__all__ = ["DECLARED", "CoreMLBackend", "export_coreml", "package_size"]
 
 
 @contextlib.contextmanager
@@ -37,7 +38,7 @@ def _quiet():
 
 
 def _import_coremltools():
-    with _quiet():
+    with _quiet():  # deferred: coremltools is optional (and slow to import)
         import coremltools
 
     return coremltools
@@ -69,8 +70,6 @@ def export_coreml(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
 
 
 class CoreMLBackend(ExportedBackend):
-    name = "coreml"
-    batch_sizes = (1,)
     fp32_parity = False  # float16 compute by default (module docstring)
 
     def available(self) -> tuple[bool, str]:
@@ -96,3 +95,7 @@ class CoreMLBackend(ExportedBackend):
         feed = {"input": source.example.numpy()}
         return Exported(run=lambda array: next(iter(mlmodel.predict({"input": array}).values())),
                         call=lambda: mlmodel.predict(feed), details=details)
+
+
+# Core ML (exported here, timed on macOS only): measured after training; its own export per run (not cached).
+DECLARED = (BackendSpec("coreml", make=CoreMLBackend, runtime="coreml", order=60, matrix_default=True),)

@@ -23,15 +23,20 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+import copy
+import types
 from collections import Counter
 from pathlib import Path
 
 import torch
+import torch.fx.traceback as fx_traceback
 import torch.nn as nn
 
 from zoo.measure.backends.common import Calibration, Exported, ExportedBackend, ExportSource
+from zoo.measure.backends.spec import per_thread_count
+from zoo.models.export import xnnpack_friendly_ops
 
-__all__ = ["ExecuTorchXnnpackBackend", "delegation_summary", "export_executorch", "load_executorch"]
+__all__ = ["DECLARED", "ExecuTorchXnnpackBackend", "delegation_summary", "export_executorch", "load_executorch"]
 
 
 def _quiet():
@@ -47,11 +52,6 @@ def shared_provenance():
     """While lowering, a node's provenance list is copied shallowly (its NodeSource entries shared, never mutated
     after creation) instead of deep-copied per node per pass. Only `torch.fx.traceback`'s own `copy` name is
     swapped, and restored after; a torch without it is left alone."""
-    import copy
-    import types
-
-    import torch.fx.traceback as fx_traceback
-
     real = getattr(fx_traceback, "copy", None)
     if real is not copy:
         yield
@@ -65,7 +65,7 @@ def shared_provenance():
 
 def delegation_summary(graph_module: torch.fx.GraphModule) -> dict:
     """Delegated vs non-delegated node counts, and the non-delegated ones by op name."""
-    from executorch.devtools.backend_debug import get_delegation_info
+    from executorch.devtools.backend_debug import get_delegation_info  # deferred: an optional runtime
 
     info = get_delegation_info(graph_module)
     left = Counter({op: b.non_delegated for op, b in info.delegation_by_operator.items() if b.non_delegated})
@@ -79,6 +79,7 @@ def delegation_summary(graph_module: torch.fx.GraphModule) -> dict:
 
 def quantize_pt2e_xnnpack(model: nn.Module, example: torch.Tensor, calibration: list[torch.Tensor]) -> nn.Module:
     """PT2E static int8 with XNNPACK's quantizer: export → prepare → calibrate → convert."""
+    # deferred: executorch (the `phone` extra) and torchao are optional runtimes
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -103,10 +104,9 @@ def export_executorch(
     Returns the delegation summary. `calibration` given → int8 (PT2E), else fp32. `friendly_ops`: trace
     attention and layer norm with ops XNNPACK delegates (`zoo.models.export.xnnpack_friendly_ops`).
     """
+    # deferred: executorch is an optional runtime (the `phone` extra), loaded only when exporting
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
-
-    from zoo.models.export import xnnpack_friendly_ops
 
     path.parent.mkdir(parents=True, exist_ok=True)
     rewrite = xnnpack_friendly_ops() if friendly_ops else contextlib.nullcontext()
@@ -135,7 +135,7 @@ def planned_arena_bytes(executorch_program) -> int | None:
 
 
 def set_threads(threads: int) -> None:
-    from executorch.extension.pybindings import portable_lib
+    from executorch.extension.pybindings import portable_lib  # deferred: an optional runtime
 
     if portable_lib._threadpool_get_thread_count() != threads:
         portable_lib._unsafe_reset_threadpool(threads)
@@ -143,7 +143,7 @@ def set_threads(threads: int) -> None:
 
 def load_executorch(path: Path, enable_etdump: bool = False):
     """(method, program): the loaded `forward` of a `.pte` (the program keeps the ETDump when enabled)."""
-    from executorch.runtime import Runtime
+    from executorch.runtime import Runtime  # deferred: an optional runtime
 
     program = Runtime.get().load_program(path, enable_etdump=enable_etdump, debug_buffer_size=1 << 24)
     return program.load_method("forward"), program
@@ -152,17 +152,10 @@ def load_executorch(path: Path, enable_etdump: bool = False):
 class ExecuTorchXnnpackBackend(ExportedBackend):
     """`executorch-xnnpack[-int8][-1t]`: batch 1, fp32 or PT2E int8, 1 thread or all usable cores."""
 
-    def __init__(self, threads: int | None = None, int8: bool = False,
-                 calibration_images: torch.Tensor | None = None) -> None:
-        self.threads = threads
-        self.int8 = int8
-        self.calibration_images = calibration_images
-        self.name = "executorch-xnnpack" + ("-int8" if int8 else "") + ("-1t" if threads == 1 else "")
-        self.batch_sizes = (1,)
-        self.runtime_packages = ("executorch", "torchao")
+    runtime_packages = ("executorch", "torchao")
 
     def available(self) -> tuple[bool, str]:
-        try:
+        try:  # deferred: an optional runtime
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner  # noqa: F401
             from executorch.runtime import Runtime
         except ImportError as error:
@@ -189,3 +182,14 @@ class ExecuTorchXnnpackBackend(ExportedBackend):
                         call=lambda: method.execute(inputs), details=details,
                         # the pool is process-wide: another backend may have resized it between rounds
                         before_round=lambda: set_threads(threads))
+
+
+# ExecuTorch/XNNPACK, the phone runtime: fp32 and PT2E int8, both on the architecture board and (1 thread) measured
+# after training and on the board's detectors and segmenters; int8 accuracy evaluates the all-core int8 one.
+DECLARED = (
+    *per_thread_count("executorch-xnnpack", make=ExecuTorchXnnpackBackend, runtime="executorch-xnnpack", order=10,
+                      phone=True, architecture_board=True, one_thread={"matrix_default": True, "dense_rows": True}),
+    *per_thread_count("executorch-xnnpack-int8", make=ExecuTorchXnnpackBackend, runtime="executorch-xnnpack",
+                      dtype="int8", fp32_partner="executorch-xnnpack", order=11, phone=True, architecture_board=True,
+                      one_thread={"matrix_default": True, "dense_rows": True}),
+)

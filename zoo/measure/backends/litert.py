@@ -23,8 +23,9 @@ import torch
 import torch.nn as nn
 
 from zoo.measure.backends.common import Calibration, Exported, ExportedBackend, ExportSource
+from zoo.measure.backends.spec import per_thread_count
 
-__all__ = ["LiteRTBackend", "export_litert", "litert_graph_summary", "make_interpreter", "quiet_converter"]
+__all__ = ["DECLARED", "LiteRTBackend", "export_litert", "litert_graph_summary", "make_interpreter", "quiet_converter"]
 
 
 @contextlib.contextmanager
@@ -45,7 +46,7 @@ def quiet_converter() -> Iterator[None]:
 
 def export_litert(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     """Convert `model` (prepared for export, eval mode) to a `.tflite` flatbuffer at `path`."""
-    import litert_torch
+    import litert_torch  # deferred: an optional runtime (the `phone` extra), loaded only when converting
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with quiet_converter():
@@ -61,7 +62,7 @@ def litert_graph_summary(interpreter) -> dict:
 
 
 def make_interpreter(path: Path, threads: int):
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter  # deferred: an optional runtime
 
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
     interpreter.allocate_tensors()
@@ -71,14 +72,10 @@ def make_interpreter(path: Path, threads: int):
 class LiteRTBackend(ExportedBackend):
     """`litert[-1t]`: batch 1, fp32, 1 thread or every usable core."""
 
-    def __init__(self, threads: int | None = None) -> None:
-        self.threads = threads
-        self.name = "litert-1t" if threads == 1 else "litert"
-        self.batch_sizes = (1,)
-        self.runtime_packages = ("litert-torch", "ai-edge-litert")
+    runtime_packages = ("litert-torch", "ai-edge-litert")
 
     def available(self) -> tuple[bool, str]:
-        try:
+        try:  # deferred: an optional runtime
             import litert_torch  # noqa: F401
             from ai_edge_litert.interpreter import Interpreter  # noqa: F401
         except ImportError as error:
@@ -104,3 +101,9 @@ class LiteRTBackend(ExportedBackend):
         # the timed input is set before each round, outside the timed calls
         return Exported(run=run, call=interpreter.invoke, details=details,
                         before_round=lambda: interpreter.set_tensor(input_index, source.example.numpy()))
+
+
+# LiteRT (XNNPACK delegate), fp32, the phone runtime: on the architecture board, measured after training and on the
+# detector/segmenter rows at 1 thread.
+DECLARED = per_thread_count("litert", make=LiteRTBackend, runtime="litert", order=20, phone=True,
+                            architecture_board=True, one_thread={"matrix_default": True, "dense_rows": True})

@@ -28,8 +28,9 @@ import torch.nn as nn
 
 from zoo.measure.backends.common import Calibration, Exported, ExportedBackend, ExportSource
 from zoo.measure.backends.litert import litert_graph_summary, make_interpreter, quiet_converter
+from zoo.measure.backends.spec import per_thread_count
 
-__all__ = ["LiteRTInt8Backend", "LiteRTQuantizationError", "export_litert_int8", "tensor_dtypes"]
+__all__ = ["DECLARED", "LiteRTInt8Backend", "LiteRTQuantizationError", "export_litert_int8", "tensor_dtypes"]
 
 
 class LiteRTQuantizationError(RuntimeError):
@@ -37,6 +38,7 @@ class LiteRTQuantizationError(RuntimeError):
 
 
 def _quantizer():
+    # deferred here and below: litert-torch is an optional runtime (the `phone` extra)
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
     return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
@@ -97,17 +99,10 @@ def _dequantize(array: np.ndarray, detail: dict) -> np.ndarray:
 class LiteRTInt8Backend(ExportedBackend):
     """`litert-int8[-1t]`: batch 1, PT2E static int8, 1 thread or every usable core (one export for both)."""
 
-    int8 = True
-
-    def __init__(self, threads: int | None = None, calibration_images: torch.Tensor | None = None) -> None:
-        self.threads = threads
-        self.calibration_images = calibration_images
-        self.name = "litert-int8-1t" if threads == 1 else "litert-int8"
-        self.batch_sizes = (1,)
-        self.runtime_packages = ("litert-torch", "ai-edge-litert", "torchao")
+    runtime_packages = ("litert-torch", "ai-edge-litert", "torchao")
 
     def available(self) -> tuple[bool, str]:
-        try:
+        try:  # deferred: an optional runtime
             import litert_torch  # noqa: F401
             from ai_edge_litert.interpreter import Interpreter  # noqa: F401
             from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer  # noqa: F401
@@ -142,3 +137,9 @@ class LiteRTInt8Backend(ExportedBackend):
         # the timed input is set (already quantised) before each round, outside the timed calls
         return Exported(run=run, call=interpreter.invoke, details=details,
                         before_round=lambda: interpreter.set_tensor(input_index, timed_input))
+
+
+# LiteRT static int8 beside LiteRT fp32 of the same thread count, on the architecture board (not measured after
+# training by default; int8 accuracy can evaluate it as runtime "litert").
+DECLARED = per_thread_count("litert-int8", make=LiteRTInt8Backend, runtime="litert", dtype="int8",
+                            fp32_partner="litert", order=21, phone=True, architecture_board=True)

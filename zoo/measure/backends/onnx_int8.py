@@ -19,8 +19,9 @@ import torch
 
 from zoo.measure.backends.common import Calibration, Exported, ExportedBackend, ExportSource
 from zoo.measure.backends.onnx_runtime import loaded_session, onnx_file
+from zoo.measure.backends.spec import per_thread_count
 
-__all__ = ["OnnxRuntimeInt8Backend", "quantize_onnx"]
+__all__ = ["DECLARED", "OnnxRuntimeInt8Backend", "quantize_onnx"]
 
 
 class _Reader:
@@ -34,7 +35,7 @@ class _Reader:
 
 
 def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: list[torch.Tensor]) -> None:
-    import onnxruntime as ort
+    import onnxruntime as ort  # deferred: an optional runtime, loaded only when quantising
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     input_name = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
@@ -47,17 +48,10 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: list[torch.Tens
 
 
 class OnnxRuntimeInt8Backend(ExportedBackend):
-    int8 = True
-
-    def __init__(self, threads: int | None = None, calibration_images: torch.Tensor | None = None) -> None:
-        self.threads = threads
-        self.calibration_images = calibration_images
-        self.name = "onnxruntime-cpu-int8-1t" if threads == 1 else "onnxruntime-cpu-int8"
-        self.batch_sizes = (1,)
-        self.runtime_packages = ("onnx", "onnxruntime", "onnxscript")
+    runtime_packages = ("onnx", "onnxruntime", "onnxscript")
 
     def available(self) -> tuple[bool, str]:
-        try:
+        try:  # deferred: an optional runtime
             import onnxruntime.quantization  # noqa: F401
         except ImportError as error:
             return False, f"onnxruntime quantization not importable: {error}"
@@ -74,3 +68,10 @@ class OnnxRuntimeInt8Backend(ExportedBackend):
 
     def open_export(self, source: ExportSource, folder: Path, details: dict) -> Exported:
         return loaded_session(folder / str(details["file"]), source, {"threads": source.threads, **details})
+
+
+# ONNX Runtime CPU, static int8 (QDQ): beside the fp32 backend of the same thread count; the 1-thread one is
+# measured after training, and int8 accuracy evaluates the all-core one (runtime "onnxruntime").
+DECLARED = per_thread_count("onnxruntime-cpu-int8", make=OnnxRuntimeInt8Backend, runtime="onnxruntime", dtype="int8",
+                            fp32_partner="onnxruntime-cpu", order=31, architecture_board=True,
+                            one_thread={"matrix_default": True})

@@ -23,8 +23,9 @@ import torch
 import torch.nn as nn
 
 from zoo.measure.backends.common import Calibration, Exported, ExportedBackend, ExportSource
+from zoo.measure.backends.spec import per_thread_count
 
-__all__ = ["OnnxRuntimeCpuBackend", "export_onnx", "onnx_file", "onnx_session"]
+__all__ = ["DECLARED", "OnnxRuntimeCpuBackend", "export_onnx", "onnx_file", "onnx_session"]
 
 DYNAMO_OPSET = 18
 TORCHSCRIPT_OPSET = 17
@@ -70,7 +71,7 @@ def onnx_file(source: ExportSource, workdir: Path) -> tuple[Path, str]:
 
 def onnx_session(path: Path, threads: int):
     """A CPU InferenceSession with `threads` intra-op threads and every graph optimisation."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # deferred: an optional runtime, loaded only by the backends that use it
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -90,14 +91,10 @@ def loaded_session(path: Path, source: ExportSource, details: dict) -> Exported:
 
 
 class OnnxRuntimeCpuBackend(ExportedBackend):
-    def __init__(self, threads: int | None = None) -> None:
-        self.threads = threads
-        self.name = "onnxruntime-cpu-1t" if threads == 1 else "onnxruntime-cpu"
-        self.batch_sizes = (1,)
-        self.runtime_packages = ("onnx", "onnxruntime", "onnxscript")
+    runtime_packages = ("onnx", "onnxruntime", "onnxscript")
 
     def available(self) -> tuple[bool, str]:
-        try:
+        try:  # deferred: onnxruntime is an optional runtime, imported only when this backend is asked for
             import onnxruntime
         except ImportError as error:
             return False, f"onnxruntime not importable: {error}"
@@ -114,3 +111,8 @@ class OnnxRuntimeCpuBackend(ExportedBackend):
     def open_export(self, source: ExportSource, folder: Path, details: dict) -> Exported:
         path = folder / str(details["file"])
         return loaded_session(path, source, {"threads": source.threads, **details, "onnx_path": str(path)})
+
+
+# ONNX Runtime CPU, fp32: on the architecture board and measured after training (1 thread), not a phone runtime.
+DECLARED = per_thread_count("onnxruntime-cpu", make=OnnxRuntimeCpuBackend, runtime="onnxruntime", order=30,
+                            architecture_board=True, one_thread={"matrix_default": True, "dense_rows": True})

@@ -21,11 +21,13 @@ import torch
 import torch.nn as nn
 from torch.utils import benchmark
 
+from zoo.measure.backends.spec import BackendSpec, per_thread_count
 from zoo.measure.latency import TimedBackend, TimingConfig
 from zoo.measure.machine import usable_cpus
+from zoo.measure.memory import RSS_KIND, PeakRss
 from zoo.models.export import prepare_for_export
 
-__all__ = ["CpuEagerBackend", "CudaBackend", "torch_threads"]
+__all__ = ["DECLARED", "CpuEagerBackend", "CudaBackend", "torch_threads"]
 
 
 @contextlib.contextmanager
@@ -97,10 +99,8 @@ class _EagerRunner:
 class CpuEagerBackend(TimedBackend):
     """PyTorch eager on CPU, batch 1: `threads=1` ('cpu-eager-1t') or all usable cores ('cpu-eager')."""
 
-    def __init__(self, threads: int | None = None, name: str | None = None) -> None:
-        self.threads = threads
-        self.name = name or ("cpu-eager-1t" if threads == 1 else "cpu-eager")
-        self.batch_sizes = (1,)
+    def __init__(self, spec: BackendSpec, calibration_images: torch.Tensor | None = None) -> None:
+        self.spec, self.name, self.threads, self.batch_sizes = spec, spec.name, spec.threads, spec.batch_sizes
 
     def _thread_count(self) -> int:
         return self.threads or usable_cpus()
@@ -111,8 +111,6 @@ class CpuEagerBackend(TimedBackend):
         device = next(model.parameters()).device
         if device.type != "cpu":
             raise ValueError(f"{self.name} times CPU models; this one is on {device}")
-        from zoo.measure.memory import RSS_KIND, PeakRss
-
         example = torch.randn(input_shape)
         with PeakRss() as rss:  # the prepared copy (its weights) and the warm-up calls' activations
             prepared = prepare_for_export(model, int(input_shape[-1]))
@@ -128,13 +126,9 @@ class CudaBackend(TimedBackend):
     The prepared copy is moved to the GPU, so the caller's CPU model is left as it was.
     """
 
-    def __init__(self, autocast_dtype: torch.dtype | None = None, batch_sizes: tuple[int, ...] = (1, 32)) -> None:
-        self.autocast_dtype = autocast_dtype
-        short = {None: "", torch.bfloat16: "-bf16", torch.float16: "-fp16"}
-        if autocast_dtype not in short:
-            raise ValueError(f"autocast dtype must be bfloat16 or float16, got {autocast_dtype}")
-        self.name = "cuda" + short[autocast_dtype]
-        self.batch_sizes = batch_sizes
+    def __init__(self, spec: BackendSpec, calibration_images: torch.Tensor | None = None) -> None:
+        self.spec, self.name, self.batch_sizes = spec, spec.name, spec.batch_sizes
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16}[spec.dtype]
 
     def available(self) -> tuple[bool, str]:
         if not torch.cuda.is_available():
@@ -151,3 +145,13 @@ class CudaBackend(TimedBackend):
         runner = _EagerRunner(gpu_model, example, torch.get_num_threads(), self.autocast_dtype, config)
         runner.details.update(gpu=torch.cuda.get_device_name(0), matmul_precision=torch.get_float32_matmul_precision())
         return runner
+
+
+# Eager PyTorch on CPU (the reference every export is checked against): on the architecture board, measured after
+# training and on the detector/segmenter rows at 1 thread. CUDA: batch 1 and 32, fp32 and bf16 autocast.
+DECLARED = (
+    *per_thread_count("cpu-eager", make=CpuEagerBackend, runtime="pytorch", exports=False, order=40,
+                      architecture_board=True, one_thread={"matrix_default": True, "dense_rows": True}),
+    BackendSpec("cuda", make=CudaBackend, runtime="pytorch-cuda", order=50, batch_sizes=(1, 32), matrix_default=True),
+    BackendSpec("cuda-bf16", make=CudaBackend, runtime="pytorch-cuda", dtype="bf16", order=51, batch_sizes=(1, 32)),
+)
