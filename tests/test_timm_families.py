@@ -124,3 +124,17 @@ def test_register_with_timm_lists_every_model_and_is_idempotent() -> None:
         warnings.simplefilter("error")  # timm warns when a name is registered over
         assert register_with_timm() == []
     assert set(timm.list_models(module="timm_bridge")) == set(timm.list_models("zoo_*"))
+
+
+def test_paper_figures_come_from_the_registry() -> None:
+    """The report layer asks `zoo.models` for paper figures: a model's, a knob variant's, and the paper's pairs."""
+    patch4 = zm.published("mobilevit_s[patch_size=[4, 4, 4]]")
+    assert (patch4.top1, patch4.paper_latency_ms) == (77.6, 8.23)
+    assert zm.published("mobilevit_xxs[patch_size=[4, 4, 4]]").top1 is None  # the default's figures do not fit it
+    assert zm.published("deit_tiny") is zm.get_entry("deit_tiny").published
+    assert list(zm.published_variants("mobilevit_s"))[-1] == "mobilevit_s[fusion=false]"
+    assert zm.paper_comparisons() == [("pit_ti", "deit_tiny")]
+    for model, other in zm.paper_comparisons():  # each pair names registered models, the first the cheaper
+        assert zm.published(model).gmacs < zm.published(other).gmacs
+    with pytest.raises(zm.UnknownModelError):
+        zm.published("no_such_model")

@@ -10,6 +10,9 @@ from zoo.models.registry import (  # noqa: F401
     list_models,
     model_label,
     model_name,
+    paper_comparisons,
+    published,
+    published_variants,
     register,
 )
 

@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from timm.layers import RelPosMlp, gen_relative_log_coords, gen_relative_position_index
 from timm.models.maxxvit import Attention2d, MaxxVit, TransformerBlock2d
 
-from zoo.models.registry import Published, register
-from zoo.models.timm_bridge import create_timm_model
+from zoo.models.registry import Published
+from zoo.models.timm_bridge import mark_any_input_size, register_timm
 
 
 @functools.lru_cache(maxsize=128)
@@ -113,54 +113,21 @@ def make_any_size(model: MaxxVit) -> MaxxVit:
         attn.rel_pos = AnySizeRelPosMlp(attn.rel_pos)
         attn.register_forward_pre_hook(_follow_feature_size)
     model.register_forward_pre_hook(_pad_to_min_size)
-    if isinstance(getattr(model, "pretrained_cfg", None), dict):
-        model.pretrained_cfg["fixed_input_size"] = False  # tells timm's data helpers any size is fine
-    return model
+    return mark_any_input_size(model)
 
 
-def _any_size_coatnet(
-    variant: str, num_classes: int, drop_path_rate: float, drop_rate: float | None, knobs: dict[str, Any]
-) -> MaxxVit:
-    model = create_timm_model(
-        variant, num_classes=num_classes, drop_path_rate=drop_path_rate, drop_rate=drop_rate, **knobs
-    )
-    return make_any_size(model)
-
-
-@register(
-    "coatnet_nano",
-    family="coatnet",
-    published=Published(
-        params_m=15.15,
-        gmacs=2.62,
-        resolution=224,
-        top1=82.05,
-        source="timm coatnet_rmlp_nano_rw_224.sw_in1k (timm results table)",
-    ),
+coatnet_nano = register_timm(
+    "coatnet_nano", "coatnet_rmlp_nano_rw_224", family="coatnet", adapt=make_any_size,
+    published=Published(params_m=15.15, gmacs=2.62, resolution=224, top1=82.05,
+                        source="timm coatnet_rmlp_nano_rw_224.sw_in1k (timm results table)"),
     description="CoAtNet nano C-C-T-T, widths (64, 128, 256, 512), depths (3, 4, 6, 3), MLP relative-position "
-    "bias (timm coatnet_rmlp_nano_rw_224)",
-)
-def coatnet_nano(
-    num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any
-) -> nn.Module:
-    return _any_size_coatnet("coatnet_rmlp_nano_rw_224", num_classes, drop_path_rate, drop_rate, knobs)
-
-
-@register(
-    "coatnet_pico",
-    family="coatnet",
+    "bias (timm coatnet_rmlp_nano_rw_224)")
+# timm has no rmlp pico, so the pico layout takes the nano rmlp's bias MLP (hidden 384) through timm's overlay.
+coatnet_pico = register_timm(
+    "coatnet_pico", "coatnet_pico_rw_224", family="coatnet", adapt=make_any_size,
+    defaults={"transformer_rel_pos_type": "mlp", "transformer_rel_pos_dim": 384},
     published=Published(
-        params_m=10.85,
-        gmacs=2.05,
-        resolution=224,
-        source="timm coatnet_pico_rw_224 (table bias, untrained in timm); here with the rmlp MLP bias: +0.001 M",
-    ),
+        params_m=10.85, gmacs=2.05, resolution=224,
+        source="timm coatnet_pico_rw_224 (table bias, untrained in timm); here with the rmlp MLP bias: +0.001 M"),
     description="CoAtNet pico C-C-T-T, widths (64, 128, 256, 512), depths (2, 3, 5, 2), MLP relative-position "
-    "bias (timm coatnet_pico_rw_224 with transformer_rel_pos_type='mlp', as in the rmlp nano)",
-)
-def coatnet_pico(
-    num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any
-) -> nn.Module:
-    # timm has no rmlp pico, so the pico layout takes the nano rmlp's bias MLP (hidden 384) through timm's overlay.
-    knobs = {"transformer_rel_pos_type": "mlp", "transformer_rel_pos_dim": 384, **knobs}
-    return _any_size_coatnet("coatnet_pico_rw_224", num_classes, drop_path_rate, drop_rate, knobs)
+    "bias (timm coatnet_pico_rw_224 with transformer_rel_pos_type='mlp', as in the rmlp nano)")

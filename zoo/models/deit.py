@@ -11,8 +11,6 @@ size it is a constant, evaluated once in eager mode by timm's own function and a
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn as nn
 from timm.layers import resample_abs_pos_embed
@@ -20,8 +18,8 @@ from timm.models.vision_transformer import VisionTransformer
 
 from zoo.models.export import BAKED_BUFFER, reclass
 from zoo.models.features import FeatureLevel, StagedFeatures, halve
-from zoo.models.registry import FamilyHooks, Published, register
-from zoo.models.timm_bridge import create_timm_model
+from zoo.models.registry import FamilyHooks, Published
+from zoo.models.timm_bridge import register_timm
 
 __all__ = ["DeiTFeatures", "bake_deit_for_export", "deit_tiny", "token_grid"]
 
@@ -89,22 +87,10 @@ DEIT_HOOKS = FamilyHooks(sized_at_base_resolution=True, bake_for_export=bake_dei
                          features=DeiTFeatures)
 
 
-@register(
-    "deit_tiny",
-    family="deit",
+deit_tiny = register_timm(
+    "deit_tiny", "deit_tiny_patch16_224", family="deit", hooks=DEIT_HOOKS,
+    defaults={"dynamic_img_size": True, "dynamic_img_pad": True},
     published=Published(params_m=5.7, gmacs=1.26, resolution=224, top1=72.2, source="DeiT-Ti, arXiv 2012.12877",
                         arxiv="2012.12877", epochs=300, distilled=False, paper_device="iPhone 12 Neural Engine",
-                        paper_latency_ms=10.99, latency_source="arXiv 2110.02178 Table 3"),
-    description="DeiT-Ti: 12 layers, width 192, 3 heads, patch 16, class token (timm deit_tiny_patch16_224)",
-    hooks=DEIT_HOOKS,
-)
-def deit_tiny(
-    num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any
-) -> nn.Module:
-    return create_timm_model(
-        "deit_tiny_patch16_224",
-        num_classes=num_classes,
-        drop_path_rate=drop_path_rate,
-        drop_rate=drop_rate,
-        **{"dynamic_img_size": True, "dynamic_img_pad": True, **knobs},
-    )
+                        paper_latency_ms=10.99, paper_cpu_latency_ms=28.15, latency_source="arXiv 2110.02178 Table 3"),
+    description="DeiT-Ti: 12 layers, width 192, 3 heads, patch 16, class token (timm deit_tiny_patch16_224)")

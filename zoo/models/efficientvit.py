@@ -12,15 +12,13 @@ the state_dict is timm's; at drop_path_rate 0 the model is timm's unchanged.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn as nn
 from timm.layers import DropPath
 from timm.models.efficientvit_mit import ResidualBlock
 
-from zoo.models.registry import Published, register
-from zoo.models.timm_bridge import create_timm_model
+from zoo.models.registry import Published
+from zoo.models.timm_bridge import register_timm
 
 
 class ResidualBlockWithDropPath(ResidualBlock):
@@ -43,40 +41,16 @@ def add_stochastic_depth(model: nn.Module, drop_path_rate: float) -> nn.Module:
     return model
 
 
-def _efficientvit(variant: str, num_classes: int, drop_path_rate: float, drop_rate: float | None,
-                  knobs: dict[str, Any]) -> nn.Module:
-    # timm refuses `drop_path_rate` here, even 0; it drops None-valued arguments, so None keeps it out.
-    model = create_timm_model(variant, num_classes=num_classes, drop_path_rate=None, drop_rate=drop_rate, **knobs)
-    return add_stochastic_depth(model, drop_path_rate)
-
-
-@register(
-    "efficientvit_b0",
-    family="efficientvit",
-    published=Published(
-        params_m=3.41, gmacs=0.10, resolution=224,
-        source="timm efficientvit_b0 as measured here (the paper's ImageNet table starts at B1)",
-    ),
+efficientvit_b0 = register_timm(
+    "efficientvit_b0", "efficientvit_b0", family="efficientvit", stochastic_depth=add_stochastic_depth,
+    published=Published(params_m=3.41, gmacs=0.10, resolution=224,
+                        source="timm efficientvit_b0 as measured here (the paper's ImageNet table starts at B1)"),
     description="EfficientViT-B0 (MIT): MBConv stages, multi-scale ReLU linear attention in the last two, widths "
-    "(8, 16, 32, 64, 128) (timm efficientvit_b0)",
-)
-def efficientvit_b0(
-    num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any
-) -> nn.Module:
-    return _efficientvit("efficientvit_b0", num_classes, drop_path_rate, drop_rate, knobs)
-
-
-@register(
-    "efficientvit_b1",
-    family="efficientvit",
+    "(8, 16, 32, 64, 128) (timm efficientvit_b0)")
+efficientvit_b1 = register_timm(
+    "efficientvit_b1", "efficientvit_b1", family="efficientvit", stochastic_depth=add_stochastic_depth,
     published=Published(
         params_m=9.1, gmacs=0.52, resolution=224, top1=79.4, arxiv="2205.14756",
-        source="arXiv 2205.14756, ImageNet-1k results (EfficientViT-B1 r224; latency given on Jetson/TensorRT only)",
-    ),
+        source="arXiv 2205.14756, ImageNet-1k results (EfficientViT-B1 r224; latency given on Jetson/TensorRT only)"),
     description="EfficientViT-B1 (MIT): MBConv stages, multi-scale ReLU linear attention in the last two, widths "
-    "(16, 32, 64, 128, 256) (timm efficientvit_b1)",
-)
-def efficientvit_b1(
-    num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any
-) -> nn.Module:
-    return _efficientvit("efficientvit_b1", num_classes, drop_path_rate, drop_rate, knobs)
+    "(16, 32, 64, 128, 256) (timm efficientvit_b1)")

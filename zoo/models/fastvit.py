@@ -14,13 +14,11 @@ to float rounding (tests/test_hybrids.py).
 from __future__ import annotations
 
 import copy
-from typing import Any
-
 import torch.nn as nn
 from timm.utils.model import reparameterize_model
 
-from zoo.models.registry import FamilyHooks, Published, register
-from zoo.models.timm_bridge import create_timm_model
+from zoo.models.registry import FamilyHooks, Published
+from zoo.models.timm_bridge import register_timm
 
 
 FUSED_ATTR = "zoo_fused"  # set on a fused copy: fusing it again returns a plain copy
@@ -46,45 +44,19 @@ def fused_for_inference(model: nn.Module) -> nn.Module:
 FUSED = FamilyHooks(reparameterize=fused_for_inference)
 
 
-def _fastvit(variant: str, num_classes: int, drop_path_rate: float, drop_rate: float | None,
-             knobs: dict[str, Any]) -> nn.Module:
-    return create_timm_model(
-        variant, num_classes=num_classes, drop_path_rate=drop_path_rate, drop_rate=drop_rate, **knobs
-    )
-
-
-@register(
-    "fastvit_t8",
-    family="fastvit",
-    published=Published(
-        params_m=3.6, gmacs=0.7, resolution=256, top1=76.2, arxiv="2303.14189", paper_device="iPhone 12 Pro",
-        paper_latency_ms=0.8,
-        source="arXiv 2303.14189, ImageNet-1k results (FastViT-T8; 0.8 ms iPhone 12 Pro, fused)",
-    ),
+_PAPER = "arXiv 2303.14189, ImageNet-1k results"
+fastvit_t8 = register_timm(
+    "fastvit_t8", "fastvit_t8", family="fastvit", hooks=FUSED,
+    published=Published(params_m=3.6, gmacs=0.7, resolution=256, top1=76.2, arxiv="2303.14189",
+                        paper_device="iPhone 12 Pro", paper_latency_ms=0.8,
+                        source=f"{_PAPER} (FastViT-T8; 0.8 ms iPhone 12 Pro, fused)"),
     description="FastViT-T8: RepMixer stages only, the conv-only control, widths (48, 96, 192, 384); trained "
-    "unfused, exported and timed fused (timm fastvit_t8)",
-    hooks=FUSED,
-)
-def fastvit_t8(
-    num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any
-) -> nn.Module:
-    return _fastvit("fastvit_t8", num_classes, drop_path_rate, drop_rate, knobs)
-
-
-@register(
-    "fastvit_sa12",
-    family="fastvit",
+    "unfused, exported and timed fused (timm fastvit_t8)")
+fastvit_sa12 = register_timm(
+    "fastvit_sa12", "fastvit_sa12", family="fastvit", hooks=FUSED,
     published=Published(
         params_m=10.9, gmacs=1.9, resolution=256, top1=80.9, arxiv="2303.14189", paper_device="iPhone 12 Pro",
-        paper_latency_ms=1.6,
-        source="arXiv 2303.14189, ImageNet-1k results (FastViT-SA12; 1.6 ms iPhone 12 Pro, fused; top-1 of the "
-        "ml-fastvit README)",
-    ),
+        paper_latency_ms=1.6, source=f"{_PAPER} (FastViT-SA12; 1.6 ms iPhone 12 Pro, fused; top-1 of the "
+        "ml-fastvit README)"),
     description="FastViT-SA12: RepMixer stages, attention in the last stage with a conv position encoding, "
-    "widths (64, 128, 256, 512); trained unfused, exported and timed fused (timm fastvit_sa12)",
-    hooks=FUSED,
-)
-def fastvit_sa12(
-    num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any
-) -> nn.Module:
-    return _fastvit("fastvit_sa12", num_classes, drop_path_rate, drop_rate, knobs)
+    "widths (64, 128, 256, 512); trained unfused, exported and timed fused (timm fastvit_sa12)")

@@ -262,6 +262,19 @@ class MobileViTFeatures(StagedFeatures):
 MOBILEVIT_HOOKS = FamilyHooks(features=MobileViTFeatures)
 
 _PAPER = "MobileViT paper"
+_ABLATION = "arXiv 2110.02178, patch-size ablation (MobileViT-S)"
+_S = Published(params_m=5.579, gmacs=2.0, resolution=256, arxiv="2110.02178", epochs=300, distilled=False,
+               source="MobileViT paper, ablations on MobileViT-S")
+# MobileViT-S ablations (papers.md): patch sizes (iPhone 12 ms, top-1) and the fusion's concat skip off (top-1 only).
+_S_ABLATIONS = {
+    "mobilevit_s[patch_size=[3, 3, 3]]": replace(_S, top1=78.5, paper_device="iPhone 12", paper_latency_ms=14.69,
+                                                 latency_source=_ABLATION),
+    "mobilevit_s[patch_size=[4, 4, 4]]": replace(_S, top1=77.6, paper_device="iPhone 12", paper_latency_ms=8.23,
+                                                 latency_source=_ABLATION),
+    "mobilevit_s[patch_size=[8, 4, 2]]": replace(_S, top1=77.3, paper_device="iPhone 12", paper_latency_ms=8.20,
+                                                 latency_source=_ABLATION),
+    "mobilevit_s[fusion=false]": replace(_S, top1=77.9),
+}
 register(
     "mobilevit_xxs",
     family="mobilevit",
@@ -275,7 +288,7 @@ register(
     family="mobilevit",
     published=Published(params_m=2.318, gmacs=1.03, resolution=256, top1=74.8, source=_PAPER, arxiv="2110.02178",
                         epochs=300, distilled=False, paper_device="iPhone 12 Neural Engine", paper_latency_ms=7.28,
-                        latency_source="arXiv 2110.02178 Table 3"),
+                        paper_cpu_latency_ms=17.86, latency_source="arXiv 2110.02178 Table 3"),
     description="MobileViT-XS, own implementation (GMACs approximate)",
     hooks=MOBILEVIT_HOOKS,
 )(_factory("xs"))
@@ -284,9 +297,10 @@ register(
     family="mobilevit",
     published=Published(params_m=5.579, gmacs=2.0, resolution=256, top1=78.4, source=_PAPER, arxiv="2110.02178",
                         epochs=300, distilled=False, paper_device="iPhone 12", paper_latency_ms=9.85,
-                        latency_source="arXiv 2110.02178, patch-size ablation (MobileViT-S)"),
+                        latency_source=_ABLATION),
     description="MobileViT-S, own implementation (GMACs approximate)",
     hooks=MOBILEVIT_HOOKS,
+    variants=_S_ABLATIONS,
 )(_factory("s"))
 
 

@@ -19,16 +19,14 @@ timm's code unchanged.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.mobilevit import LinearSelfAttention
 
 from zoo.models.export import reclass
-from zoo.models.registry import FamilyHooks, Published, register
-from zoo.models.timm_bridge import create_timm_model
+from zoo.models.registry import FamilyHooks, Published
+from zoo.models.timm_bridge import register_timm
 
 _TRAINED_AT_256 = "ml-cvnets trains it at a fixed 256 px (no variable sampler)"
 
@@ -51,37 +49,14 @@ def bake_for_export(model: nn.Module, resolution: int) -> None:
 EXPORT_HOOKS = FamilyHooks(bake_for_export=bake_for_export)
 
 
-@register(
-    "mobilevitv2_050",
-    family="mobilevitv2",
-    published=Published(
-        params_m=1.4, gmacs=0.5, resolution=256, top1=70.18, arxiv="2206.02680",
-        source="arXiv 2206.02680, ImageNet-1k results (MobileViTv2-0.5; figures rounded to 0.1)",
-    ),
-    description=f"MobileViTv2 width 0.5: separable self-attention (timm mobilevitv2_050); {_TRAINED_AT_256}",
-    hooks=EXPORT_HOOKS,
-)
-def mobilevitv2_050(
-    num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any
-) -> nn.Module:
-    return create_timm_model(
-        "mobilevitv2_050", num_classes=num_classes, drop_path_rate=drop_path_rate, drop_rate=drop_rate, **knobs
-    )
-
-
-@register(
-    "mobilevitv2_100",
-    family="mobilevitv2",
-    published=Published(
-        params_m=4.9, gmacs=1.8, resolution=256, top1=78.09, arxiv="2206.02680",
-        source="arXiv 2206.02680, ImageNet-1k results (MobileViTv2-1.0; figures rounded to 0.1)",
-    ),
-    description=f"MobileViTv2 width 1.0: separable self-attention (timm mobilevitv2_100); {_TRAINED_AT_256}",
-    hooks=EXPORT_HOOKS,
-)
-def mobilevitv2_100(
-    num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any
-) -> nn.Module:
-    return create_timm_model(
-        "mobilevitv2_100", num_classes=num_classes, drop_path_rate=drop_path_rate, drop_rate=drop_rate, **knobs
-    )
+_PAPER = "arXiv 2206.02680, ImageNet-1k results"
+mobilevitv2_050 = register_timm(
+    "mobilevitv2_050", "mobilevitv2_050", family="mobilevitv2", hooks=EXPORT_HOOKS,
+    published=Published(params_m=1.4, gmacs=0.5, resolution=256, top1=70.18, arxiv="2206.02680",
+                        source=f"{_PAPER} (MobileViTv2-0.5; figures rounded to 0.1)"),
+    description=f"MobileViTv2 width 0.5: separable self-attention (timm mobilevitv2_050); {_TRAINED_AT_256}")
+mobilevitv2_100 = register_timm(
+    "mobilevitv2_100", "mobilevitv2_100", family="mobilevitv2", hooks=EXPORT_HOOKS,
+    published=Published(params_m=4.9, gmacs=1.8, resolution=256, top1=78.09, arxiv="2206.02680",
+                        source=f"{_PAPER} (MobileViTv2-1.0; figures rounded to 0.1)"),
+    description=f"MobileViTv2 width 1.0: separable self-attention (timm mobilevitv2_100); {_TRAINED_AT_256}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import torch.nn as nn
@@ -30,6 +30,11 @@ class Published:
     paper_device: str | None = None
     paper_latency_ms: float | None = None
     latency_source: str | None = None
+    # The same table's CPU figure on that device, where it gives one (MobileViT's Table 3: Neural Engine and CPU).
+    paper_cpu_latency_ms: float | None = None
+    # The registry name of the model the paper sets this one against (PiT-Ti against DeiT-Ti: about half the
+    # GMACs, hardly less latency); `paper_comparisons` lists the pairs, the report tests them on our measurements.
+    compared_with: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ class ModelEntry:
     published: Published
     description: str = ""
     hooks: FamilyHooks = NO_HOOKS
+    # Paper figures of knob variants, keyed by `model_label` (MobileViT-S's patch-size ablations).
+    variants: Mapping[str, Published] = field(default_factory=dict)
 
 
 class UnknownModelError(ValueError):
@@ -76,30 +83,30 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register(name: str, family: str, published: Published | None = None, description: str = "",
-             hooks: FamilyHooks = NO_HOOKS):
-    """Decorator: register `factory(num_classes=..., drop_path_rate=..., **knobs) -> nn.Module` as `name`."""
+             hooks: FamilyHooks = NO_HOOKS, variants: Mapping[str, Published] | None = None):
+    """Decorator: register `factory(num_classes=..., drop_path_rate=..., **knobs) -> nn.Module` as `name`;
+    `variants`: the paper's figures of knob variants, keyed by their `model_label`."""
 
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, family, factory, published or Published(), description, hooks)
+        for label in variants or {}:
+            if model_name(label) != name or label == name:
+                raise ValueError(f"{name}: variant {label!r} is not a knob variant of it (model_label)")
+        _REGISTRY[name] = ModelEntry(name, family, factory, published or Published(), description, hooks,
+                                     dict(variants or {}))
         return factory
 
     return wrap
 
 
-def _ensure_loaded() -> None:
-    # Importing the package registers every family (each family module calls `register`).
-    import zoo.models  # noqa: F401
-
-
+# Every lookup below sees every family: importing this module imports the `zoo.models` package first, whose
+# __init__ imports each family module (which registers its models).
 def list_models(family: str | None = None) -> list[str]:
-    _ensure_loaded()
     return sorted(n for n, e in _REGISTRY.items() if family is None or e.family == family)
 
 
 def get_entry(name: str) -> ModelEntry:
-    _ensure_loaded()
     if name not in _REGISTRY:
         known = sorted(_REGISTRY)
         close = difflib.get_close_matches(name, known, n=1)
@@ -153,3 +160,24 @@ def fused_for_export(labels: list[str] | tuple[str, ...]) -> list[str]:
     """Those of `labels` whose family reparameterises (fuses branches) before every export and latency, eager
     included: boards say so, since their figures are the fused graph's and their accuracy the unfused model's."""
     return [label for label in labels if get_entry(model_name(label)).hooks.reparameterize is not None]
+
+
+def published(label: str) -> Published:
+    """The paper's figures of a model or knob variant (`model_label`): the registry name's own, a registered
+    variant's, or an empty entry for another knob variant (the default model's figures do not describe it).
+    An unknown name raises `UnknownModelError`."""
+    entry = get_entry(model_name(label))
+    if label == entry.name:
+        return entry.published
+    return entry.variants.get(label) or Published(source="knob variant: no paper figure")
+
+
+def published_variants(name: str) -> dict[str, Published]:
+    """The knob variants of model `name` that a paper reports, label -> figures, in registration order."""
+    return dict(get_entry(name).variants)
+
+
+def paper_comparisons() -> list[tuple[str, str]]:
+    """(model, the model its paper sets it against) for every registered model with `compared_with`, by name."""
+    return [(name, entry.published.compared_with) for name, entry in sorted(_REGISTRY.items())
+            if entry.published.compared_with]

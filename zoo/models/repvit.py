@@ -15,16 +15,14 @@ of the reparameterised conv and is left alone. No parameters are added: the stat
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn as nn
 from timm.layers import DropPath
 from timm.models.repvit import RepViTBlock, RepVitDownsample
 
 from zoo.models.fastvit import FUSED
-from zoo.models.registry import Published, register
-from zoo.models.timm_bridge import create_timm_model
+from zoo.models.registry import Published
+from zoo.models.timm_bridge import register_timm
 
 
 class RepViTBlockWithDropPath(RepViTBlock):
@@ -61,23 +59,11 @@ def add_stochastic_depth(model: nn.Module, drop_path_rate: float) -> nn.Module:
     return model
 
 
-@register(
-    "repvit_m0_9",
-    family="repvit",
+repvit_m0_9 = register_timm(
+    "repvit_m0_9", "repvit_m0_9", family="repvit", hooks=FUSED, stochastic_depth=add_stochastic_depth,
     published=Published(
         params_m=5.1, gmacs=0.8, resolution=224, top1=78.7, arxiv="2307.09283", epochs=300, paper_device="iPhone 12",
         paper_latency_ms=0.9,
-        source="arXiv 2307.09283, ImageNet-1k results (RepViT-M0.9, 300 epochs; 0.9 ms iPhone 12; fused model)",
-    ),
+        source="arXiv 2307.09283, ImageNet-1k results (RepViT-M0.9, 300 epochs; 0.9 ms iPhone 12; fused model)"),
     description="RepViT-M0.9: RepVGG depthwise token mixer + FFN, SE every other block, no attention: the CNN "
-    "control; trained unfused, exported and timed fused (timm repvit_m0_9)",
-    hooks=FUSED,
-)
-def repvit_m0_9(
-    num_classes: int = 1000, drop_path_rate: float = 0.0, drop_rate: float | None = None, **knobs: Any
-) -> nn.Module:
-    # timm refuses `drop_path_rate` here, even 0; it drops None-valued arguments, so None keeps it out.
-    model = create_timm_model(
-        "repvit_m0_9", num_classes=num_classes, drop_path_rate=None, drop_rate=drop_rate, **knobs
-    )
-    return add_stochastic_depth(model, drop_path_rate)
+    "control; trained unfused, exported and timed fused (timm repvit_m0_9)")

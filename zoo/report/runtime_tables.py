@@ -10,16 +10,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from zoo.measure.store import Measurement
+from zoo.models import list_models, published
 from zoo.report.stats import rank_agreement
 from zoo.report.tables import DASH, Table, md
 
 __all__ = [
-    "PAPER_IPHONE12_MS",
     "breakdown_table",
     "delegation_table",
     "export_status_table",
     "gmacs_rank_table",
     "int8_accuracy_table",
+    "paper_ne_cpu_ms",
     "relative_to_mobilenet_table",
     "runtime_latency_table",
 ]
@@ -28,13 +29,19 @@ REFERENCE_MODEL = "mobilenetv2_100"
 # Column order of the op-class breakdown (zoo.measure.flops.OP_CLASSES); unknown classes go last.
 CLASS_ORDER = ("convolution", "depthwise conv", "matmul/linear", "attention", "normalization", "reshape/transpose",
                "resize", "elementwise", "other")
-# MobileViT paper, Table 3 (papers.md): iPhone-12 (Neural Engine ms, CPU ms). MobileViT-XS is the paper's row.
-PAPER_IPHONE12_MS: dict[str, tuple[float, float]] = {
-    "mobilenetv2_100": (0.92, 7.50),
-    "deit_tiny": (10.99, 28.15),
-    "pit_ti": (10.56, 24.03),
-    "mobilevit_xs": (7.28, 17.86),
-}
+
+
+def paper_ne_cpu_ms(reference: str = REFERENCE_MODEL) -> dict[str, tuple[float, float]]:
+    """The registered models' (Neural Engine ms, CPU ms) from the paper table that times `reference` on both
+    (MobileViT's Table 3, iPhone 12): figures of one table on one device only, so that their ratios compare."""
+    ref = published(reference)
+    out = {}
+    for name in list_models():
+        figures = published(name)
+        if figures.paper_latency_ms is not None and figures.paper_cpu_latency_ms is not None and \
+                (figures.paper_device, figures.latency_source) == (ref.paper_device, ref.latency_source):
+            out[name] = (figures.paper_latency_ms, figures.paper_cpu_latency_ms)
+    return out
 
 
 def _by_cell(records: Iterable[Measurement]) -> dict[tuple[str, int, str], Measurement]:
@@ -101,8 +108,10 @@ def gmacs_rank_table(records: Iterable[Measurement], deploy_res: Mapping[str, in
 
 def relative_to_mobilenet_table(records: Iterable[Measurement], backends: Sequence[str] | None = None,
                                 deploy_res: Mapping[str, int] | None = None,
-                                paper: Mapping[str, tuple[float, float]] = PAPER_IPHONE12_MS) -> Table:
-    """Each model's latency ÷ MobileNetV2's on the same runtime, beside the paper's iPhone-12 ratios."""
+                                paper: Mapping[str, tuple[float, float]] | None = None) -> Table:
+    """Each model's latency ÷ MobileNetV2's on the same runtime, beside the paper's iPhone-12 ratios (`paper`:
+    model -> (Neural Engine ms, CPU ms); default the registry's, `paper_ne_cpu_ms`)."""
+    paper = paper_ne_cpu_ms() if paper is None else paper
     chosen = [r for r in _deploy(records, deploy_res) if r.timed]
     latest = {(k[0], k[2]): r for k, r in _by_cell(chosen).items()}  # one resolution per model: the deployment one
     backends = list(backends or _order(r.backend for r in chosen))
