@@ -24,7 +24,7 @@ class TokenMixer(Protocol):
 
 
 # (dim, num_heads) -> a module obeying TokenMixer.
-MixerFactory = Callable[[int, int], nn.Module]
+MixerFactory = Callable[[int, int], TokenMixer]
 
 
 class ConvBnAct(nn.Module):

@@ -30,10 +30,3 @@ def workspace_for(matrix: MatrixConfig, base: Path) -> Workspace:
         return path if path.is_absolute() else base / path
 
     return Workspace(resolve(matrix.output_dir), resolve(matrix.store_dir), matrix.wandb, matrix.execution, matrix.name)
-
-
-def check_data(matrix: MatrixConfig) -> None:
-    """Open the data set once before training, so a wrong path is a user error (exit 2), not a failed run."""
-    from zoo.data import build_datasets
-
-    build_datasets(matrix.data.kind, root=matrix.data.root, options=dict(matrix.data.options))

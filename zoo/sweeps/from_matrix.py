@@ -18,7 +18,6 @@ from zoo.runner.plan import parse_filters
 
 METRIC = {"name": "epoch/val_top1", "goal": "maximize"}
 COMMAND = ["${env}", "${interpreter}", "-m", "zoo.train", "${args}"]
-AXES = ("model", "recipe", "sampler", "seed")  # the matrix's axes, in W&B's grid order (sorted names)
 
 
 def default_output(matrix: MatrixConfig) -> Path:

@@ -11,9 +11,7 @@ torchvision's detection models, ``collate_segmentation`` for a segmenter. A data
 """
 from zoo.data.dense.coco import BOX_TOLERANCE, CocoDetectionData
 from zoo.data.dense.common import (
-    DETECTION_RESOLUTION,
     IGNORE_INDEX,
-    SEGMENTATION_RESOLUTION,
     DenseDataError,
     collate_detection,
     collate_segmentation,
@@ -24,10 +22,8 @@ from zoo.data.dense.voc import VOC_CLASSES, VocSegmentationData
 
 __all__ = [
     "BOX_TOLERANCE",
-    "DETECTION_RESOLUTION",
     "IGNORE_INDEX",
     "NUM_CLASSES",
-    "SEGMENTATION_RESOLUTION",
     "VOC_CLASSES",
     "CocoDetectionData",
     "DenseDataError",

@@ -1,4 +1,4 @@
-"""COCO detection (the MobileViT paper's SSDLite task, at `DETECTION_RESOLUTION` = 320 px) through torchvision's
+"""COCO detection (the MobileViT paper's SSDLite task, at 320 px) through torchvision's
 `CocoDetection` (pycocotools reads the annotation file).
 
 Layout: ``root/annotations/instances_{split}2017.json`` and the images in ``root/{split}2017/``. Checked when the

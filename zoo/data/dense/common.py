@@ -19,8 +19,6 @@ from torchvision.transforms import v2
 from zoo.data.options import DataError
 
 IGNORE_INDEX = 255  # segmentation pixels no class is scored on (VOC's object borders)
-DETECTION_RESOLUTION = 320  # SSDLite's input in the MobileViT paper (COCO)
-SEGMENTATION_RESOLUTION = 512  # DeepLabv3's input in the MobileViT paper (PASCAL VOC)
 
 Sample = tuple[torch.Tensor, dict[str, Any]]
 Transforms = Callable[[Any, Any], Sample]

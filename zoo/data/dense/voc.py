@@ -1,4 +1,4 @@
-"""PASCAL VOC 2012 segmentation (the MobileViT paper's DeepLabv3 task, at `SEGMENTATION_RESOLUTION` = 512 px)
+"""PASCAL VOC 2012 segmentation (the MobileViT paper's DeepLabv3 task, at 512 px)
 through torchvision's `VOCSegmentation`.
 
 Layout: ``root/VOCdevkit/VOC2012/`` with ``ImageSets/Segmentation/{split}.txt`` (one image id a line),
