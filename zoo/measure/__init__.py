@@ -9,7 +9,7 @@ from zoo.measure.backends import available_backends, backend_names, get_backend
 from zoo.measure.flops import MacCount, count_macs
 from zoo.measure.latency import BackendSkip, LatencyBackend, LatencyStats, Outcome, TimingConfig, measure_interleaved
 from zoo.measure.machine import MachineInfo, machine_info
-from zoo.measure.params import ParamCount, count_model_params, count_params
+from zoo.measure.params import count_params
 from zoo.measure.store import MeasurementKey, MeasurementStore
 from zoo.measure.suite import measure_models
 
@@ -22,12 +22,10 @@ __all__ = [
     "MeasurementKey",
     "MeasurementStore",
     "Outcome",
-    "ParamCount",
     "TimingConfig",
     "available_backends",
     "backend_names",
     "count_macs",
-    "count_model_params",
     "count_params",
     "get_backend",
     "machine_info",
