@@ -11,14 +11,12 @@ from typing import Any
 
 from zoo.measure.store import Measurement
 from zoo.models import list_models, published
-from zoo.report.stats import rank_agreement
 from zoo.report.tables import DASH, Table, md
 
 __all__ = [
     "breakdown_table",
     "delegation_table",
     "export_status_table",
-    "gmacs_rank_table",
     "int8_accuracy_table",
     "paper_ne_cpu_ms",
     "relative_to_mobilenet_table",
@@ -89,21 +87,6 @@ def runtime_latency_table(records: Iterable[Measurement], backends: Sequence[str
         rows.append([model, res, DASH if gmacs is None else f"{gmacs:.3f}",
                      *[_cell(cells.get((model, res, b))) for b in backends]])
     return md(rows, ["model", "res", "GMACs", *[f"{b} ms" for b in backends]])
-
-
-def gmacs_rank_table(records: Iterable[Measurement], deploy_res: Mapping[str, int] | None = None) -> Table:
-    """Per runtime: does ordering by GMACs predict ordering by latency? Spearman ρ, Kendall τ, ms per GMAC."""
-    ok = [r for r in _deploy(records, deploy_res) if r.timed and r.gmacs]
-    rows = []
-    for backend in _order(r.backend for r in ok):
-        chosen = list(_by_cell(r for r in ok if r.backend == backend).values())
-        agreement = rank_agreement([r.gmacs for r in chosen], [r.median_ms for r in chosen])
-        per_gmac = sorted(r.median_ms / r.gmacs for r in chosen)
-        rows.append([backend, len(chosen),
-                     DASH if agreement is None else f"{agreement.spearman:.2f}",
-                     DASH if agreement is None else f"{agreement.kendall:.2f}",
-                     f"{per_gmac[0]:.0f}–{per_gmac[-1]:.0f}"])
-    return md(rows, ["runtime", "models", "Spearman ρ", "Kendall τ", "ms per GMAC (min–max)"])
 
 
 def relative_to_mobilenet_table(records: Iterable[Measurement], backends: Sequence[str] | None = None,
