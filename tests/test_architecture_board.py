@@ -23,7 +23,7 @@ from zoo.measure.board import BoardError, board_architectures, check_resolutions
 from zoo.measure.latency import TimingConfig, pinned_to_one_core, summarize_rounds, trimmed_mean
 from zoo.measure.memory import PeakRss
 from zoo.measure.quiet import QuietPolicy
-from zoo.measure.store import BreakdownStore, Measurement, MeasurementStore
+from zoo.measure.store import Breakdown, BreakdownStore, Measurement, MeasurementStore
 from zoo.report.architectures import load_board, pareto_labels, write_board
 from zoo.report.published import paper_latency_groups, published_of
 
@@ -256,9 +256,9 @@ def test_board_readme_from_a_hand_made_store(tmp_path: Path) -> None:
     store = MeasurementStore(tmp_path / "measurements.jsonl")
     for record in HAND_MADE:
         store.append(record)
-    BreakdownStore(tmp_path).append({"model": "mobilenetv2_100", "resolution": 224, "total_kernel_ms": 8.0,
-                                     "ms_by_class": {"convolution": 6.0, "depthwise conv": 2.0},
-                                     "gmacs_by_class": {"convolution": 0.28}})
+    BreakdownStore(tmp_path).append(Breakdown(model="mobilenetv2_100", resolution=224, total_kernel_ms=8.0,
+                                              ms_by_class={"convolution": 6.0, "depthwise conv": 2.0},
+                                              gmacs_by_class={"convolution": 0.28}))
     path = write_board(tmp_path, store.path)
     text = path.read_text()
     assert path.read_text() == write_board(tmp_path, store.path).read_text()  # same store, same README
@@ -286,8 +286,8 @@ def test_the_board_profiles_op_classes_from_the_cached_onnx_export(tmp_path: Pat
 
     arch = Architecture("mobilevit_xxs", {}, 64)
     record = breakdown_record(arch, tmp_path / "exports", tmp_path / "work")
-    assert record["model"] == "mobilevit_xxs" and record["total_kernel_ms"] > 0
-    assert record["ms_by_class"]["attention"] > 0 and record["gmacs_by_class"]["attention"] > 0
+    assert record.model == "mobilevit_xxs" and record.total_kernel_ms > 0
+    assert record.ms_by_class["attention"] > 0 and record.gmacs_by_class["attention"] > 0
     (kind,) = [p.name for p in (tmp_path / "exports").iterdir()]
     assert kind == "onnxruntime-cpu"  # the ONNX Runtime backends' cached export, reused by their cells
 

@@ -48,13 +48,13 @@ def test_trained_runs_are_measured_where_each_figure_means_something(tmp_path):
     (paper,) = [r for r in records if r.backend == "flops"]
     assert (paper.model, paper.resolution, paper.num_classes) == ("mobilevit_xxs_aft", 256, 1000)
     assert not (ws.store_dir / "deploy_resolutions.json").exists()  # no side file: the board reads the records
-    (ort,) = Int8Store(ws.store_dir).rows()
+    (ort,) = Int8Store(ws.store_dir).latest()
     # fp32 is the trained (EMA) weights on the whole validation set: the run's own top-1
-    assert ort["status"] == "ok" and ort["images"] == 40 and ort["fp32_top1"] == pytest.approx(100 * record.top1, abs=1e-4)
-    assert ort["int8_top1"] * 40 / 100 == pytest.approx(round(ort["int8_top1"] * 40 / 100))  # a share of 40 images
-    assert ort["drop"] == pytest.approx(ort["fp32_top1"] - ort["int8_top1"])
-    (breakdown,) = BreakdownStore(ws.store_dir).rows()
-    assert breakdown["model"] == label and breakdown["resolution"] == 64 and breakdown["ms_by_class"]
+    assert ort.status == "ok" and ort.images == 40 and ort.fp32_top1 == pytest.approx(100 * record.top1, abs=1e-4)
+    assert ort.int8_top1 * 40 / 100 == pytest.approx(round(ort.int8_top1 * 40 / 100))  # a share of 40 images
+    assert ort.drop == pytest.approx(ort.fp32_top1 - ort.int8_top1)
+    (breakdown,) = BreakdownStore(ws.store_dir).latest()
+    assert breakdown.model == label and breakdown.resolution == 64 and breakdown.ms_by_class
 
     from zoo.report.leaderboard import write_leaderboard
 

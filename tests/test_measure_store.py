@@ -14,7 +14,8 @@ from zoo.measure.__main__ import main
 from zoo.measure.flops import count_macs
 from zoo.measure.latency import TimedBackend, TimingConfig
 from zoo.measure.machine import machine_info
-from zoo.measure.store import BreakdownStore, Int8Store, Measurement, MeasurementKey, MeasurementStore
+from zoo.measure.store import (Breakdown, BreakdownStore, Int8Record, Int8Store, Measurement, MeasurementKey,
+                               MeasurementStore, one_machine_per_backend)
 from zoo.models import create
 
 FAST = TimingConfig(rounds=2, min_round_s=0.0, warmup_calls=0, min_samples_per_round=1)
@@ -103,19 +104,38 @@ def test_append_refuses_an_unknown_status_and_reading_skips_lines_without_a_key(
     assert [r.model for r in store] == ["deit_tiny"]
 
 
-def test_int8_and_breakdown_stores(tmp_path: Path) -> None:
+def test_int8_and_breakdown_stores_are_typed_with_one_latest_rule(tmp_path: Path) -> None:
     int8 = Int8Store(tmp_path)
-    int8.append({"model": "m", "run_id": "r1", "runtime": "onnxruntime", "status": "ok", "fp32_top1": 90.0})
-    int8.append({"model": "m", "run_id": "r1", "runtime": "executorch-xnnpack", "status": "failed"})
-    int8.append({"model": "m", "run_id": "r2", "status": "skipped", "reason": "no checkpoint: x.pt"})
+    int8.append(Int8Record(model="m", run_id="r1", runtime="onnxruntime", status="ok", fp32_top1=90.0))
+    int8.append(Int8Record(model="m", run_id="r1", runtime="executorch-xnnpack", status="failed"))
+    int8.append(Int8Record(model="m", run_id="r2", status="skipped", reason="no checkpoint: x.pt"))
     assert int8.evaluated() == {("r1", "onnxruntime")}
-    assert [row["status"] for row in int8.rows()] == ["ok", "failed", "skipped"]
+    assert [row.status for row in int8.latest()] == ["ok", "failed", "skipped"]
+    # a forced re-evaluation replaces its row (the last line of a key wins), in the row's first place
+    int8.append(Int8Record(model="m", run_id="r1", runtime="onnxruntime", status="ok", fp32_top1=91.0))
+    assert [(r.runtime, r.fp32_top1) for r in int8.latest()][0] == ("onnxruntime", 91.0)
+    assert len(int8.records()) == 4 and len(int8.latest()) == 3
     breakdown = BreakdownStore(tmp_path)
-    breakdown.append({"model": "m", "resolution": 224, "ms_by_class": {"convolution": 1.0}})
-    breakdown.append({"model": "n", "resolution": 224, "status": "failed", "reason": "profiler"})
+    breakdown.append(Breakdown(model="m", resolution=224, ms_by_class={"convolution": 1.0}))
+    breakdown.append(Breakdown(model="n", resolution=224, status="failed", reason="profiler"))
     assert breakdown.measured() == {("m", 224), ("n", 224)}
-    assert [row["model"] for row in breakdown.profiled()] == ["m"]
+    assert [row.model for row in breakdown.profiled()] == ["m"]
+    breakdown.append(Breakdown(model="m", resolution=224, ms_by_class={"convolution": 2.0}))  # re-profiled
+    assert [row.ms_by_class for row in breakdown.profiled()] == [{"convolution": 2.0}]
     assert int8.path.name == "int8_accuracy.jsonl" and breakdown.path.name == "breakdown.jsonl"
+    # lines as the stores have always written them read back typed, unknown fields kept
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "breakdown.jsonl").write_text(json.dumps(
+        {"model": "m", "resolution": 64, "runtime": "onnxruntime-cpu-1t (profiler)", "ms_by_class": {"other": 1.0},
+         "total_kernel_ms": 1.0, "gmacs_by_class": {}, "new_field": 1}) + "\n")
+    (old,) = BreakdownStore(tmp_path / "old").records()
+    assert old.total_kernel_ms == 1.0 and old.extra == {"new_field": 1} and old.to_dict()["new_field"] == 1
+
+
+def test_one_machine_per_backend_keeps_the_machine_of_each_backends_newest_record() -> None:
+    a, b = (dataclasses.replace(_record(), machine_id=m, position=i) for i, m in enumerate(["old", "new"]))
+    other = dataclasses.replace(_record(), backend="litert-1t", machine_id="old", position=2)
+    assert one_machine_per_backend([a, b, other]) == [b, other]
 
 
 class CountingBackend(TimedBackend):

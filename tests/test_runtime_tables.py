@@ -7,7 +7,7 @@ import pytest
 import torch.nn as nn
 
 from zoo.measure.flops import OP_CLASSES, count_macs, macs_by_class
-from zoo.measure.store import Measurement
+from zoo.measure.store import Breakdown, Int8Record, Measurement
 from zoo.report.runtime_tables import (
     breakdown_table,
     delegation_table,
@@ -65,14 +65,13 @@ def test_status_delegation_int8_and_breakdown_tables() -> None:
     assert status.rows[2][status.headers.index("coreml")] == "ok"
     delegation = delegation_table(RECORDS, deploy_res=DEPLOY)
     assert delegation.rows[0][3] == "204/205" and "getitem 1" in delegation.rows[0][5]
-    int8 = int8_accuracy_table([{"model": "m", "runtime": "onnxruntime", "fp32_top1": 70.0, "int8_top1": 69.5,
-                                 "status": "ok"},
-                                {"model": "n", "run_id": "r", "status": "skipped", "reason": "no checkpoint: c.pt"}])
+    int8 = int8_accuracy_table([Int8Record(model="m", runtime="onnxruntime", fp32_top1=70.0, int8_top1=69.5),
+                                Int8Record(model="n", run_id="r", status="skipped", reason="no checkpoint: c.pt")])
     assert int8.rows == [["m", "onnxruntime", "70.00", "69.50", "+0.50", "ok"],
                          ["n", "–", "–", "–", "–", "skipped: no checkpoint: c.pt"]]
-    bd = breakdown_table([{"model": "m", "resolution": 224, "total_kernel_ms": 10.0,
-                           "ms_by_class": {"convolution": 6.0, "attention": 4.0},
-                           "gmacs_by_class": {"convolution": 0.2}}])
+    bd = breakdown_table([Breakdown(model="m", resolution=224, total_kernel_ms=10.0,
+                                    ms_by_class={"convolution": 6.0, "attention": 4.0},
+                                    gmacs_by_class={"convolution": 0.2})])
     assert bd.rows[0][3] == "6.0 (60%) / 0.200" and "|" in bd.markdown()
 
 
@@ -102,7 +101,7 @@ def test_onnxruntime_profile_breakdown(tmp_path: Path) -> None:
     from zoo.measure.breakdown import op_class_breakdown
 
     record = op_class_breakdown(ConvNet(), 32, runs=3, name="conv", workdir=tmp_path)
-    ms = record["ms_by_class"]
-    assert set(ms) == set(OP_CLASSES) and record["total_kernel_ms"] > 0
+    ms = record.ms_by_class
+    assert set(ms) == set(OP_CLASSES) and record.total_kernel_ms > 0
     assert ms["depthwise conv"] > 0 and ms["convolution"] > 0
-    assert record["gmacs_by_class"]["depthwise conv"] > 0
+    assert record.gmacs_by_class["depthwise conv"] > 0

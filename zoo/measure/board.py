@@ -40,7 +40,8 @@ from zoo.measure.backends.export_cache import cache_root
 from zoo.measure.latency import TimingConfig
 from zoo.measure.quiet import QuietPolicy
 from zoo.measure.machine import machine_info, usable_cpus
-from zoo.measure.store import MEASUREMENTS_FILE, Measurement, MeasurementStore
+from zoo.measure.breakdown import PROFILED_BACKEND, breakdown_or_failure
+from zoo.measure.store import MEASUREMENTS_FILE, Breakdown, Measurement, MeasurementStore
 
 __all__ = ["ABLATIONS", "BOARD_BACKENDS", "BOARD_QUIET", "BOARD_TIMING", "DENSE", "DENSE_BACKBONES", "DENSE_BACKENDS", "Architecture",
            "BoardError", "BoardRun", "dense_labels", "is_dense",
@@ -256,33 +257,15 @@ def prefill_exports(architectures: Sequence[Architecture], backends: Sequence[st
     return durations
 
 
-BREAKDOWN_BACKEND = "onnxruntime-cpu-1t"  # whose cached export the op-class profile reads
 BREAKDOWN_RUNS = 10
 
 
-def breakdown_record(arch: Architecture, cache_dir: Path, workdir: Path) -> dict[str, Any]:
-    """ONNX Runtime's profiler by op class (1 thread) beside GMACs by class, on the board's cached fp32 ONNX
-    export (`zoo.measure.breakdown`); a failure is a row too."""
-    from zoo.measure.backends import get_backend
-    from zoo.measure.backends.common import export_source
-    from zoo.measure.breakdown import macs_by_class, profile_onnxruntime
+def breakdown_record(arch: Architecture, cache_dir: Path, workdir: Path) -> Breakdown:
+    """The op-class profile of `arch` from the board's cached ONNX export (`zoo.measure.breakdown`)."""
     from zoo.measure.suite import build_model
 
-    try:
-        backend = get_backend(BREAKDOWN_BACKEND)
-        backend.export_cache_dir = cache_dir
-        source = export_source(build_model(arch.label, arch.kwargs).eval(), (1, 3, arch.resolution, arch.resolution),
-                               threads=1)
-        written = backend.written(source, workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        ms = profile_onnxruntime(written.folder / str(written.details["file"]), source.example.numpy(),
-                                 BREAKDOWN_RUNS, workdir)
-        gmacs = {k: round(v / 1e9, 6) for k, v in macs_by_class(source.exportable, arch.resolution).items()}
-        return {"model": arch.label, "resolution": arch.resolution, "runtime": f"{BREAKDOWN_BACKEND} (profiler)",
-                "ms_by_class": ms, "total_kernel_ms": round(sum(ms.values()), 4), "gmacs_by_class": gmacs}
-    except Exception as error:
-        return {"model": arch.label, "resolution": arch.resolution, "status": "failed",
-                "reason": f"{type(error).__name__}: {str(error)[:200]}"}
+    return breakdown_or_failure(lambda: build_model(arch.label, arch.kwargs).eval(), arch.label, arch.resolution,
+                                BREAKDOWN_RUNS, workdir, cache_dir)
 
 
 def profile_breakdowns(architectures: Sequence[Architecture], directory: Path, artifacts: Path, force: bool,
@@ -291,7 +274,7 @@ def profile_breakdowns(architectures: Sequence[Architecture], directory: Path, a
     from zoo.measure.backends import get_backend
     from zoo.measure.store import BreakdownStore
 
-    if not get_backend(BREAKDOWN_BACKEND).available()[0]:
+    if not get_backend(PROFILED_BACKEND).available()[0]:
         return 0
     store = BreakdownStore(directory)
     done = set() if force else store.measured()
@@ -351,7 +334,7 @@ def _measure_rows(run: BoardRun, rows: Sequence[Architecture], backends: Sequenc
         force=how.force, timing=how.timing, artifacts_dir=how.artifacts, on_progress=how.on_progress,
         calibration_images=how.calibration, model_kwargs={a.label: a.kwargs for a in rows},
         deployed=how.deployed, group_size=GROUP_SIZE, quiet=how.quiet)
-    if breakdown and BREAKDOWN_BACKEND in backends:
+    if breakdown and PROFILED_BACKEND in backends:
         profile_breakdowns(rows, directory, how.artifacts, how.force, how.on_progress)
     run.timing_s += time.perf_counter() - started
 

@@ -1,15 +1,18 @@
 """Where the time goes: latency by operator class from ONNX Runtime's own profiler, beside GMACs by class.
 
-`op_class_breakdown(model, resolution)` takes the ONNX backends' own export (`export_source` → `onnx_file`: the
-prepared graph the onnxruntime-cpu columns time), runs it `runs` times at 1 thread with `SessionOptions.enable_profiling`, reads the profiler's JSON (one
-`Node` event per kernel call, with its op type and node name) and sums kernel time per class:
+`op_class_breakdown(model, resolution)` takes the `onnxruntime-cpu-1t` backend's own export, through its public API
+(`ExportedBackend.written`: from the export cache when given one, so the architecture board profiles the very
+file its cells time), runs it `runs` times at 1 thread with `SessionOptions.enable_profiling`, reads the
+profiler's JSON (one `Node` event per kernel call, with its op type and node name) and sums kernel time per class:
 
   convolution, depthwise conv, matmul/linear, attention, normalization, reshape/transpose (unfold/fold,
   concat, slice...), resize, elementwise, other.
 
 A MatMul whose second input is a weight is matmul/linear; one between two activations (QKᵀ, AV) is attention, as
 is Softmax. Conv with group == input channels is depthwise. The GMACs of the same classes come from
-`zoo.measure.flops.macs_by_class`. The result is one record (dict), `python -m zoo.measure.breakdown` prints it.
+`zoo.measure.flops.macs_by_class`. The result is one `zoo.measure.store.Breakdown`; `breakdown_or_failure` makes a
+failure a record too (both the trained board's measurement step and the architecture board profile through it).
+`python -m zoo.measure.breakdown` prints records.
 """
 from __future__ import annotations
 
@@ -17,15 +20,23 @@ import argparse
 import json
 import tempfile
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch.nn as nn
 
+from zoo.measure.backends import get_backend
+from zoo.measure.backends.common import export_source
 from zoo.measure.flops import OP_CLASSES, macs_by_class
+from zoo.measure.store import Breakdown
+from zoo.measure.suite import build_model, resolve_resolutions
+from zoo.results import append_jsonl
 
-__all__ = ["OP_CLASSES", "classify_onnx_node", "op_class_breakdown", "profile_onnxruntime"]
+__all__ = ["OP_CLASSES", "PROFILED_BACKEND", "breakdown_or_failure", "classify_onnx_node", "op_class_breakdown",
+           "profile_onnxruntime"]
+
+PROFILED_BACKEND = "onnxruntime-cpu-1t"  # whose export is profiled (the graph its latency column times)
 
 _RESHAPE = {"Reshape", "Transpose", "Concat", "Slice", "Gather", "Split", "Squeeze", "Unsqueeze", "Expand",
             "Flatten", "Shape", "Identity", "Tile", "GatherElements", "ScatterND", "Cast", "Pad"}
@@ -60,7 +71,7 @@ def classify_onnx_node(node, initializers: set[str], channels_of: dict[str, int]
 
 
 def _optimized_graph_classes(optimized_path: Path) -> dict[str, str]:
-    import onnx
+    import onnx  # deferred: onnx / onnxruntime are optional runtimes, loaded only when profiling
 
     graph = onnx.load(str(optimized_path)).graph
     initializers = {t.name for t in graph.initializer}
@@ -71,7 +82,7 @@ def _optimized_graph_classes(optimized_path: Path) -> dict[str, str]:
 
 def profile_onnxruntime(onnx_path: Path, example: np.ndarray, runs: int, workdir: Path) -> dict[str, float]:
     """Mean ms per inference by op class, from ONNX Runtime's profiler (1 thread, all graph optimisations)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # deferred: an optional runtime
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -98,26 +109,35 @@ def profile_onnxruntime(onnx_path: Path, example: np.ndarray, runs: int, workdir
 
 
 def op_class_breakdown(model: nn.Module, resolution: int, runs: int = 20, name: str = "",
-                       workdir: Path | None = None) -> dict:
-    """One record: ms per op class (ONNX Runtime, 1 thread) and GMACs per class, for `model` at `resolution`."""
-    from zoo.measure.backends.common import export_source
-    from zoo.measure.backends.onnx_runtime import onnx_file
-
+                       workdir: Path | None = None, cache_dir: Path | None = None) -> Breakdown:
+    """ms per op class (ONNX Runtime, 1 thread) and GMACs per class of `model` at `resolution`, from
+    `PROFILED_BACKEND`'s export (its cached one under `cache_dir` when given; else exported into `workdir`)."""
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="zoo-breakdown-") as scratch:
-            return op_class_breakdown(model, resolution, runs, name, Path(scratch))
+            return op_class_breakdown(model, resolution, runs, name, Path(scratch), cache_dir)
+    backend = get_backend(PROFILED_BACKEND)
+    backend.export_cache_dir = cache_dir
     source = export_source(model, (1, 3, resolution, resolution), threads=1)
-    path, _exporter = onnx_file(source, workdir)
-    ms = profile_onnxruntime(path, source.example.numpy(), runs, workdir)
+    written = backend.written(source, workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ms = profile_onnxruntime(written.folder / str(written.details["file"]), source.example.numpy(), runs, workdir)
     gmacs = {k: round(v / 1e9, 6) for k, v in macs_by_class(source.exportable, resolution).items()}
-    return {"model": name, "resolution": resolution, "runtime": "onnxruntime-cpu-1t (profiler)",
-            "ms_by_class": ms, "total_kernel_ms": round(sum(ms.values()), 4), "gmacs_by_class": gmacs}
+    return Breakdown(model=name, resolution=resolution, runtime=f"{PROFILED_BACKEND} (profiler)", ms_by_class=ms,
+                     total_kernel_ms=round(sum(ms.values()), 4), gmacs_by_class=gmacs, runs=runs)
+
+
+def breakdown_or_failure(build: Callable[[], nn.Module], name: str, resolution: int, runs: int, workdir: Path,
+                         cache_dir: Path | None = None) -> Breakdown:
+    """`op_class_breakdown` of the model `build()` makes; a failure (to build, export or profile) is a record too,
+    with its reason: a profiler failure is a row of the board, not the end of measuring."""
+    try:
+        return op_class_breakdown(build(), resolution, runs, name, workdir, cache_dir)
+    except Exception as error:
+        return Breakdown(model=name, resolution=resolution, status="failed",
+                         reason=f"{type(error).__name__}: {str(error)[:200]}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from zoo.measure.suite import resolve_resolutions
-    from zoo.models import create
-
     parser = argparse.ArgumentParser(prog="python -m zoo.measure.breakdown", description=__doc__)
     parser.add_argument("--models", nargs="+", required=True)
     parser.add_argument("--res", type=int, help="resolution (default: each model's deployment resolution)")
@@ -126,13 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     resolution_of = resolve_resolutions(args.models, args.res)
     for model_name in args.models:
-        record = op_class_breakdown(create(model_name, num_classes=1000), resolution_of[model_name], args.runs,
-                                    model_name)
-        print(json.dumps(record))
+        record = op_class_breakdown(build_model(model_name, {}), resolution_of[model_name], args.runs, model_name)
+        print(json.dumps(record.to_dict()))
         if args.out:
-            from zoo.results import append_jsonl
-
-            append_jsonl(Path(args.out), record)
+            append_jsonl(Path(args.out), record.to_dict())
     return 0
 
 

@@ -17,6 +17,7 @@ unless `measure.force` is set.
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,23 @@ import torch
 from tqdm.auto import tqdm
 
 from zoo.config import MatrixConfig
-from zoo.measure.store import MEASUREMENTS_FILE, PAPER_FLOPS_BACKEND, BreakdownStore, Int8Store
+from zoo.data import build_datasets, eval_transform
+from zoo.measure.breakdown import breakdown_or_failure
+from zoo.measure.flops import count_macs
+from zoo.measure.int8_accuracy import int8_accuracy
+from zoo.measure.latency import TimingConfig
+from zoo.measure.machine import machine_info, software_versions
+from zoo.measure.store import (MEASUREMENTS_FILE, PAPER_FLOPS_BACKEND, BreakdownStore, Int8Record, Int8Store,
+                               Measurement, MeasurementKey, MeasurementStore)
+from zoo.measure.suite import architecture_fingerprint, expected_steps, measure_models
+from zoo.models import create, model_label
 from zoo.models.registry import deploy_resolution
 from zoo.results import ResultsStore, RunRecord
+from zoo.training.components import build_model as build_trained_model
+from zoo.training.loaders import transform_spec
+
+
+BREAKDOWN_RUNS = 10  # profiled inferences per model
 
 
 @dataclass
@@ -45,8 +60,6 @@ class Trained:
 
 
 def trained_models(runs: list[RunRecord]) -> dict[str, Trained]:
-    from zoo.models import model_label
-
     trained: dict[str, Trained] = {}
     for run in sorted(runs, key=lambda r: r.run_id):
         if run.task != "classification":  # a detector/segmenter: the architecture board's --dense rows time those
@@ -75,9 +88,6 @@ def measure_matrix(matrix: MatrixConfig, store_dir: Path, output_dir: Path) -> N
 def _timed(labels: list[str], resolution: int, backends: list[str], matrix: MatrixConfig, store_dir: Path,
            artifacts: Path, num_classes: int, kwargs: dict[str, dict], calibration: torch.Tensor | None,
            deployed: bool) -> None:
-    from zoo.measure.latency import TimingConfig
-    from zoo.measure.suite import expected_steps, measure_models
-
     timing = TimingConfig(rounds=matrix.measure.rounds)
     steps = tqdm(desc=f"measure {len(labels)} models at {resolution}px", unit="step", leave=False,
                  total=expected_steps(labels, backends, timing), disable=not matrix.execution.progress)
@@ -109,9 +119,6 @@ def reuse_board_records(board_store: Path, store_path: Path, labels: list[str], 
     """Copy into `store_path` the architecture board's records of `labels` at `resolution` on `backends` from this
     machine (batch 1, 1000 classes, not failed) that the store lacks: latency is the architecture's, so the
     trained board shows the board's figures (its protocol is in each record) instead of timing them again."""
-    from zoo.measure.machine import machine_info
-    from zoo.measure.store import MeasurementStore
-
     if not board_store.is_file() or board_store.resolve() == store_path.resolve():
         return 0
     store = MeasurementStore(store_path)
@@ -140,9 +147,6 @@ def evaluated(trained: dict[str, Trained], matrix: MatrixConfig, store_dir: Path
 
 def images_of(run: RunRecord, resolution: int, count: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` evenly spaced images (and labels) of the run's data set split, through its eval transform."""
-    from zoo.data import build_datasets, eval_transform
-    from zoo.training.loaders import transform_spec
-
     cfg = run.require_config()
     splits = build_datasets(cfg.data.kind, root=cfg.data.root, options=dict(cfg.data.options))
     dataset = splits.train if split == "train" else splits.val
@@ -154,10 +158,8 @@ def images_of(run: RunRecord, resolution: int, count: int, split: str) -> tuple[
 
 def trained_weights(run: RunRecord, output_dir: Path) -> torch.nn.Module:
     """The run's evaluated weights (EMA when the recipe had one) from its last checkpoint."""
-    from zoo.training.components import build_model
-
     cfg = run.require_config()
-    model = build_model(cfg, run.num_classes or 1000)
+    model = build_trained_model(cfg, run.num_classes or 1000)
     state = torch.load(output_dir / "runs" / run.dir_name / "checkpoint.pt", map_location="cpu", weights_only=True)
     weights = state["ema"] if state.get("ema") else state["model"]
     model.load_state_dict({k.removeprefix("module."): v for k, v in weights.items()})
@@ -165,9 +167,6 @@ def trained_weights(run: RunRecord, output_dir: Path) -> torch.nn.Module:
 
 
 def int8_of(label: str, model: Trained, matrix: MatrixConfig, store_dir: Path, output_dir: Path) -> None:
-    from zoo.measure.int8_accuracy import int8_accuracy
-    from zoo.measure.machine import software_versions
-
     run, store = model.representative, Int8Store(store_dir)
     done = store.evaluated()
     if not matrix.measure.force and all((run.run_id, rt) in done for rt in matrix.measure.int8_runtimes):
@@ -175,21 +174,20 @@ def int8_of(label: str, model: Trained, matrix: MatrixConfig, store_dir: Path, o
     try:
         weights = trained_weights(run, output_dir)
     except FileNotFoundError as error:  # the run's checkpoint was deleted: nothing to quantise
-        store.append({"model": label, "run_id": run.run_id, "status": "skipped",
-                      "reason": f"no checkpoint: {error.filename}"})
+        store.append(Int8Record(model=label, run_id=run.run_id, status="skipped",
+                                reason=f"no checkpoint: {error.filename}"))
         return
     res = run.eval_resolution or 224
     calibration = images_of(run, res, matrix.measure.calibration_images, split="train")[0]
     val_x, val_y = images_of(run, res, matrix.measure.int8_eval_images, split="val")
     for row in int8_accuracy(weights, calibration, val_x, val_y, runtimes=matrix.measure.int8_runtimes):
-        store.append({"model": label, "run_id": run.run_id, "recipe": run.recipe, "sampler": run.sampler,
-                      "seed": run.seed, "resolution": res, **row.as_dict(), "versions": software_versions()})
+        store.append(Int8Record(model=label, run_id=run.run_id, recipe=run.recipe, sampler=run.sampler, seed=run.seed,
+                                resolution=res, runtime=row.runtime, status=row.status, fp32_top1=row.fp32_top1,
+                                int8_top1=row.int8_top1, images=row.images, calibration_images=row.calibration_images,
+                                reason=row.reason, drop=row.drop, versions=software_versions()))
 
 
 def breakdowns(trained: dict[str, Trained], matrix: MatrixConfig, store_dir: Path) -> None:
-    from zoo.measure.breakdown import op_class_breakdown
-    from zoo.models import create
-
     store = BreakdownStore(store_dir)
     stored = store.measured()
     for label, model in tqdm(sorted(trained.items()), desc="op-class breakdown", leave=False,
@@ -197,21 +195,13 @@ def breakdowns(trained: dict[str, Trained], matrix: MatrixConfig, store_dir: Pat
         res = deploy_resolution(label, matrix.measure.deploy_resolutions)
         if (label, res) in stored and not matrix.measure.force:
             continue
-        try:
-            record = op_class_breakdown(create(model.name, num_classes=1000, **model.kwargs), res, runs=10, name=label)
-        except Exception as error:  # a profiler failure is a row of the board, not the end of measuring
-            record = {"model": label, "resolution": res, "status": "failed", "reason": f"{type(error).__name__}: {error}"}
-        store.append(record)
+        with tempfile.TemporaryDirectory(prefix="zoo-breakdown-") as scratch:
+            store.append(breakdown_or_failure(lambda: create(model.name, num_classes=1000, **model.kwargs), label, res,
+                                              BREAKDOWN_RUNS, Path(scratch)))
 
 
 def paper_costs(models: list[str], store_path: Path, force: bool = False) -> None:
     """Params and GMACs at each model's published resolution (1000 classes), once per model and code version."""
-    from zoo.measure.flops import count_macs
-    from zoo.measure.machine import software_versions
-    from zoo.measure.store import Measurement, MeasurementKey, MeasurementStore
-    from zoo.measure.suite import architecture_fingerprint
-    from zoo.models import create
-
     store = MeasurementStore(store_path)
     stored = {} if force else store.latest()
     for model in models:

@@ -6,8 +6,11 @@ num_classes is in the key because the head changes params (and, a little, latenc
 a 1000-class record. machine_id is the host's, or the device's when a backend times on a device of its own (a
 phone behind the host), so two devices behind one host never share records.
 
-Beside it, `int8_accuracy.jsonl` and `breakdown.jsonl` (written after training, see `zoo.measure.runs`) are read
-and written through `Int8Store` and `BreakdownStore`.
+Beside it, `int8_accuracy.jsonl` (`Int8Record`: a trained run's fp32 and int8 top-1 on one int8 runtime) and
+`breakdown.jsonl` (`Breakdown`: latency by operator class) are read and written through `Int8Store` and
+`BreakdownStore`, each with its one rule for "latest" (the last line of its key wins) like the measurements'.
+A record keeps the settings it was timed under (`Protocol`); lines written before that have none.
+`one_machine_per_backend` is the rule both boards use to keep one machine's figures per latency column.
 
 Appends write one whole line with a single `write` on an O_APPEND descriptor, then flush and fsync, so
 concurrent writers never interleave within a line and a crash leaves at most a torn last line. Readers skip any
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,14 +33,42 @@ INT8_FILE = "int8_accuracy.jsonl"
 BREAKDOWN_FILE = "breakdown.jsonl"
 PAPER_FLOPS_BACKEND = "flops"  # records of params/GMACs at the paper's resolution with 1000 classes (no timing)
 
-__all__ = ["BreakdownStore", "Int8Store", "Measurement", "MeasurementKey", "MeasurementStore", "STATUSES"]
+__all__ = ["Breakdown", "BreakdownStore", "Int8Record", "Int8Store", "Measurement", "MeasurementKey", "MeasurementStore",
+           "Protocol", "STATUSES", "one_machine_per_backend"]
 
 STATUSES = ("ok", "skipped", "failed")
 _KEY_FIELDS = ("model", "resolution", "backend", "machine_id")  # a line without them is not a measurement
 # Fields added after the store's first format: left out of a line while None, so old lines write back unchanged.
 _OPTIONAL_FIELDS = frozenset({"median_of_means_ms", "p90_ms", "trimmed_mean_ms", "round_means_ms", "peak_memory_mb",
-                              "memory_kind", "file_bytes", "seconds"})
+                              "memory_kind", "file_bytes", "seconds", "protocol"})
 _TUPLE_FIELDS = ("round_medians_ms", "round_means_ms")
+
+
+def _known(cls: type, record: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the fields `cls` knows, the rest) of a stored line; `extra` and `position` are never read from a line."""
+    known = {f.name for f in dataclasses.fields(cls)} - {"extra", "position"}
+    return ({k: v for k, v in record.items() if k in known}, {k: v for k, v in record.items() if k not in known})
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a record was timed and checked, stored with it: the timing rounds (`zoo.measure.latency.TimingConfig`'s
+    fields), the interleaving group, the quiet check's policy (None: off) and the export checks' settings."""
+
+    rounds: int
+    min_round_s: float
+    warmup_calls: int
+    min_samples_per_round: int
+    runs_per_round: int | None = None
+    max_round_s: float | None = None
+    group_size: int | None = None  # models timed interleaved together (None: every model of the call)
+    quiet: dict[str, float] | None = None  # `zoo.measure.quiet.QuietPolicy`'s fields; None: timed without the check
+    fp32_rtol: float | None = None  # fp32 parity: max abs error within this share of the logits' scale
+    int8_check_images: int | None = None  # int8: top-1 agreement with fp32 on this many (non-calibration) images
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Protocol:
+        return cls(**_known(cls, record)[0])
 
 
 @dataclass(frozen=True)
@@ -110,6 +141,7 @@ class Measurement:
     # Where the time went, seconds: "export" (0 when cached), "load_and_check", "timing_group" (the interleaved
     # rounds of the model's group, "group_size" models), "export_and_load" (a backend without an export cache).
     seconds: dict[str, float] | None = None
+    protocol: Protocol | None = None  # the settings it was timed under (None: a line written before they were kept)
     # Fields of the line this version does not know: kept, so a record read and written again loses nothing.
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     # Order of the record in its store (set on reading, never written): "newer" means a larger position.
@@ -136,6 +168,8 @@ class Measurement:
                 values[name] = tuple(values[name])
         values["details"] = values.get("details") or {}
         values["deployed"] = bool(values.get("deployed", False))
+        if isinstance(values.get("protocol"), Mapping):
+            values["protocol"] = Protocol.from_dict(values["protocol"])
         return cls(**values, extra={k: v for k, v in record.items() if k not in known}, position=position)
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,6 +180,8 @@ class Measurement:
         for name in _TUPLE_FIELDS:
             if out.get(name) is not None:
                 out[name] = list(out[name])
+        if self.protocol is not None:
+            out["protocol"] = asdict(self.protocol)
         return {**out, **self.extra}
 
     @property
@@ -185,43 +221,150 @@ class MeasurementStore:
         append_jsonl(self.path, record.to_dict(), allow_nan=False)
 
 
+def one_machine_per_backend(records: Iterable[Measurement]) -> list[Measurement]:
+    """The records of one machine per backend: the machine (or device) whose record of that backend is the newest
+    (largest store position) of `records`. A latency column compares models, so older machines' figures stay in
+    the store but are not mixed into it. Both boards (trained and architecture) choose their columns this way."""
+    records = list(records)
+    newest: dict[str, Measurement] = {}
+    for record in records:
+        if record.backend not in newest or record.position > newest[record.backend].position:
+            newest[record.backend] = record
+    return [r for r in records if r.machine_id == newest[r.backend].machine_id]
+
+
+def _write(record: Any) -> dict[str, Any]:
+    """A typed line as JSON: its fields that are set (in field order), then the fields it kept unread."""
+    out = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)
+           if f.name not in ("extra", "position") and getattr(record, f.name) is not None}
+    return {**out, **record.extra}
+
+
+@dataclass(frozen=True)
+class Int8Record:
+    """One line of `int8_accuracy.jsonl`: a trained run's fp32 and int8 top-1 (%) on one int8 runtime
+    (`zoo.measure.int8_accuracy`); a run skipped for want of a checkpoint has no runtime and no figures."""
+
+    model: str
+    run_id: str | None = None
+    recipe: str | None = None
+    sampler: str | None = None
+    seed: int | None = None
+    resolution: int | None = None
+    runtime: str | None = None
+    status: str = "ok"  # "ok", "skipped" or "failed"
+    fp32_top1: float | None = None
+    int8_top1: float | None = None
+    images: int | None = None
+    calibration_images: int | None = None
+    reason: str | None = None
+    drop: float | None = None  # fp32 top-1 minus int8 top-1, in points
+    versions: dict[str, str | None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    position: int = field(default=-1, compare=False, repr=False)
+
+    @property
+    def key(self) -> tuple[str, str | None, str | None]:
+        """(model, run, runtime): one evaluation; its last line is the latest."""
+        return self.model, self.run_id, self.runtime
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any], position: int = -1) -> Int8Record:
+        known, extra = _known(cls, record)
+        return cls(**known, extra=extra, position=position)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _write(self)
+
+
 class Int8Store:
-    """`int8_accuracy.jsonl`: one row per (trained run, int8 runtime) evaluation, as `zoo.measure.runs` writes it
-    (`zoo.measure.int8_accuracy.Int8Accuracy.as_dict()` plus the run's identity; a skipped run has no runtime)."""
+    """`int8_accuracy.jsonl`: one `Int8Record` per (trained run, int8 runtime) evaluation, as `zoo.measure.runs`
+    writes them."""
 
     def __init__(self, store_dir: str | os.PathLike[str]) -> None:
         self.path = Path(store_dir) / INT8_FILE
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Every complete row, in file order."""
-        return [row for row in read_jsonl(self.path) if isinstance(row, dict) and "model" in row]
+    def records(self) -> list[Int8Record]:
+        """Every complete record, in file order."""
+        return [Int8Record.from_dict(row, position) for position, row in enumerate(read_jsonl(self.path))
+                if isinstance(row, dict) and "model" in row]
+
+    def latest(self) -> list[Int8Record]:
+        """The last record of each (model, run, runtime): the one rule for "latest"; in the order keys first
+        appear, so a forced re-evaluation replaces its row instead of adding one."""
+        return list({record.key: record for record in self.records()}.values())
 
     def evaluated(self) -> set[tuple[str | None, str | None]]:
-        """(run_id, runtime) of every successful evaluation."""
-        return {(row.get("run_id"), row.get("runtime")) for row in self.rows() if row.get("status") == "ok"}
+        """(run_id, runtime) of every evaluation whose latest record succeeded."""
+        return {(r.run_id, r.runtime) for r in self.latest() if r.status == "ok"}
 
-    def append(self, row: Mapping[str, Any]) -> None:
-        append_jsonl(self.path, dict(row))
+    def append(self, record: Int8Record) -> None:
+        append_jsonl(self.path, record.to_dict())
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """One line of `breakdown.jsonl`: latency by operator class from ONNX Runtime's profiler (ms per inference)
+    beside GMACs by class, of one model at one resolution (`zoo.measure.breakdown`); or why profiling failed."""
+
+    model: str
+    resolution: int
+    runtime: str | None = None
+    ms_by_class: dict[str, float] = field(default_factory=dict)
+    total_kernel_ms: float | None = None
+    gmacs_by_class: dict[str, float] = field(default_factory=dict)
+    runs: int | None = None  # inferences profiled (lines before it was kept have none)
+    status: str = "ok"
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    position: int = field(default=-1, compare=False, repr=False)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.model, self.resolution
+
+    @property
+    def profiled(self) -> bool:
+        return bool(self.ms_by_class)
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any], position: int = -1) -> Breakdown:
+        known, extra = _known(cls, record)
+        known.update(ms_by_class=known.get("ms_by_class") or {}, gmacs_by_class=known.get("gmacs_by_class") or {})
+        return cls(**known, extra=extra, position=position)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _write(self)
+        if not self.profiled:  # a failure's line: no empty profile written
+            out = {k: v for k, v in out.items() if k not in ("ms_by_class", "gmacs_by_class")}
+        if self.status == "ok":
+            out.pop("status", None)  # profiles have never written a status
+        return out
 
 
 class BreakdownStore:
-    """`breakdown.jsonl`: one `zoo.measure.breakdown.op_class_breakdown` record (or a failure) per model and
-    resolution."""
+    """`breakdown.jsonl`: one `Breakdown` (or a failure) per model and resolution."""
 
     def __init__(self, store_dir: str | os.PathLike[str]) -> None:
         self.path = Path(store_dir) / BREAKDOWN_FILE
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Every complete row, in file order."""
-        return [row for row in read_jsonl(self.path) if isinstance(row, dict) and {"model", "resolution"} <= row.keys()]
+    def records(self) -> list[Breakdown]:
+        """Every complete record, in file order."""
+        return [Breakdown.from_dict(row, position) for position, row in enumerate(read_jsonl(self.path))
+                if isinstance(row, dict) and {"model", "resolution"} <= row.keys()]
 
-    def profiled(self) -> list[dict[str, Any]]:
-        """The rows with a profile (failures left out), in file order."""
-        return [row for row in self.rows() if row.get("ms_by_class")]
+    def latest(self) -> list[Breakdown]:
+        """The last record of each (model, resolution): the one rule for "latest"; in the order keys first appear,
+        so re-profiling (`force`) replaces a row instead of adding one."""
+        return list({record.key: record for record in self.records()}.values())
+
+    def profiled(self) -> list[Breakdown]:
+        """The latest records that hold a profile (failures left out)."""
+        return [record for record in self.latest() if record.profiled]
 
     def measured(self) -> set[tuple[str, int]]:
-        """(model, resolution) of every row, failed ones included (as before: a failure is not retried)."""
-        return {(row["model"], row["resolution"]) for row in self.rows()}
+        """(model, resolution) of every latest record, failed ones included (a failure is not retried)."""
+        return {record.key for record in self.latest()}
 
-    def append(self, row: Mapping[str, Any]) -> None:
-        append_jsonl(self.path, dict(row))
+    def append(self, record: Breakdown) -> None:
+        append_jsonl(self.path, record.to_dict())

@@ -19,13 +19,17 @@ import torch
 import torch.nn as nn
 
 from zoo.measure.backends import get_backend
-from zoo.measure.backends.export_cache import cache_root
+from zoo.measure.backends.common import CHECK_BATCH, FP32_RTOL
+from zoo.measure.backends.export_cache import MODEL_LABEL_ATTR, cache_root
 from zoo.measure.flops import count_macs
 from zoo.measure.latency import Outcome, TimingConfig, measure_interleaved
 from zoo.measure.machine import MachineInfo, machine_info, software_versions
 from zoo.measure.params import PAPER_NUM_CLASSES, count_params
 from zoo.measure.quiet import QuietGate, QuietPolicy
-from zoo.measure.store import Measurement, MeasurementKey, MeasurementStore
+from zoo.measure.store import Measurement, MeasurementKey, MeasurementStore, Protocol
+from zoo.models import create, get_entry, model_name
+from zoo.models.dense.deployable import dense_graph
+from zoo.models.registry import deploy_resolution
 
 __all__ = [
     "architecture_fingerprint",
@@ -33,6 +37,7 @@ __all__ = [
     "device_of",
     "expected_steps",
     "measure_models",
+    "protocol_of",
     "resolve_resolutions",
 ]
 
@@ -40,8 +45,6 @@ __all__ = [
 def resolve_resolutions(models: Sequence[str], resolutions: Mapping[str, int] | int | None) -> dict[str, int]:
     """Resolution per model: the given int, else its deployment resolution (`zoo.models.registry.
     deploy_resolution`, with the mapping as overrides)."""
-    from zoo.models.registry import deploy_resolution
-
     if isinstance(resolutions, int):
         return {name: resolutions for name in models}
     return {name: deploy_resolution(name, resolutions) for name in models}
@@ -76,8 +79,6 @@ def _reusable(record: Measurement | None, fingerprint: str) -> bool:
 
 
 def _count(facts: _ModelFacts, label: str, resolution: int, num_classes: int) -> None:
-    from zoo.models import create, model_name
-
     if facts.params is None:
         facts.params = count_params(facts.model)
         facts.params_1k = facts.params if num_classes == PAPER_NUM_CLASSES else count_params(
@@ -104,6 +105,7 @@ class _Run:
     resolution_of: dict[str, int]
     machine_of: dict[str, str]  # backend name -> machine id of its records
     deployed: bool
+    protocol: Protocol
     results: dict[MeasurementKey, Measurement] = field(default_factory=dict)
 
     def key(self, label: str, backend: str, batch: int) -> MeasurementKey:
@@ -144,6 +146,7 @@ class _Run:
             trimmed_mean_ms=stats.trimmed_mean_ms if stats else None,
             round_means_ms=tuple(stats.round_means_ms) if stats and stats.round_means_ms else None,
             seconds=seconds or None,
+            protocol=self.protocol,
             **board,
         )
         self.store.append(self.results[key])
@@ -164,6 +167,14 @@ class _Run:
                    and other.position > record.position for other in self.stored.values())
 
 
+def protocol_of(timing: TimingConfig, group_size: int | None, quiet: QuietPolicy | None) -> Protocol:
+    """The settings a record is timed and checked under, kept in it (so a board states what its records were
+    measured with, not what the code does today)."""
+    return Protocol(**dataclasses.asdict(timing), group_size=group_size,
+                    quiet=dataclasses.asdict(quiet) if quiet is not None else None, fp32_rtol=FP32_RTOL,
+                    int8_check_images=CHECK_BATCH)
+
+
 DENSE_HEAD_KNOB = "head"  # in a row's kwargs: the backbone inside a deployable detector/segmenter graph
 
 
@@ -171,9 +182,6 @@ def build_model(label: str, kwargs: Mapping[str, Any], num_classes: int = PAPER_
     """The model a record of `label` measures: its registry name with `kwargs`, weights from `WEIGHTS_SEED` (the
     caller's random generator left as it was), labelled for the export cache. `kwargs["head"]` (ssdlite,
     deeplabv3) builds that head's deployable graph over the backbone instead (`num_classes` then unused)."""
-    from zoo.measure.backends.export_cache import MODEL_LABEL_ATTR
-    from zoo.models import create, model_name
-
     knobs = dict(kwargs)
     head = knobs.pop(DENSE_HEAD_KNOB, None)
     with torch.random.fork_rng(devices=[]):
@@ -181,8 +189,6 @@ def build_model(label: str, kwargs: Mapping[str, Any], num_classes: int = PAPER_
         if head is None:
             model = create(model_name(label), num_classes=num_classes, **knobs)
         else:  # a detector / segmenter row: its head's data set fixes the classes (zoo.models.dense.deployable)
-            from zoo.models.dense.deployable import dense_graph
-
             model = dense_graph(model_name(label), head, **knobs)
     setattr(model, MODEL_LABEL_ATTR, label)  # a knob variant has the default's parameter shapes: the label differs
     return model
@@ -251,8 +257,6 @@ def measure_models(
     Exports are cached under `<artifacts>/exports` (or `$ZOO_EXPORT_CACHE`) (`zoo.measure.backends.export_cache`): a forced re-time, and
     the other thread count of a runtime, load the file instead of exporting again.
     """
-    from zoo.models import get_entry, model_name
-
     for label in models:
         get_entry(model_name(label))  # unknown names fail here, before any work, with the registry's message
     calibration = {} if calibration_images is None else {"calibration_images": calibration_images}
@@ -265,7 +269,8 @@ def measure_models(
     machine = machine_info()
     run = _Run(store, {} if force else store.latest(), machine, software_versions(), num_classes,
                resolve_resolutions(models, resolutions),
-               {name: device_of(backend, machine) for name, backend in backend_objects.items()}, deployed)
+               {name: device_of(backend, machine) for name, backend in backend_objects.items()}, deployed,
+               protocol_of(timing, group_size, quiet))
     facts = _build(models, num_classes, model_kwargs or {})
     reference = _fastest_probe(store, machine.machine_id) if quiet else None
     for backend_name, backend in backend_objects.items():

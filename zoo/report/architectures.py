@@ -14,7 +14,7 @@ from pathlib import Path
 
 from scipy import stats as sps
 
-from zoo.measure.store import PAPER_FLOPS_BACKEND, Measurement, MeasurementStore
+from zoo.measure.store import PAPER_FLOPS_BACKEND, Measurement, MeasurementStore, one_machine_per_backend
 from zoo.report.atomic import write_text_atomic
 from zoo.report.published import PaperLatency, published_of
 from zoo.report.stats import pareto_front
@@ -53,16 +53,6 @@ def _order_backends(names: Iterable[str]) -> list[str]:
     names = list(dict.fromkeys(names))
     known = [b for b in BOARD_BACKENDS if b in names]
     return known + sorted(b for b in names if b not in known)
-
-
-def one_machine_per_backend(records: list[Measurement]) -> list[Measurement]:
-    """The records of one machine per backend: the machine of that backend's newest record (as the trained
-    board's `zoo.report.measured` chooses; kept here so the board needs nothing of the trained board)."""
-    newest: dict[str, Measurement] = {}
-    for record in records:
-        if record.backend not in newest or record.position > newest[record.backend].position:
-            newest[record.backend] = record
-    return [r for r in records if r.machine_id == newest[r.backend].machine_id]
 
 
 def load_board(records: Iterable[Measurement]) -> Board:

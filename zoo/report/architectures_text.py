@@ -212,9 +212,8 @@ def _breakdown_section(breakdowns: Sequence[Mapping]) -> list[str]:
         return []
     from zoo.report.runtime_tables import breakdown_table
 
-    latest = {(b["model"], b["resolution"]): b for b in breakdowns}  # the last profile of each row
     return ["## Where the time goes inside a model (ONNX Runtime profiler, 1 thread, kernel ms (share) / GMACs)", "",
-            breakdown_table(list(latest.values())).markdown(), ""]
+            breakdown_table(breakdowns).markdown(), ""]
 
 
 def board_markdown(board: Board, plots: Sequence[str] = (), breakdowns: Sequence[Mapping] = (),

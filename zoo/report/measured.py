@@ -2,7 +2,9 @@
 
 Latency and cost columns come from the store's latest records (its one rule: the last line of a key wins) of the
 trained architectures at their deployment resolution with a 1000-class head. A latency column compares models, so
-each backend's column comes from one machine: the machine (or device) of that backend's newest record there.
+each backend's column comes from one machine: the machine (or device) of that backend's newest record there
+(`zoo.measure.store.one_machine_per_backend`, the rule the architecture board uses too). int8 accuracy and the
+op-class profiles are their stores' latest records too.
 Rows keep the order in which their cells were first measured, by any machine, so a board does not reshuffle when
 another machine measures the same models again.
 """
@@ -11,14 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from zoo.measure.store import (MEASUREMENTS_FILE, PAPER_FLOPS_BACKEND, BreakdownStore, Int8Store, Measurement,
-                               MeasurementStore)
+from zoo.measure.store import (MEASUREMENTS_FILE, PAPER_FLOPS_BACKEND, Breakdown, BreakdownStore, Int8Record,
+                               Int8Store, Measurement, MeasurementStore, one_machine_per_backend)
 from zoo.report.conclusions import DeployLatency
 
-__all__ = ["BoardMeasurements", "deploy_latency", "deploy_resolutions", "load_measurements",
-           "one_machine_per_backend"]
+__all__ = ["BoardMeasurements", "deploy_latency", "deploy_resolutions", "load_measurements"]
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,8 @@ class BoardMeasurements:
     deployed: list[Measurement]  # at each deployment resolution, 1000 classes, every batch; in the store's order
     resolutions: dict[str, int]  # trained architecture -> its deployment resolution
     paper: list[Measurement]  # params and GMACs at the paper's resolution (pseudo-backend "flops")
-    int8: list[dict[str, Any]]  # rows of int8_accuracy.jsonl, in file order
-    breakdown: list[dict[str, Any]]  # op-class profiles of breakdown.jsonl, in file order
+    int8: list[Int8Record]  # the latest record of each evaluation in int8_accuracy.jsonl
+    breakdown: list[Breakdown]  # the latest op-class profile of each model in breakdown.jsonl
 
     @property
     def batch1(self) -> list[Measurement]:
@@ -46,16 +46,6 @@ def deploy_resolutions(records: Iterable[Measurement], trained: Iterable[str]) -
     for record in sorted((r for r in records if r.deployed), key=lambda r: r.position):
         chosen[record.model] = record.resolution
     return {model: chosen.get(model) or deploy_resolution(model) for model in trained}
-
-
-def one_machine_per_backend(records: list[Measurement]) -> list[Measurement]:
-    """The records of one machine per backend: the machine (or device) whose record of that backend is the newest
-    of `records`. Older machines' figures stay in the store but are not mixed into the column."""
-    newest: dict[str, Measurement] = {}
-    for record in records:
-        if record.backend not in newest or record.position > newest[record.backend].position:
-            newest[record.backend] = record
-    return [r for r in records if r.machine_id == newest[r.backend].machine_id]
 
 
 def _cell(record: Measurement) -> tuple[str, int, str, int]:
@@ -75,7 +65,7 @@ def load_measurements(store_dir: Path, trained: set[str]) -> BoardMeasurements:
         first_seen.setdefault(_cell(record), order)
     shown = one_machine_per_backend([m for m in candidates if m.resolution == resolutions[m.model]])
     deployed = sorted(shown, key=lambda m: first_seen[_cell(m)])
-    return BoardMeasurements(deployed, resolutions, paper, Int8Store(store_dir).rows(),
+    return BoardMeasurements(deployed, resolutions, paper, Int8Store(store_dir).latest(),
                              BreakdownStore(store_dir).profiled())
 
 

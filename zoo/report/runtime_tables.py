@@ -7,9 +7,8 @@ store's latest records of one machine per backend, batch 1 (`zoo.report.measured
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
-from zoo.measure.store import Measurement
+from zoo.measure.store import Breakdown, Int8Record, Measurement
 from zoo.models import list_models, published
 from zoo.report.tables import DASH, Table, md
 
@@ -114,17 +113,16 @@ def relative_to_mobilenet_table(records: Iterable[Measurement], backends: Sequen
                      "paper iPhone-12 CPU ÷ MNv2"])
 
 
-def int8_accuracy_table(rows: Iterable[Mapping[str, Any]]) -> Table:
-    """Rows of `zoo.measure.store.Int8Store`: fp32 vs int8 top-1 (a run skipped for want of a checkpoint has
-    neither, nor a runtime)."""
+def int8_accuracy_table(rows: Iterable[Int8Record]) -> Table:
+    """`zoo.measure.store.Int8Record`s: fp32 vs int8 top-1 (a run skipped for want of a checkpoint has neither, nor a
+    runtime)."""
     out = []
     for row in rows:
-        fp32, int8 = row.get("fp32_top1"), row.get("int8_top1")
-        out.append([row.get("model", DASH), row.get("runtime") or DASH, DASH if fp32 is None else f"{fp32:.2f}",
+        fp32, int8 = row.fp32_top1, row.int8_top1
+        out.append([row.model, row.runtime or DASH, DASH if fp32 is None else f"{fp32:.2f}",
                     DASH if int8 is None else f"{int8:.2f}",
                     DASH if int8 is None or fp32 is None else f"{fp32 - int8:+.2f}",
-                    row.get("status", "ok") if row.get("status", "ok") == "ok" else
-                    f"{row['status']}: {str(row.get('reason', ''))[:60]}"])
+                    row.status if row.status == "ok" else f"{row.status}: {str(row.reason or '')[:60]}"])
     return md(out, ["model", "int8 runtime", "fp32 top-1", "int8 top-1", "drop (points)", "status"])
 
 
@@ -165,18 +163,18 @@ def delegation_table(records: Iterable[Measurement], deploy_res: Mapping[str, in
                      "top non-delegated ops"])
 
 
-def breakdown_table(breakdowns: Iterable[Mapping[str, Any]]) -> Table:
-    """Records of `zoo.measure.breakdown.op_class_breakdown`: ms (and share) and GMACs per op class."""
+def breakdown_table(breakdowns: Iterable[Breakdown]) -> Table:
+    """`zoo.measure.store.Breakdown` profiles (`zoo.measure.breakdown`): ms (and share) and GMACs per op class."""
     breakdowns = list(breakdowns)
-    seen = _order(c for b in breakdowns for c in b["ms_by_class"])
+    seen = _order(c for b in breakdowns for c in b.ms_by_class)
     classes = sorted(seen, key=lambda c: CLASS_ORDER.index(c) if c in CLASS_ORDER else len(CLASS_ORDER))
     rows = []
     for b in breakdowns:
-        total = b.get("total_kernel_ms") or sum(b["ms_by_class"].values()) or 1.0
+        total = b.total_kernel_ms or sum(b.ms_by_class.values()) or 1.0
         cells = []
         for c in classes:
-            ms, gmacs = b["ms_by_class"].get(c, 0.0), b.get("gmacs_by_class", {}).get(c, 0.0)
+            ms, gmacs = b.ms_by_class.get(c, 0.0), b.gmacs_by_class.get(c, 0.0)
             cells.append(DASH if not ms and not gmacs else
                          f"{ms:.1f} ({100 * ms / total:.0f}%)" + (f" / {gmacs:.3f}" if gmacs else ""))
-        rows.append([b["model"], b["resolution"], f"{total:.1f}", *cells])
+        rows.append([b.model, b.resolution, f"{total:.1f}", *cells])
     return md(rows, ["model", "res", "kernel ms", *[f"{c} ms (share) / GMACs" for c in classes]])
