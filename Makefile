@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup run test test-fast bench leaderboard latency clean
+.PHONY: setup run test test-fast bench gpu-check leaderboard latency clean
 
 PHONE := 'executorch==1.5.1' 'litert-torch==0.10.*' 'ai-edge-litert>=2.3'
 SHARED := '^(pydantic|pydantic.core|typing.extensions|anyio|cattrs|numpy|torch|torchvision)=='
@@ -33,6 +33,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+# Does zoo's GPU path work here, and how fast (under 8 min on one GPU; tiny CPU path without CUDA): out/gpu-check/.
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --out out/gpu-check
 
 leaderboard: $(STAMP)
 	$(BIN)/python -m zoo.leaderboard leaderboard
