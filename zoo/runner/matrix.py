@@ -220,6 +220,7 @@ def run_here(matrix, ws, plan: Sequence[RunSpec], since: int, *, lease_s: float 
     """
     import signal
 
+    # torch-heavy (plan and distributed import torch): deferred, the parent of N local workers never trains
     from zoo.results import ResultsStore
     from zoo.runner.plan import format_plan
     from zoo.training.distributed import init_distributed
@@ -258,6 +259,7 @@ def run_here(matrix, ws, plan: Sequence[RunSpec], since: int, *, lease_s: float 
 
 def run_worker(spec: WorkerSpec, handle_sigterm: bool = True) -> int:
     """A worker from its spec alone (a SLURM task): load the matrix, plan as this node runs, train."""
+    # torch-heavy, as in run_here
     from zoo.config import load_matrix
     from zoo.results import ResultsStore
     from zoo.runner.plan import build_plan
@@ -284,7 +286,7 @@ def finalize(matrix, ws, *, measure: bool, leaderboard: bool, lease_s: float | N
         print("another zoo.run is measuring and writing the leaderboard of this store: skipping it here")
         return
     with claim:
-        if measure:
+        if measure:  # measure and report import torch and every runtime: deferred, as in run_here
             from zoo.measure.runs import measure_matrix
 
             measure_matrix(matrix, ws.store_dir, ws.output_dir)

@@ -20,8 +20,10 @@ from pathlib import Path
 from zoo.config import DataConfig, MatrixConfig, PlannedRun, RunConfig, load_recipe, run_config, to_dict
 from zoo.config.tasks import CIFAR_KINDS
 from zoo.results import TERMINAL, ResultsStore
-from zoo.training.distributed import DistContext, planned_execution
 from zoo.config.typed import ConfigError
+from zoo.data import build_datasets
+from zoo.training.distributed import DistContext, planned_execution
+from zoo.training.loaders import train_sampler
 
 FILTER_KEYS = ("model", "recipe", "sampler", "seed", "task")
 
@@ -135,8 +137,6 @@ def train_images(data: DataConfig, enough: int) -> int | None:
         if data.kind == "imagefolder":
             folder = Path(data.root or ".").expanduser() / str(data.options.get("train_dir", "train"))
             return _count_files(folder, cap)
-        from zoo.data import build_datasets
-
         splits = build_datasets(data.kind, root=data.root, options=dict(data.options))
         return min(cap, len(splits.train))
     except Exception:  # a dry run must not fail on data it does not need; the run checks its data itself
@@ -156,8 +156,6 @@ def _count_files(folder: Path, limit: int) -> int:
 def _enough_images(cfg: RunConfig, horizon: float) -> int:
     """Images beyond which a run takes at least `horizon` updates whatever resolutions the sampler draws (every
     epoch has at least images-per-rank // largest batch batches): counting further cannot change the verdict."""
-    from zoo.training.loaders import train_sampler
-
     largest = max(batch for _, batch in train_sampler(cfg, 0, DistContext()).pairs)
     batches_per_epoch = math.ceil(horizon * cfg.accum_steps / cfg.epochs) + 1
     return largest * batches_per_epoch * (cfg.world_size or 1)
@@ -165,8 +163,6 @@ def _enough_images(cfg: RunConfig, horizon: float) -> int:
 
 def planned_updates(cfg: RunConfig, images: int) -> int:
     """Optimiser updates of the whole run, from the very sampler training builds (rank 0 of its world)."""
-    from zoo.training.loaders import train_sampler
-
     world = cfg.world_size or 1
     return train_sampler(cfg, images, DistContext(0, world)).total_updates(cfg.epochs, accum_steps=cfg.accum_steps)
 

@@ -27,6 +27,7 @@ from typing import Any
 from zoo.sweeps.spec import MetricSpec, ParamSpec, SweepSpec, iterate_points, load_sweep, parse_sweep
 from zoo.config.recipes import REPO_ROOT
 from zoo.config.typed import ConfigError
+from zoo.sweeps.from_matrix import write_sweep_from_matrix
 
 __all__ = [
     "MetricSpec", "ParamSpec", "SweepSpec", "PointResult", "agent_args", "agent_command", "iterate_points",
@@ -179,8 +180,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _from_matrix(args: argparse.Namespace) -> int:
-    from zoo.sweeps.from_matrix import write_sweep_from_matrix
-
     try:
         path, cells = write_sweep_from_matrix(args.from_matrix, args.output, args.only)
         spec = load_sweep(path)  # what we wrote must be a valid sweep file

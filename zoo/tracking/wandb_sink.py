@@ -101,6 +101,7 @@ def sweep_params() -> dict[str, Any]:
 def damaged_offline_files(dir: Path, run_id: str) -> list[tuple[Path, str]]:
     """Offline run files of `run_id` under `dir`/wandb that do not read back whole, with why (framing only: no
     protobuf decoding, so a resume reads each earlier file once, quickly)."""
+    # offline.py imports wandb's protobuf: deferred, like every wandb import here (mode `disabled` loads none)
     from zoo.tracking.offline import ScanState, WandbFileError, iter_record_bytes
 
     damaged = []
@@ -209,7 +210,7 @@ class WandbSink:
     @staticmethod
     def _wait_for_run_file(sync_dir: Path) -> None:
         """wandb-core flushes the run file just after finish() returns; wait so a reader sees the whole run."""
-        from zoo.tracking.offline import wait_until_finished
+        from zoo.tracking.offline import wait_until_finished  # wandb's protobuf: deferred (see above)
 
         if not wait_until_finished(sync_dir, timeout_s=FLUSH_TIMEOUT_S).finished:
             raise TimeoutError(f"{sync_dir}: the run file has no exit record {FLUSH_TIMEOUT_S:.0f} s after finish")

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from zoo.models.dense.deeplab import build_segmenter
 from zoo.models.dense.ssdlite import build_detector
+from zoo.models.registry import get_entry
 
 __all__ = ["DENSE_HEADS", "DenseHead", "DetectorGraph", "SegmenterGraph", "dense_graph"]
 
@@ -54,8 +55,6 @@ class _DenseGraph(nn.Module):
         family bake that rewrites modules where they are (MobileViTv2's attention) applies too; one that reads
         the classifier's own attributes (DeiT/PiT position grids, EfficientFormerV2's attention biases) does not
         fit the feature wrapper, so those stay computed in the graph, as eager PyTorch computes them."""
-        from zoo.models.registry import get_entry
-
         hooks = get_entry(self.backbone_name).hooks
         if hooks.reparameterize is not None:
             self.body = hooks.reparameterize(self.body).eval()
