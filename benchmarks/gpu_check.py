@@ -36,6 +36,7 @@ from gpu_check_data import Profile, cpu_profile, gpu_profile, make_image_folder,
     write_matrices
 from gpu_check_report import markdown
 
+COMPILE_RESERVE_S = 100.0  # budget left that the compile check needs to start
 LOADER_BOUND = 0.10  # a loop blocked on the next batch for more than this share of its time is loader-bound
 NO_GPU = "no CUDA GPU found: ran the CPU path at tiny size"
 FORCED_CPU = "--cpu given: ran the CPU path at tiny size"
@@ -131,10 +132,15 @@ def measure_model(profile: Profile, model: str, runs: list[dict], store_dir: Pat
             "harness_over_limit": loop["img_per_s"] / bare["img_per_s"] if loop["img_per_s"] else None}
 
 
-def compile_check(profile: Profile, models: dict[str, dict], store_dir: Path, ctx) -> dict:
+def compile_check(profile: Profile, models: dict[str, dict], store_dir: Path, ctx, left_s: float) -> dict:
+    """Compiled vs eager bare loop for one model. Last, and only when the budget leaves COMPILE_RESERVE_S: the
+    compilation alone takes about a minute, and everything else the check does matters more."""
     name = profile.compile_model
     if name is None or ctx.device.type != "cuda":
         return {"skipped": "on the CPU path (inductor's C++ build alone would take most of the 2 minutes)"}
+    if left_s < COMPILE_RESERVE_S:
+        return {"skipped": f"{left_s:.0f} s of the {profile.budget_s:.0f} s budget left, under the "
+                           f"{COMPILE_RESERVE_S:.0f} s a compilation may take"}
     if name not in models or not models[name].get("bare_img_per_s"):
         return {"skipped": f"{name} was not measured eagerly"}
     record = next(r for r in ResultsStore(store_dir).finished()
@@ -185,10 +191,15 @@ def decide_checks(report: dict, gpu: bool) -> dict[str, bool]:
         "every model measured (loader loop, bare loop, eval)": not any(r.get("error")
                                                                         for r in report["models"].values()),
     }
+    if report.get("errors"):
+        checks[f"no step raised ({', '.join(report['errors'])} did)"] = False
     statuses = {(r["model"], r["backend"]): r["status"] for r in report["latency"]}
-    wanted = {(model, b) for model in report["profile"]["models"] for b in ("cuda", "cuda-bf16")}
+    # A GPU without bf16 (V100, T4) records cuda-bf16 as skipped, and zoo trains it in fp16 with a GradScaler.
+    backends = ("cuda", "cuda-bf16") if report["env"].get("bf16", True) or not gpu else ("cuda",)
+    wanted = {(model, b) for model in report["profile"]["models"] for b in backends}
     if gpu:
-        checks["cuda and cuda-bf16 latency timed for every model"] = all(statuses.get(k) == "ok" for k in wanted)
+        checks[f"{' and '.join(backends)} latency timed for every model"] = all(statuses.get(k) == "ok"
+                                                                               for k in wanted)
         if "error" in report["compile"] or "compiled_img_per_s" in report["compile"]:
             checks["torch.compile training step ran"] = "compiled_img_per_s" in report["compile"]
         if "ok" in report["ddp"]:
@@ -199,37 +210,53 @@ def decide_checks(report: dict, gpu: bool) -> dict[str, bool]:
     return checks
 
 
+class Phases:
+    """Each step of the check timed, and an exception in one recorded (the report is still written)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.errors: dict[str, str] = {}
+
+    def run(self, name: str, step, fallback):
+        mark = time.perf_counter()
+        try:
+            result = step()
+        except Exception as error:  # a step's failure is a finding of the check, not the end of the report
+            self.errors[name] = f"{type(error).__name__}: {error}"[:400]
+            print(f"{name} failed: {self.errors[name]}", flush=True)
+            result = fallback
+        self.seconds[name] = time.perf_counter() - mark
+        print(f"{name}: {self.seconds[name]:.0f} s", flush=True)
+        return result
+
+
 def run_check(profile: Profile, out: Path, gpu: bool, cpu_reason: str | None) -> dict:
-    phases: dict[str, float] = {}
-    started = time.perf_counter()
+    """Data, the matrix, per-model figures, DDP, latency, then (if the budget leaves time) compile on vs off."""
+    phases = Phases()
     env = {**measure.environment(), "cores": os.cpu_count()}
-    made = make_image_folder(out / "data", profile)
-    phases["data"] = time.perf_counter() - started
+    made = phases.run("data", lambda: make_image_folder(out / "data", profile), None)
     print(f"data: {out / 'data'} ({'generated' if made else 'reused'}: {profile.train_images} train + "
-          f"{profile.val_images} val JPEGs, {profile.classes} classes) in {phases['data']:.1f} s", flush=True)
-    files = write_matrices(profile, out / "data", out, gpus=env["gpu_count"] if gpu else 0)
+          f"{profile.val_images} val JPEGs, {profile.classes} classes)", flush=True)
+    gpus = env["gpu_count"] if gpu else 0
+    files = write_matrices(profile, out / "data", out, gpus=gpus)
     matrix = train_matrix(profile, files, out)
-    phases["zoo.run"] = matrix["wall_s"]
-    ctx, mark = measure.context(), time.perf_counter()
-    models = {}
+    phases.seconds["zoo.run"] = matrix["wall_s"]
+    ctx, models = measure.context(), {}
     for model in profile.models:
-        models[model] = measure_model(profile, model, matrix["runs"], out / "store", ctx)
-        print(f"measured {model}: {time.perf_counter() - mark:.0f} s", flush=True)
-    phases["throughput"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    compiled = compile_check(profile, models, out / "store", ctx)
-    phases["compile"] = time.perf_counter() - mark
-    print(f"compile check: {phases['compile']:.0f} s", flush=True)
-    mark = time.perf_counter()
+        models[model] = phases.run(f"measure {model}", lambda m=model: measure_model(profile, m, matrix["runs"],
+                                                                                    out / "store", ctx),
+                                   {"error": "the measurement raised (see errors)"})
     single = next((r for r in matrix["runs"] if r["model"] == profile.models[0] and r["recipe"] == "basic"
                    and r["sampler"] == "fixed"), None)
-    ddp = ddp_check(files, out, env["gpu_count"] if gpu else 0, single)
-    phases["ddp"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    rows = latency(profile, out, gpu, profile.models)
-    phases["latency"] = time.perf_counter() - mark
+    ddp = phases.run("ddp", lambda: ddp_check(files, out, gpus, single), {"skipped": "the DDP step failed"})
+    rows = phases.run("latency", lambda: latency(profile, out, gpu, profile.models),
+                      measure.latency_rows(out / "store", list(profile.models)))
+    left = profile.budget_s - (time.perf_counter() - STARTED)
+    compiled = phases.run("compile", lambda: compile_check(profile, models, out / "store", ctx, left),
+                          {"model": profile.compile_model, "error": "the compile check raised (see errors)"})
     return {"mode": "gpu" if gpu else "cpu", "cpu_reason": cpu_reason, "env": env, "profile": profile_json(profile),
-            "matrix": matrix, "models": models, "compile": compiled, "ddp": ddp, "latency": rows, "phases": phases}
+            "matrix": matrix, "models": models, "compile": compiled, "ddp": ddp, "latency": rows,
+            "phases": phases.seconds, "errors": phases.errors}
 
 
 def main(argv: list[str] | None = None) -> int:

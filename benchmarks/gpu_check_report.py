@@ -14,6 +14,12 @@ def _pct(value) -> str:
     return "–" if value is None else f"{100 * value:.0f} %"
 
 
+def precision(report: dict) -> str:
+    if not report["profile"]["amp"]:
+        return "fp32"
+    return "bf16 autocast" if report["env"].get("bf16") else "fp16 autocast with a GradScaler (no bf16 on this GPU)"
+
+
 def header(report: dict) -> list[str]:
     env, p = report["env"], report["profile"]
     lines = ["# zoo gpu-check", ""]
@@ -29,7 +35,7 @@ def header(report: dict) -> list[str]:
     lines += ["", f"Mini matrix through `python -m zoo.run` ({m['config']}): {len(p['models'])} models × "
               f"basic/advanced "
               f"× fixed/multi-scale at {p['base_resolution']} px (multi-scale {min(p['resolutions'])}–"
-              f"{max(p['resolutions'])}), batch {p['batch_size']}, {'bf16 autocast' if p['amp'] else 'fp32'}, "
+              f"{max(p['resolutions'])}), batch {p['batch_size']}, {precision(report)}, "
               f"channels_last, {p['epochs']} epochs × {p['matrix_train_images']} generated JPEGs "
               f"({p['classes']} classes), {p['workers']} loader worker(s): {m['finished']}/{m['expected']} runs "
               f"finished, loss fell in {m['loss_fell']}/{m['finished']}, board {m['board']}, "
@@ -96,14 +102,18 @@ def latency_table(report: dict) -> list[str]:
     if skipped and len(skipped) == len(report["latency"]):
         return lines + [f"Every record skipped: {skipped[0]['reason']} ({len(skipped)} records; the path ran)."]
     lines += ["| model | px | cuda b1 | cuda b32 | cuda b32 per image | cuda-bf16 b1 | cuda-bf16 b32 | "
-              "cuda-bf16 b32 per image | paper V100 b32 per image |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "cuda-bf16 b32 per image | paper V100 b32 per image | V100 / this GPU (fp32, per image) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for model, row in rows.items():
         cells = []
         for backend in ("cuda", "cuda-bf16"):
             r = row.get(backend, {})
             cells += [_num(r.get("batch1_ms"), 2), _num(r.get("batch32_ms"), 2),
                       _num(r.get("batch32_per_image_ms"), 3)]
-        lines.append(f"| {model} | {row['resolution']} | {' | '.join(cells)} | {_num(row['paper'], 2)} |")
+        ours = row.get("cuda", {}).get("batch32_per_image_ms")
+        ratio = row["paper"] / ours if row["paper"] and ours else None
+        lines.append(f"| {model} | {row['resolution']} | {' | '.join(cells)} | {_num(row['paper'], 2)} | "
+                     f"{_num(ratio, 1, '×')} |")
     lines += ["", f"Paper: {PAPER_V100_SOURCE}. Each model at its deployment resolution (256 MobileViT, 224 the "
               "others), 1000 classes, the fused inference model."]
     return lines
@@ -123,6 +133,7 @@ def runs_table(report: dict) -> list[str]:
 def checks(report: dict) -> list[str]:
     lines = ["", "## Checks", ""]
     lines += [f"- {'ok  ' if ok else 'FAIL'} {name}" for name, ok in report["checks"].items()]
+    lines += [f"- error in {name}: {error}" for name, error in report.get("errors", {}).items()]
     lines += ["", f"Wall time: {report['wall_s']:.0f} s (budget {report['profile']['budget_s']:.0f} s: "
               f"{'within' if report['within_budget'] else 'OVER'}); phases: "
               + ", ".join(f"{k} {v:.0f} s" for k, v in report["phases"].items()) + "."]
