@@ -29,7 +29,7 @@ from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo.measure.board import BOARD_QUIET, BOARD_TIMING, run_board  # noqa: E402
+from zoo.report.architectures import BOARD_QUIET, BOARD_TIMING, run_board  # noqa: E402
 from zoo.measure.store import Measurement  # noqa: E402
 from zoo.report.architectures import kendall_tau  # noqa: E402
 

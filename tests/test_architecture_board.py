@@ -14,17 +14,17 @@ import pytest
 import torch
 
 import zoo.measure.suite as suite
-from zoo.measure.__main__ import main
 from zoo.measure.backends import registered
 from zoo.measure.backends.common import Exported, ExportedBackend
 from zoo.measure.backends.export_cache import export_key
 from zoo.measure.backends.spec import per_thread_count
-from zoo.measure.board import BoardError, board_architectures, check_resolutions, run_board
 from zoo.measure.latency import TimingConfig, pinned_to_one_core, summarize_rounds, trimmed_mean
 from zoo.measure.memory import PeakRss
 from zoo.measure.quiet import QuietPolicy
 from zoo.measure.store import Breakdown, BreakdownStore, Measurement, MeasurementStore
-from zoo.report.architectures import load_board, pareto_labels, write_board
+from zoo.report.architectures import (BoardError, board_architectures, check_resolutions, load_board, pareto_labels,
+                                      run_board, write_board)
+from zoo.report.architectures.__main__ import main
 from zoo.report.published import paper_latency_groups, published_of
 
 FAST = TimingConfig(rounds=2, min_round_s=0.0, warmup_calls=1, min_samples_per_round=2, runs_per_round=3,
@@ -146,7 +146,7 @@ def test_board_records_reuse_exports_on_force_and_reuse_records_on_rerun(tmp_pat
 
 
 def test_an_interrupted_board_keeps_finished_groups_and_resumes(tmp_path: Path, fake, monkeypatch) -> None:
-    monkeypatch.setattr("zoo.measure.board.GROUP_SIZE", 1)  # one model per group: each appended when timed
+    monkeypatch.setattr("zoo.report.architectures.run.GROUP_SIZE", 1)  # one model per group: each appended when timed
     original = FakeExport.open_export
 
     def killed_on_second(self, source, folder, details):
@@ -202,11 +202,11 @@ def test_the_export_key_tells_knob_variants_runtimes_and_shapes_apart() -> None:
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
     board = str(tmp_path / "b")
-    assert main(["--board", board, "--models", "mobilevit_xxz", "--backends", "litert-1t"]) == 2
+    assert main([board, "--measure", "--models", "mobilevit_xxz", "--backends", "litert-1t"]) == 2
     assert "Did you mean 'mobilevit_xxs'" in capsys.readouterr().err
-    assert main(["--board", board, "--models", "mobilevit_xxs", "--backends", "tflite"]) == 2
+    assert main([board, "--measure", "--models", "mobilevit_xxs", "--backends", "tflite"]) == 2
     assert "unknown backend 'tflite'; known:" in capsys.readouterr().err
-    assert main(["--board", board, "--models", "mobilevit_xxs", "--res", "8", "--backends", "litert-1t"]) == 2
+    assert main([board, "--measure", "--models", "mobilevit_xxs", "--res", "8", "--backends", "litert-1t"]) == 2
     assert "resolution 8 is out of range: allowed 32–1024 px" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()  # nothing measured or written
 
@@ -282,10 +282,11 @@ def test_board_readme_from_a_hand_made_store(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_board_profiles_op_classes_from_the_cached_onnx_export(tmp_path: Path) -> None:
-    from zoo.measure.board import Architecture, breakdown_record
+    from zoo.measure.breakdown import breakdown_or_failure
+    from zoo.measure.suite import build_model
 
-    arch = Architecture("mobilevit_xxs", {}, 64)
-    record = breakdown_record(arch, tmp_path / "exports", tmp_path / "work")
+    record = breakdown_or_failure(lambda: build_model("mobilevit_xxs", {}).eval(), "mobilevit_xxs", 64, 10,
+                                  tmp_path / "work", tmp_path / "exports")
     assert record.model == "mobilevit_xxs" and record.total_kernel_ms > 0
     assert record.ms_by_class["attention"] > 0 and record.gmacs_by_class["attention"] > 0
     (kind,) = [p.name for p in (tmp_path / "exports").iterdir()]
@@ -337,7 +338,7 @@ def test_export_only_fills_the_shared_cache_and_times_nothing_then_the_board_exp
     from concurrent.futures import ThreadPoolExecutor
 
     # the pool's processes would not see the fake backend: threads run the same jobs here
-    monkeypatch.setattr("zoo.measure.board.ProcessPoolExecutor",
+    monkeypatch.setattr("zoo.report.architectures.exports.ProcessPoolExecutor",
                         lambda max_workers, mp_context: ThreadPoolExecutor(max_workers))
     shared = tmp_path / "shared-cache"
     monkeypatch.setenv("ZOO_EXPORT_CACHE", str(shared))

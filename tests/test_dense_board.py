@@ -9,13 +9,11 @@ import pytest
 import torch
 
 from zoo.measure.backends.common import top1_agreement
-from zoo.measure.board import DENSE_BACKENDS, board_architectures, dense_labels
+from zoo.report.architectures import board_architectures, dense_backends, dense_labels, dense_parts, write_board
 from zoo.measure.store import Measurement, MeasurementStore
 from zoo.measure.suite import build_model
 from zoo.models.dense.deployable import DENSE_HEADS, dense_graph
 from zoo.models.export import prepare_for_export
-from zoo.report.architectures import write_board
-from zoo.report.architectures_dense import dense_parts
 
 
 def test_the_detector_graph_ends_at_the_head_with_coco_classes() -> None:
@@ -84,7 +82,7 @@ def _rec(model: str, backend: str, ms: float, resolution: int, **extra) -> Measu
 
 
 def test_the_board_shows_dense_rows_in_their_own_section_beside_the_papers(tmp_path: Path) -> None:
-    backend = DENSE_BACKENDS[0]
+    backend = dense_backends()[0]
     store = MeasurementStore(tmp_path / "measurements.jsonl")
     classifiers = {"mobilenetv2_100": 10.0, "mobilevit_xxs": 20.0, "mobilevit_xs": 30.0}
     whole = {"mobilenetv2_100": 40.0, "mobilevit_xxs": 90.0, "mobilevit_xs": 70.0}  # xxs and xs swap

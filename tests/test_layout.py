@@ -136,9 +136,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 # Cycles being removed elsewhere at the time of writing (issue 28); delete an entry when its cycle is gone.
-KNOWN_CYCLES: list[list[str]] = [
-    ["zoo.report.architectures", "zoo.report.architectures_dense", "zoo.report.architectures_text"],
-]
+KNOWN_CYCLES: list[list[str]] = []
 
 
 def test_no_import_cycles_including_imports_inside_functions():

@@ -1,8 +1,13 @@
-"""`python -m zoo.measure`: measure params, GMACs and latency of zoo models, store them, print a table."""
+"""`python -m zoo.measure`: measure params, GMACs and latency of zoo models, store them, print a table.
+
+`--board DIR` hands over to the architecture board, which lives at the report layer (`python -m
+zoo.report.architectures DIR --measure`, the same options): it is run as that command, since measurement sits
+below the report stage in the flow and does not import it.
+"""
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -12,10 +17,10 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from zoo.measure.backends import UnknownBackendError, available_backends, backend_names
-from zoo.measure.board import BOARD_QUIET, BOARD_TIMING, BoardError, dense_labels, run_board
 from zoo.measure.latency import TimingConfig
 from zoo.measure.store import Measurement
 from zoo.measure.suite import expected_steps, measure_models
+from zoo.models import UnknownModelError, list_models
 
 DEFAULT_STORE = "leaderboard/measurements.jsonl"
 
@@ -29,32 +34,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--backends", nargs="+", help=f"of {', '.join(backend_names())} (default: those available here)"
     )
-    parser.add_argument("--store", help=f"JSON-lines store (default {DEFAULT_STORE}; --board: DIR/measurements.jsonl)")
+    parser.add_argument("--store", help=f"JSON-lines store (default {DEFAULT_STORE})")
     parser.add_argument("--num-classes", type=int, default=1000, help="classifier head size (default 1000)")
     parser.add_argument("--force", action="store_true", help="re-measure even when the store has a record")
-    parser.add_argument("--rounds", type=int, help=f"interleaved timing rounds (default {TimingConfig.rounds}; "
-                        f"--board: {BOARD_TIMING.rounds})")
-    parser.add_argument("--round-seconds", type=float, help=f"time per round (default {TimingConfig.min_round_s}; "
-                        f"--board: {BOARD_TIMING.runs_per_round} runs or {BOARD_TIMING.max_round_s} s)")
+    parser.add_argument("--rounds", type=int, help=f"interleaved timing rounds (default {TimingConfig.rounds})")
+    parser.add_argument("--round-seconds", type=float, help=f"time per round (default {TimingConfig.min_round_s})")
     parser.add_argument("--artifacts", help="folder for exported ONNX / Core ML files (default: beside the store)")
     parser.add_argument("--calibration", help="int8 calibration images: a torch.save'd [N, 3, H, W] tensor "
                         "(default: synthetic, recorded as such)")
     parser.add_argument("--board", metavar="DIR",
-                        help="the architecture board: every registered model and MobileViT ablation at its "
-                        "deployment resolution on every phone-CPU runtime (fp32/int8, 1 and all threads), under "
-                        "the board's protocol; store DIR/measurements.jsonl, then DIR/README.md and plots")
-    parser.add_argument("--export-jobs", type=int,
-                        help="--board: processes exporting into the cache before timing (default: usable cores)")
-    parser.add_argument("--dense", action="store_true",
-                        help="--board: the whole detectors and segmenters (SSDLite 320 px, DeepLabv3 512 px over the "
-                        "MobileViT paper's downstream backbones) instead of the classifiers")
-    parser.add_argument("--export-only", action="store_true",
-                        help="--board: fill the export cache and stop (exports may run beside other work; timing "
-                        "must run alone, later)")
-    parser.add_argument("--quiet", action="store_true",
-                        help="--board: time inside the quiet check (zoo.measure.quiet: a probe around every round "
-                        "cycle, waiting for and keeping only cycles on a machine within 5 %% of its best speed); "
-                        "off by default: on a shared VM it waited without steadying the figures")
+                        help="the architecture board: runs `python -m zoo.report.architectures DIR --measure` with "
+                        "the other options (see its --help: --export-jobs, --dense, --export-only, --quiet)")
     parser.set_defaults(store=None)
     return parser.parse_args(argv)
 
@@ -85,54 +75,26 @@ def format_table(records: Sequence[Measurement]) -> str:
     return tabulate(rows, headers=headers, disable_numparse=True)
 
 
-def board_timing(args: argparse.Namespace) -> TimingConfig:
-    """The board's protocol, with --rounds / --round-seconds (then: that time cap per round) when given."""
-    timing = BOARD_TIMING
-    if args.rounds is not None:
-        timing = dataclasses.replace(timing, rounds=args.rounds)
-    if args.round_seconds is not None:
-        timing = dataclasses.replace(timing, max_round_s=args.round_seconds)
-    return timing
-
-
-def board_main(args: argparse.Namespace, calibration: torch.Tensor | None) -> int:
-    from zoo.models import UnknownModelError
-
-    with tqdm(desc="board", unit="step") as bar:
-
-        def advance(what: str) -> None:
-            bar.set_postfix_str(what[:60])
-            bar.update(1)
-
-        try:
-            models = args.models or (dense_labels() if args.dense else None)
-            run = run_board(args.board, models, args.res, args.backends, args.store, args.artifacts,
-                            force=args.force, timing=board_timing(args), export_jobs=args.export_jobs,
-                            calibration=calibration, on_progress=advance, export_only=args.export_only,
-                            quiet=BOARD_QUIET if args.quiet else None)
-        except (UnknownModelError, UnknownBackendError, BoardError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    spent = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in sorted(run.export_cpu_s.items()))
-    if args.export_only:
-        print(f"exports: {run.exports} jobs in {run.export_s:.0f} s ({spent or 'all cached'}); nothing timed")
-        return 0
-    print(format_table(run.records))
-    if spent:
-        print(f"\nexport seconds per runtime (jobs summed): {spent}")
-    print(f"\nboard: {args.board}/README.md; {len(run.records)} records; exports {run.export_s:.0f} s "
-          f"({run.exports} jobs), timing {run.timing_s:.0f} s, render {run.render_s:.0f} s, "
-          f"total {run.total_s:.0f} s")
-    return 0
+def board_main(argv: Sequence[str]) -> int:
+    """`--board DIR ...` as `python -m zoo.report.architectures DIR --measure ...` (its exit status)."""
+    rest = list(argv)
+    at = next(i for i, arg in enumerate(rest) if arg == "--board" or arg.startswith("--board="))
+    taken = 1 if "=" in rest[at] else 2
+    if taken == 2 and at + 1 >= len(rest):
+        print("error: --board needs a folder (DIR)", file=sys.stderr)
+        return 2
+    directory = rest[at].partition("=")[2] if taken == 1 else rest[at + 1]
+    del rest[at:at + taken]
+    command = [sys.executable, "-m", "zoo.report.architectures", directory, "--measure", *rest]
+    return subprocess.run(command, check=False).returncode
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(arg == "--board" or arg.startswith("--board=") for arg in argv):
+        return board_main(argv)
     args = parse_args(argv)
-    from zoo.models import UnknownModelError, list_models
-
     calibration = torch.load(args.calibration) if args.calibration else None
-    if args.board:
-        return board_main(args, calibration)
     args.store = args.store or DEFAULT_STORE
     models = args.models or list_models()
     backends = args.backends or available_backends()

@@ -1,4 +1,5 @@
-"""The architecture board's section on whole detectors and segmenters (`python -m zoo.measure --board DIR --dense`).
+"""The architecture board's section on whole detectors and segmenters (`python -m zoo.report.architectures DIR
+--measure --dense`).
 
 Rows are `backbone[head="ssdlite"]` / `backbone[head="deeplabv3"]` (`zoo.models.dense.deployable`: the network
 only, box decoding and NMS outside the timed graph), beside the MobileViT paper's downstream figures for the same
@@ -10,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from zoo.report.architectures import Board, _memory, kendall_tau
+from zoo.report.architectures.board import Board, kendall_tau, memory_cell
 from zoo.report.tables import DASH, md
 
 __all__ = ["DENSE_PUBLISHED", "DensePublished", "dense_parts", "dense_section"]
@@ -82,7 +83,7 @@ MEMORY_BACKEND = "executorch-xnnpack-1t"  # its planned arena, the figure a phon
 
 def _peak_memory(board: Board, row: str) -> str:
     record = board.records.get((row, MEMORY_BACKEND))
-    return _memory(record) if record is not None and record.timed else DASH
+    return memory_cell(record) if record is not None and record.timed else DASH
 
 
 def _carry_over(board: Board, classifiers: Board) -> list[str]:

@@ -1,4 +1,5 @@
-"""The sections of the architecture board's README and its plots (tables: `zoo.report.architectures`).
+"""The sections of the architecture board's README (tables: `zoo.report.architectures.board`; the Protocol section:
+`zoo.report.architectures.protocol`, from the settings stored with the records).
 
 Every sentence below a heading is built from the records: the conclusions state only what the figures show
 (which rows are on a front, how far rankings agree, how int8 compares with fp32), with the counts behind them.
@@ -6,22 +7,22 @@ Every sentence below a heading is built from the records: the conclusions state 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-from zoo.measure.backends import int8_backends, int8_pairs
-from zoo.report.architectures import (Board, kendall_table, kendall_tau, paper_kendall_table, pareto_labels,
-                                      published_top1, runtime_table)
+from zoo.measure.backends import int8_pairs
+from zoo.measure.store import Breakdown
+from zoo.report.architectures.board import (Board, is_int8, kendall_table, kendall_tau, paper_kendall_table,
+                                            pareto_labels, published_top1, runtime_table)
+from zoo.report.architectures.dense import dense_section
+from zoo.report.architectures.protocol import protocol_section
+from zoo.report.architectures.rows import board_architectures
 from zoo.report.published import MOBILEVIT_ABLATIONS, paper_latency_groups, published_of
+from zoo.report.runtime_tables import breakdown_table
 from zoo.report.tables import DASH, fused_note, md
 
-__all__ = ["board_markdown", "write_plots"]
+__all__ = ["board_markdown"]
 
 ABLATION_BASE = "mobilevit_s"
-
-
-def _is_int8(backend: str) -> bool:
-    return backend in int8_backends()
 
 
 def _machine(board: Board) -> list[str]:
@@ -35,45 +36,9 @@ def _machine(board: Board) -> list[str]:
             f"(id `{record.machine_id}`)" + (f"; {packages}." if packages else ".")]
 
 
-def _protocol() -> list[str]:
-    from zoo.measure.board import BOARD_QUIET as q, BOARD_TIMING as t, GROUP_SIZE
-
-    return [
-        "## Protocol",
-        "",
-        f"- Batch 1, 1000-class head, every model at its deployment resolution (the paper's), random weights from "
-        f"one seed (latency does not depend on the values; the exports are cached by them).",
-        f"- Per cell: export (cached), a parity check against PyTorch (fp32: max abs error within 1e-4 of the "
-        f"logits' scale; int8: top-1 agreement with fp32 on 8 images that are not the calibration batch), "
-        f"{t.warmup_calls} warm-up calls, then {t.rounds} rounds of at least {t.runs_per_round} runs and "
-        f"{t.min_round_s} s (a slow model's round stops after {t.max_round_s} s with at least "
-        f"{t.min_samples_per_round} runs), rounds interleaved across groups of {GROUP_SIZE} models (A, B, C, A, B, "
-        f"C, …) so a load change hits them alike.",
-        f"- Quiet check (`zoo.measure.quiet`, opt-in with `--quiet`; a record has `details.probe_ms` when it was "
-        f"on): a fixed probe (matrix multiplies and a pass over 8 MiB, one thread) "
-        f"before and after every round cycle; a cycle starts once the probe is within {q.tolerance:.0%} of the "
-        f"fastest this machine has shown (waiting up to {q.max_wait_s:.0f} s), and one the machine got slower "
-        f"during is timed again (up to {q.max_retries} times a group). Each record keeps its probes "
-        f"(`details.probe_ms`, `probe_reference_ms`, `cycles_discarded`).",
-        "- Statistics: **median** of the round means (MobileNetV4's), **p90** of every sample (MLPerf Mobile's, "
-        "linear interpolation), **trimmed mean** of the middle 80 % of the samples (ExecuTorch's minibench).",
-        "- 1-thread runners are pinned to one core (`os.sched_setaffinity`, restored afterwards; the core is in "
-        "each record's `details.pinned_core`); the thread count is in each record's `details.threads`. "
-        "Exports run first, in a pool of processes; timing runs alone, serially.",
-        "- Memory: ExecuTorch reports its planned arena (the memory plan of activations between delegate calls, "
-        "without XNNPACK's own workspace): shown as *arena*, with the RSS increase beside it; elsewhere the runner "
-        "process's peak RSS increase while the model is loaded, checked and warmed up (*RSS*, "
-        "`zoo.measure.memory`). int8 calibrates on synthetic images unless the record says otherwise: int8 figures "
-        "bound the speed, not the accuracy.",
-        "- Published top-1 are the papers' figures (ImageNet-1k, their training recipes), not our runs.",
-    ]
-
-
 def _coverage(board: Board) -> list[str]:
     """Which of the architectures `make latency` measures have no row yet (the board is built incrementally: it
     resumes from its store), so a partial board never reads as the whole zoo."""
-    from zoo.measure.board import board_architectures
-
     shown = {row.split("@")[0] for row in board.rows}
     missing = [a.label for a in board_architectures() if a.label not in shown]
     if not missing:
@@ -90,13 +55,13 @@ def _headline(board: Board) -> list[str]:
         timed = board.timed(backend)
         if front:
             chain = " → ".join(f"{row} ({top1[row]:.1f} %, {timed[row]:.1f} ms)" for row in front)
-            lines.append(f"- **{backend}** ({'int8' if _is_int8(backend) else 'fp32'}): {chain}")
+            lines.append(f"- **{backend}** ({'int8' if is_int8(backend) else 'fp32'}): {chain}")
     return lines if len(lines) > 2 else lines + ["No runtime timed a row with a published top-1."]
 
 
 def _fronts_compared(board: Board) -> list[str]:
     top1 = published_top1(board)
-    fp32 = [b for b in board.backends if b.endswith("-1t") and not _is_int8(b) and board.timed(b)]
+    fp32 = [b for b in board.one_thread if not is_int8(b) and board.timed(b)]
     fronts = {b: set(pareto_labels(board.timed(b), top1)) for b in fp32}
     if len(fronts) < 2:
         return []
@@ -109,7 +74,7 @@ def _fronts_compared(board: Board) -> list[str]:
 
 
 def _agreement_line(board: Board) -> list[str]:
-    backends = [b for b in board.backends if b.endswith("-1t")]
+    backends = board.one_thread
     taus = [t for i, a in enumerate(backends) for b in backends[i + 1:]
             if (t := kendall_tau(board.timed(a), board.timed(b))[0]) is not None]
     if not taus:
@@ -137,7 +102,7 @@ def _ablation_section(board: Board) -> list[str]:
     rows_present = [r for r in [ABLATION_BASE, *MOBILEVIT_ABLATIONS] if r in board.rows]
     if ABLATION_BASE not in rows_present or len(rows_present) < 2:
         return []
-    backends = [b for b in board.backends if b.endswith("-1t")]
+    backends = board.one_thread
     base_paper = published_of(ABLATION_BASE).paper_latency_ms
     rows = []
     for row in rows_present:
@@ -207,27 +172,24 @@ def _quiet_cells(records: Sequence) -> list[str]:
     return [f"{retimed:.0f}", f"{excess:+.1%}"]
 
 
-def _breakdown_section(breakdowns: Sequence[Mapping]) -> list[str]:
+def _breakdown_section(breakdowns: Sequence[Breakdown]) -> list[str]:
     if not breakdowns:
         return []
-    from zoo.report.runtime_tables import breakdown_table
-
     return ["## Where the time goes inside a model (ONNX Runtime profiler, 1 thread, kernel ms (share) / GMACs)", "",
             breakdown_table(breakdowns).markdown(), ""]
 
 
-def board_markdown(board: Board, plots: Sequence[str] = (), breakdowns: Sequence[Mapping] = (),
+def board_markdown(board: Board, plots: Sequence[str] = (), breakdowns: Sequence[Breakdown] = (),
                    dense: Board | None = None) -> str:
-    from zoo.report.architectures_dense import dense_section
-
     groups = paper_latency_groups(board.rows)
-    one_thread = [b for b in board.backends if b.endswith("-1t")] or board.backends
+    one_thread = board.one_thread or board.backends
     lines = ["# The architecture board", "",
              "Every architecture in the zoo on every phone-CPU runtime installed here, at its deployment resolution, "
              "beside its published ImageNet top-1. Generated by `make latency` (`python -m zoo.measure --board "
              "leaderboard/architectures`) from `measurements.jsonl` alone.", "", *_machine(board), "", *_coverage(board),
              *_headline(board), "", "## Conclusions the data supports", "", *_fronts_compared(board),
-             *_agreement_line(board), *_int8_lines(board), "", *_protocol(),
+             *_agreement_line(board), *_int8_lines(board), "",
+             *protocol_section([*board.records.values(), *(dense.records.values() if dense is not None else ())]),
              *fused_note(sorted({row.split("@")[0] for row in board.rows})), "",
              "## Rank agreement between runtimes (Kendall τ-b of the median latencies, rows both timed)", "",
              kendall_table(board, one_thread).markdown(), ""]
@@ -238,31 +200,8 @@ def board_markdown(board: Board, plots: Sequence[str] = (), breakdowns: Sequence
     for name in plots:
         lines += [f"![{name}]({name})", ""]
     for backend in board.backends:
-        lines += [f"## {backend} ({'int8' if _is_int8(backend) else 'fp32'})", "",
+        lines += [f"## {backend} ({'int8' if is_int8(backend) else 'fp32'})", "",
                   runtime_table(board, backend).markdown(), ""]
     lines += dense_section(dense, board) if dense is not None else []
     lines += [*_breakdown_section(breakdowns), *_citations(board), "", *_time_spent(board), ""]
     return "\n".join(lines)
-
-
-def write_plots(board: Board, directory: Path) -> list[str]:
-    """The board's plots, written under `directory`; returns their file names."""
-    from zoo.report.board_plots import top1_vs_latency_panels
-    from zoo.report.plots import gmacs_vs_latency
-
-    top1 = published_top1(board)
-    names = []
-    for dtype, wanted in (("fp32", False), ("int8", True)):
-        points = {b: [(row, ms, top1[row]) for row, ms in board.timed(b).items() if row in top1]
-                  for b in board.backends if _is_int8(b) == wanted}
-        if any(points.values()):
-            name = f"top1_vs_latency_{dtype}.png"
-            top1_vs_latency_panels(points, f"Published top-1 vs measured latency, {dtype} (red: Pareto front)",
-                                   directory / name)
-            names.append(name)
-    gmacs = {b: [(row, board.records[(row, b)].gmacs, ms) for row, ms in board.timed(b).items()
-                 if board.records[(row, b)].gmacs] for b in board.backends if b.endswith("-1t")}
-    if any(gmacs.values()):
-        gmacs_vs_latency(gmacs, directory / "gmacs_vs_latency.png")
-        names.append("gmacs_vs_latency.png")
-    return names

@@ -1,27 +1,23 @@
-"""The architecture board's README and plots (`zoo.measure.board`), built from its measurement store alone.
-
-`write_board(directory, store_path)` reads the store's latest records (its one rule), keeps batch 1, 1000
-classes and one machine per backend (the machine of that backend's newest record), and writes README.md,
-`top1_vs_latency_fp32.png`, `top1_vs_latency_int8.png` and `gmacs_vs_latency.png`. Same store, same bytes: no
-timestamps, rows and columns in a fixed order. Every row the store knows appears in every runtime's table, as a
-figure, "failed: reason", "skipped: why" or "not measured".
+"""The architecture board's records as a board, and its tables: `load_board` keeps the store's latest records of
+batch 1, 1000 classes and one machine per backend (`zoo.measure.store.one_machine_per_backend`), columns in the
+order the backends declare. Every row the store knows appears in every runtime's table, as a figure,
+"failed: reason", "skipped: why" or "not measured".
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from scipy import stats as sps
 
-from zoo.measure.store import PAPER_FLOPS_BACKEND, Measurement, MeasurementStore, one_machine_per_backend
-from zoo.report.atomic import write_text_atomic
+from zoo.measure.backends import backend_names, display_order, spec_of
+from zoo.measure.store import PAPER_FLOPS_BACKEND, Measurement, one_machine_per_backend
 from zoo.report.published import PaperLatency, published_of
 from zoo.report.stats import pareto_front
 from zoo.report.tables import DASH, Table, md
 
-__all__ = ["Board", "kendall_tau", "kendall_table", "published_top1", "load_board", "pareto_labels", "paper_kendall_table", "render_board",
-           "runtime_table", "write_board"]
+__all__ = ["NOT_MEASURED", "Board", "is_int8", "kendall_table", "kendall_tau", "load_board", "memory_cell", "paper_kendall_table",
+           "pareto_labels", "published_top1", "runtime_table"]
 
 NOT_MEASURED = "not measured"
 
@@ -46,13 +42,15 @@ class Board:
     def any_record(self, row: str) -> Measurement | None:
         return next((self.records[(row, b)] for b in self.backends if (row, b) in self.records), None)
 
+    @property
+    def one_thread(self) -> list[str]:
+        """The columns of backends that declare 1 thread (a phone's big core)."""
+        return [b for b in self.backends if b in backend_names() and spec_of(b).threads == 1]
 
-def _order_backends(names: Iterable[str]) -> list[str]:
-    from zoo.measure.board import BOARD_BACKENDS
 
-    names = list(dict.fromkeys(names))
-    known = [b for b in BOARD_BACKENDS if b in names]
-    return known + sorted(b for b in names if b not in known)
+def is_int8(backend: str) -> bool:
+    """Whether `backend` declares int8 (a name no backend declares any more, from an old store, reads as fp32)."""
+    return backend in backend_names() and spec_of(backend).int8
 
 
 def load_board(records: Iterable[Measurement]) -> Board:
@@ -68,7 +66,7 @@ def load_board(records: Iterable[Measurement]) -> Board:
 
     cells = {(row(r), r.backend): r for r in chosen}
     rows = list(dict.fromkeys(row(r) for r in chosen))
-    return Board(cells, rows, _order_backends(r.backend for r in chosen))
+    return Board(cells, rows, display_order(r.backend for r in chosen))
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -102,7 +100,7 @@ def _delegation(record: Measurement) -> str:
     return DASH
 
 
-def _memory(record: Measurement) -> str:
+def memory_cell(record: Measurement) -> str:
     if record.peak_memory_mb is None:
         return DASH
     kind = "arena" if record.memory_kind == "planned arena" else "RSS"
@@ -126,7 +124,7 @@ def runtime_table(board: Board, backend: str) -> Table:
             continue
         rows.append([row, record.resolution, _num(published), _num(record.gmacs, 3),
                      _num(record.params_1k / 1e6 if record.params_1k else None, 2), _num(record.latency_ms, 2),
-                     _num(record.p90_ms, 2), _num(record.trimmed_mean_ms, 2), _memory(record),
+                     _num(record.p90_ms, 2), _num(record.trimmed_mean_ms, 2), memory_cell(record),
                      _num(record.file_bytes / 2**20 if record.file_bytes else None, 1), _check(record),
                      _delegation(record), "ok"])
     return md(rows, ["model", "res", "published top-1", "GMACs", "params M", "median ms", "p90 ms",
@@ -172,48 +170,3 @@ def paper_kendall_table(board: Board, backends: Sequence[str], groups: Sequence[
         rows.append([f"{group.device} ({group.source})", len(group.ms),
                      *[_tau_cell(*kendall_tau(group.ms, board.timed(b))) for b in backends]])
     return md(rows, ["paper device (source)", "paper rows", *backends])
-
-
-def render_board(board: Board, plots: Sequence[str] = (), breakdowns: Sequence[Mapping] = (),
-                 dense: Board | None = None) -> str:
-    """The README text (see `zoo.report.architectures_text` for the sections); `dense`: the detector and
-    segmenter rows (`zoo.report.architectures_dense`), kept apart from the classifiers' fronts and rankings."""
-    from zoo.report.architectures_text import board_markdown
-
-    return board_markdown(board, plots, breakdowns, dense)
-
-
-def write_board(directory: str | Path, store_path: str | Path) -> Path:
-    """Write `directory/README.md` and its plots from the store at `store_path`."""
-    from zoo.report.architectures_text import write_plots
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    from zoo.measure.store import BreakdownStore
-
-    from zoo.report.architectures_dense import dense_parts
-
-    latest = list(MeasurementStore(store_path).latest().values())
-    board = load_board([r for r in latest if dense_parts(r.model) is None])
-    dense = load_board([r for r in latest if dense_parts(r.model) is not None])
-    plots = write_plots(board, directory)
-    path = directory / "README.md"
-    write_text_atomic(path, render_board(board, plots, BreakdownStore(directory).profiled(), dense))
-    return path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m zoo.report.architectures DIR [--store STORE]`: (re)write DIR/README.md and its plots."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m zoo.report.architectures", description=main.__doc__)
-    parser.add_argument("directory")
-    parser.add_argument("--store", help="measurement store (default DIR/measurements.jsonl)")
-    args = parser.parse_args(argv)
-    store = Path(args.store) if args.store else Path(args.directory) / "measurements.jsonl"
-    print(write_board(args.directory, store))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
