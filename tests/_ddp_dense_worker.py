@@ -14,7 +14,8 @@ import torch
 
 from zoo.config import DataConfig, RunConfig, SamplerConfig, load_recipe
 from zoo.runner.plan import plan_for
-from zoo.training import dense_engine
+from zoo.training import engine
+from zoo.training.dense_task import detection_values
 from zoo.training.distributed import init_distributed
 
 
@@ -25,14 +26,24 @@ def checksums(module: torch.nn.Module) -> dict[str, dict[str, float]]:
 
 
 def recording_evaluate(evaluated: dict) -> None:
-    """Wrap the engine's evaluation: note what the ranks evaluate (the last epoch's call wins)."""
-    original = dense_engine.evaluate_dense
+    """Wrap the loop's evaluation hook: note what the ranks evaluate (the last epoch's call wins). The parts are
+    read once the hook has averaged BatchNorm statistics, through the task's evaluate it then calls."""
+    original = engine.evaluate_epoch
 
-    def evaluate(model, parts, ctx):
-        evaluated["raw"], evaluated["ema"] = checksums(parts.model), checksums(parts.ema.module)
-        return original(model, parts, ctx)
+    def evaluate_epoch(parts, ctx, *args, **kwargs):
+        task_evaluate = parts.task.evaluate
 
-    dense_engine.evaluate_dense = evaluate
+        def evaluate(model, ctx):
+            evaluated["raw"], evaluated["ema"] = checksums(parts.model), checksums(parts.ema.module)
+            return task_evaluate(model, ctx)
+
+        parts.task.evaluate = evaluate
+        try:
+            return original(parts, ctx, *args, **kwargs)
+        finally:
+            del parts.task.evaluate
+
+    engine.evaluate_epoch = evaluate_epoch
 
 
 def image(hit: bool, empty: bool = False) -> tuple[dict, dict]:
@@ -50,9 +61,9 @@ def map_gather(out_dir: str, ctx) -> None:
     images = [image(True), image(False), image(False, empty=True)]
     mine = images[:1] if ctx.rank == 0 else images[1:]
     share = [([p for p, _ in mine], [t for _, t in mine])]
-    gathered = dense_engine._detection_values(share, ctx)
-    one_process = dense_engine._detection_values([([p for p, _ in images], [t for _, t in images])],
-                                                 dataclasses.replace(ctx, world_size=1, rank=0))
+    gathered = detection_values(share, ctx)
+    one_process = detection_values([([p for p, _ in images], [t for _, t in images])],
+                                 dataclasses.replace(ctx, world_size=1, rank=0))
     path = Path(out_dir) / f"map-gather_rank{ctx.rank}.json"
     path.write_text(json.dumps({"gathered": gathered, "one_process": one_process}))
 
@@ -71,7 +82,7 @@ def main(out_dir: str, task: str) -> None:
     )
     evaluated: dict = {}
     recording_evaluate(evaluated)
-    outcome = dense_engine.train_dense_run(plan_for(cfg, ctx), ctx, Path(out_dir) / task, progress=False)
+    outcome = engine.train_run(plan_for(cfg, ctx), ctx, Path(out_dir) / task, progress=False)
     path = Path(out_dir) / f"{task}_rank{ctx.rank}.json"
     path.write_text(json.dumps({"history": [row.to_json() for row in outcome.history], "updates": outcome.updates,
                                 **evaluated}))

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from zoo.config import DataConfig, RunConfig, SamplerConfig, load_recipe
-from zoo.training.components import build_parts
+from zoo.training.parts import build_parts
 from zoo.training.distributed import DistContext
 from zoo.runner.plan import plan_for
 from zoo.training.engine import RunOutcome, forward_backward, optimizer_step, train_run

@@ -11,7 +11,8 @@ from timm.data import Mixup
 import zoo.training.components as components
 from zoo.config import ConfigError, DataConfig, RunConfig, SamplerConfig, load_recipe
 from zoo.data.multiscale import PAPER_RESOLUTIONS, TRAIN_BATCH_MULTIPLE, MultiScaleBatchSampler, resolution_batch_pairs
-from zoo.training.components import build_ema, build_model, build_parts, configure_cuda
+from zoo.training.components import build_ema, build_model, configure_cuda
+from zoo.training.parts import build_parts
 from zoo.training.distributed import DistContext
 from zoo.runner.plan import plan_for
 from zoo.training.engine import accumulation_weights, forward_backward, train_run

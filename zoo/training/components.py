@@ -1,8 +1,8 @@
-"""Build one run's parts from its config with timm's factories: model, optimiser, schedule, EMA, Mixup, loss, metrics."""
+"""Build one run's parts from its config with timm's factories: model, optimiser, schedule, EMA, Mixup, loss, metrics
+(`zoo.training.parts.build_parts` puts them together for a task)."""
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,7 +20,6 @@ from torch.nn.parallel import DistributedDataParallel
 from zoo.config import RunConfig
 from zoo.models import create, get_entry
 from zoo.training.distributed import DistContext
-from zoo.training.loaders import Loaders, build_loaders
 
 
 EMA_WARMUP_POWER = 2 / 3  # timm ModelEmaV3's default warm-up curve, compressed to the recipe's warm-up length
@@ -110,34 +109,6 @@ def build_metrics(num_classes: int, device: torch.device) -> MetricCollection:
     ).to(device)
 
 
-@dataclass
-class RunParts:
-    """Everything one run builds once from its config; the engine's functions share it."""
-
-    loaders: Loaders
-    model: nn.Module  # the bare model: what checkpoints and EMA see
-    train_model: nn.Module  # the model the loop calls: DDP-wrapped and/or compiled
-    optimizer: torch.optim.Optimizer
-    scheduler: CosineLRScheduler
-    ema: ModelEmaV3 | None
-    mixup: Mixup | None
-    criterion: nn.Module
-    scaler: torch.amp.GradScaler  # enabled for float16 autocast only
-    cfg: RunConfig
-    device: torch.device
-
-    def mix(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The recipe's Mixup/CutMix (soft targets), or the hard targets unchanged when the recipe has none."""
-        if self.mixup is None:
-            return images, targets
-        if images.shape[0] % 2:  # the sampler's batches are even: an odd one is a bug, not a recipe choice
-            raise RuntimeError(f"odd training batch of {images.shape[0]}: Mixup/CutMix cannot pair every image")
-        return self.mixup(images, targets)
-
-    def autocast(self):
-        return autocast(self.device, self.cfg)
-
-
 def autocast(device: torch.device, cfg: RunConfig):
     if not cfg.amp:
         return contextlib.nullcontext()
@@ -174,14 +145,3 @@ def placed(cfg: RunConfig, ctx: DistContext, model: nn.Module) -> nn.Module:
         configure_cuda()
     model = model.to(ctx.device)
     return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
-
-
-def build_parts(cfg: RunConfig, ctx: DistContext, compile_model: bool) -> RunParts:
-    """Loaders, model, optimiser, schedule, EMA, mixing and loss of one (resolved) run."""
-    loaders = build_loaders(cfg, ctx)
-    model = placed(cfg, ctx, build_model(cfg, loaders.num_classes))
-    train_model, optimizer, scheduler, ema, scaler = optimisation_parts(cfg, ctx, model, loaders.sampler,
-                                                                        compile_model)
-    mixup = build_mixup(cfg, loaders.num_classes)
-    return RunParts(loaders, model, train_model, optimizer, scheduler, ema, mixup, build_criterion(cfg, mixup),
-                    scaler, cfg, ctx.device)

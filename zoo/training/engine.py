@@ -1,4 +1,6 @@
-"""Train one run: set up (or restore), then per epoch train, evaluate and checkpoint — readable in one sitting.
+"""Train one run of any task: set up (or restore), then per epoch train, evaluate and checkpoint — readable in one
+sitting. The run's task (`zoo.training.task.Task`: classification, detection, segmentation) supplies its data,
+model, loss and metric; everything else here is shared by every task.
 
 Randomness: the initial weights come from the seed alone (identical on every rank); every epoch then re-seeds all
 RNGs from (seed, epoch, rank), so augmentation, mixing, drop-path and erasing differ per rank and per epoch while
@@ -24,9 +26,8 @@ from zoo.config import PlannedRun, RunConfig
 from zoo.training.checkpoint import load_latest, save_checkpoint
 from zoo.training.distributed import DistContext, broadcast_object
 from zoo.training.epoch import EpochMetrics
-from zoo.training.evaluate import evaluate
 from zoo.training.guards import LossWindow
-from zoo.training.components import RunParts, build_parts
+from zoo.training.parts import RunParts, build_parts
 
 LogFn = Callable[[dict[str, Any], int], None]
 
@@ -62,11 +63,6 @@ def train_run(
 ) -> RunOutcome:
     """Train the planned run to its budget (or resume it). `log(metrics, step)` receives per-step and per-epoch
     metrics. The config is used as planned (resolved for these processes by the plan, never here)."""
-    if run.config.task != "classification":  # detection / segmentation: their own loop, same parts and rules
-        from zoo.training.dense_engine import train_dense_run
-
-        return train_dense_run(run, ctx, run_dir, compile_model=compile_model, log_every=log_every,
-                               progress=progress, log=log, stop_after_epochs=stop_after_epochs)
     log = log or (lambda metrics, step: None)
     run.check_world(ctx.world_size)
     cfg = run.config
@@ -168,17 +164,22 @@ def train_one_epoch(cfg: RunConfig, parts: RunParts, ctx: DistContext, epoch: in
     # running-mean update per window, not per step.
     window = LossWindow(ctx, size=log_every)
     running = MeanMetric(sync_on_compute=ctx.distributed).set_dtype(torch.float64).to(ctx.device)
-    bar = tqdm(parts.loaders.train, total=parts.loaders.batches_per_epoch,
-               desc=f"{cfg.label} epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and ctx.is_main),
-               leave=False, dynamic_ncols=True)
+    # The bar counts by hand: given the loader, tqdm.auto's (asyncio) bar opens an iterator of its own at
+    # construction and drops it (a set of DataLoader workers started for nothing), drawing one seed.
+    bar = tqdm(total=parts.loaders.batches_per_epoch, desc=f"{cfg.label} epoch {epoch + 1}/{cfg.epochs}",
+               disable=not (progress and ctx.is_main), leave=False, dynamic_ncols=True)
+    for _ in range(parts.task.seeds_drawn_before_epoch):
+        torch.empty((), dtype=torch.int64).random_()
     start, samples = time.perf_counter(), 0
     weights = accumulation_weights(parts.loaders.sampler.batch_plan(epoch), cfg.accum_steps)
     parts.optimizer.zero_grad(set_to_none=True)
-    for micro_step, (images, targets) in enumerate(bar):
+    for micro_step, (images, targets) in enumerate(parts.loaders.train):
+        bar.update()
         weight, boundary = weights[micro_step]
+        size = images[0].shape[-1]  # the sampler's resolution of this batch (a tensor's or a list's images)
         loss = forward_backward(parts, ctx, images, targets, weight, boundary)
         window.add(loss, step=outcome.updates + 1)  # the update this micro-batch belongs to
-        samples += images.shape[0]
+        samples += len(images)
         if not boundary:
             continue
         optimizer_step(cfg, parts, outcome)
@@ -192,7 +193,7 @@ def train_one_epoch(cfg: RunConfig, parts: RunParts, ctx: DistContext, epoch: in
             metrics = {"train/loss": float(running.compute()),
                        "train/lr": parts.optimizer.param_groups[0]["lr"],
                        "train/img_per_s": samples * ctx.world_size / max(elapsed, 1e-9),
-                       "train/resolution": images.shape[-1], "train/batch": images.shape[0],
+                       "train/resolution": size, "train/batch": len(images),
                        "epoch": epoch + micro_step / max(parts.loaders.batches_per_epoch, 1)}
             log(metrics, outcome.updates)
             bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", lr=f"{metrics['train/lr']:.2e}",
@@ -218,17 +219,15 @@ def accumulation_weights(plan: list[tuple[int, int]], accum_steps: int) -> list[
     return weights
 
 
-def forward_backward(parts: RunParts, ctx: DistContext, images: torch.Tensor, targets: torch.Tensor,
-                     weight: float, boundary: bool) -> torch.Tensor:
-    """Mix, forward and backward one micro-batch (gradients are only all-reduced on an update boundary)."""
-    images, targets = images.to(ctx.device, non_blocking=True), targets.to(ctx.device, non_blocking=True)
-    if parts.cfg.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    images, targets = parts.mix(images, targets)
+def forward_backward(parts: RunParts, ctx: DistContext, images: Any, targets: Any, weight: float,
+                     boundary: bool) -> torch.Tensor:
+    """Prepare (device, layout, the recipe's mixing), forward and backward one micro-batch through the task's loss
+    (gradients are only all-reduced on an update boundary)."""
+    images, targets = parts.task.prepare(parts.model, images, targets)
     sync = contextlib.nullcontext() if boundary or not ctx.distributed else parts.train_model.no_sync()
     with sync:
         with parts.autocast():
-            loss = parts.criterion(parts.train_model(images), targets)
+            loss = parts.task.loss(parts.train_model, images, targets)
         parts.scaler.scale(loss * weight).backward()
     return loss.detach()
 
@@ -249,21 +248,21 @@ def optimizer_step(cfg: RunConfig, parts: RunParts, outcome: RunOutcome) -> None
 def evaluate_epoch(parts: RunParts, ctx: DistContext, epoch: int, train_loss: float, epoch_time: float,
                    updates: int, raw_too: bool = True) -> EpochMetrics:
     """Validation of the weights the recipe evaluates (EMA when it has one), plus the raw model beside it when
-    `raw_too` (the loop asks at the final epoch only: on a short CPU budget a second evaluation every epoch costs
-    about 8 % of training, and the board reads the raw top-1 of the final weights alone)."""
+    `raw_too` and the task asks for it (classification, at the final epoch only: on a short CPU budget a second
+    evaluation every epoch costs about 8 % of training, and the board reads the raw top-1 of the final weights)."""
     if ctx.distributed:
-        # Each rank's last forward passes left its own BatchNorm statistics (and the EMA averaged them): average
-        # them over ranks, as timm's train.py does, so every rank evaluates (and rank 0 saves) one model.
+        # Each rank's last forward passes left its own BatchNorm statistics (DDP broadcasts rank 0's buffers before
+        # a forward, which then moves them by the rank's batch; the EMA averaged them): average them over ranks, as
+        # timm's train.py does, so every rank evaluates (and rank 0 saves) one model.
         distribute_bn(parts.model, ctx.world_size, reduce=True)
         if parts.ema is not None:
             distribute_bn(parts.ema, ctx.world_size, reduce=True)
     eval_model = parts.ema.module if parts.ema is not None else parts.model
-    val = evaluate(eval_model, parts.loaders, ctx, parts.cfg)
-    raw_top1, decay = None, None
+    values = parts.task.evaluate(eval_model, ctx)
+    raw, decay = None, None
     if parts.ema is not None:
         decay = parts.ema.get_decay(updates)
-        if raw_too:
-            raw_top1 = evaluate(parts.model, parts.loaders, ctx, parts.cfg)["top1"]
+        if raw_too and parts.task.evaluates_raw:
+            raw = parts.task.evaluate(parts.model, ctx)
     return EpochMetrics(epoch=epoch + 1, train_loss=train_loss, epoch_time_s=epoch_time, updates=updates,
-                        val_top1=val["top1"], val_top5=val["top5"], val_loss=val["loss"], val_ece=val["ece"],
-                        val_top1_raw=raw_top1, ema_decay=decay, val_images=int(val["images"]))
+                        ema_decay=decay, val_images=int(values["images"]), **parts.task.epoch_fields(values, raw))
