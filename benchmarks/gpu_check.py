@@ -64,17 +64,21 @@ def clear_previous(out: Path) -> None:
 
 
 def zoo_run(config: Path, log: Path, *extra: str) -> tuple[int, float, str]:
-    """`python -m zoo.run CONFIG ...` as a user runs it; its output goes to `log`. (exit code, seconds, command)"""
+    """`python -m zoo.run CONFIG ...` as a user runs it, its output shown indented and kept in `log`.
+    Returns (exit code, seconds, the command as shown)."""
     command = [sys.executable, "-m", "zoo.run", str(config), *extra]
     shown = " ".join(["python", "-m", "zoo.run", str(config), *extra])
     print(f"$ {shown}   (log: {log})", flush=True)
     started = time.perf_counter()
-    with open(log, "w") as out:
-        code = subprocess.run(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT).returncode
+    with open(log, "w") as kept, subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                                  stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:  # a matrix of several minutes shows each cell as it settles
+            kept.write(line)
+            print(f"    {line}", end="", flush=True)
     seconds = time.perf_counter() - started
-    if code != 0:
-        print(f"zoo.run exited with {code}; the end of its log:\n" + "".join(log.read_text().splitlines(True)[-25:]))
-    return code, seconds, shown
+    if proc.returncode != 0:
+        print(f"zoo.run exited with {proc.returncode} (log: {log})", flush=True)
+    return proc.returncode, seconds, shown
 
 
 def run_rows(store_dir: Path) -> list[dict]:
@@ -235,8 +239,8 @@ def run_check(profile: Profile, out: Path, gpu: bool, cpu_reason: str | None) ->
     phases = Phases()
     env = {**measure.environment(), "cores": os.cpu_count()}
     made = phases.run("data", lambda: make_image_folder(out / "data", profile), None)
-    print(f"data: {out / 'data'} ({'generated' if made else 'reused'}: {profile.train_images} train + "
-          f"{profile.val_images} val JPEGs, {profile.classes} classes)", flush=True)
+    print(f"  {out / 'data'}: {'generated' if made else 'reused'}, {profile.train_images} train + "
+          f"{profile.val_images} val JPEGs, {profile.classes} classes", flush=True)
     gpus = env["gpu_count"] if gpu else 0
     files = write_matrices(profile, out / "data", out, gpus=gpus)
     matrix = train_matrix(profile, files, out)
