@@ -67,9 +67,16 @@ def parse_options(kind: str, options: Any, source: str = "build_datasets", path:
     what is allowed (an unknown key lists the options of this kind)."""
     if kind not in OPTIONS_BY_KIND:
         raise DataError(f"{source}: data.kind: unknown kind {kind!r} (allowed: {', '.join(OPTIONS_BY_KIND)})")
+    return typed_options(OPTIONS_BY_KIND[kind], kind, options, source, path)
+
+
+def typed_options(cls: type, kind: str, options: Any, source: str, path: str,
+                  error: type[DataError] = DataError) -> Any:
+    """`options` as `cls` (zoo.config.typed.from_dict); a ConfigError comes back as `error` (the data flavour, so
+    callers can catch either) naming the kind."""
     try:
-        return from_dict(OPTIONS_BY_KIND[kind], options, source, path)
+        return from_dict(cls, options, source, path)
     except DataError:
         raise
-    except ConfigError as err:  # re-raised as the data flavour so callers can catch either
-        raise DataError(f"{err} [data.kind: {kind}]") from None
+    except ConfigError as err:
+        raise error(f"{err} [data.kind: {kind}]") from None

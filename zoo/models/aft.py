@@ -207,27 +207,15 @@ def _aft_factory(variant: str):
 
 
 _PAPER = "AFT paper Table (ImageNet, DeiT recipe, 224), arXiv 2105.14103"
-register(
-    "aft_conv_tiny",
-    family="aft",
-    published=Published(params_m=5.4, resolution=224, top1=73.9, source=_PAPER, arxiv="2105.14103"),
-    description="AFT-conv tiny: DeiT-tiny layout, AFT-conv kernel 11, 32 heads, GAP, no class token / pos embed",
-    hooks=AFT_HOOKS,
-)(_aft_factory("conv_tiny"))
-register(
-    "aft_conv_tiny_h192",
-    family="aft",
-    published=Published(params_m=5.9, resolution=224, top1=74.8, source=_PAPER, arxiv="2105.14103"),
-    description="AFT-conv tiny with 192 heads (one channel per head)",
-    hooks=AFT_HOOKS,
-)(_aft_factory("conv_tiny_h192"))
-register(
-    "aft_full_tiny",
-    family="aft",
-    published=Published(params_m=6.3, resolution=224, top1=72.4, source=_PAPER, arxiv="2105.14103"),
-    description="AFT-full tiny: DeiT-tiny layout, AFT-full (rank-128 bias, 14x14 grid), class token",
-    hooks=AFT_HOOKS,
-)(_aft_factory("full_tiny"))
+for _variant, _params_m, _top1, _description in (
+    ("conv_tiny", 5.4, 73.9, "AFT-conv tiny: DeiT-tiny layout, AFT-conv kernel 11, 32 heads, GAP, no class token / "
+     "pos embed"),
+    ("conv_tiny_h192", 5.9, 74.8, "AFT-conv tiny with 192 heads (one channel per head)"),
+    ("full_tiny", 6.3, 72.4, "AFT-full tiny: DeiT-tiny layout, AFT-full (rank-128 bias, 14x14 grid), class token"),
+):
+    register(f"aft_{_variant}", family="aft", description=_description, hooks=AFT_HOOKS,
+             published=Published(params_m=_params_m, resolution=224, top1=_top1, source=_PAPER, arxiv="2105.14103"),
+             )(_aft_factory(_variant))
 
 
 # --- AFT inside MobileViT (beyond the paper) ------------------------------------------------------------------------

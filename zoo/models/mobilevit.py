@@ -275,33 +275,18 @@ _S_ABLATIONS = {
                                                  latency_source=_ABLATION),
     "mobilevit_s[fusion=false]": replace(_S, top1=77.9),
 }
-register(
-    "mobilevit_xxs",
-    family="mobilevit",
-    published=Published(params_m=1.272, gmacs=0.41, resolution=256, top1=69.0, source=_PAPER, arxiv="2110.02178",
-                        epochs=300, distilled=False),
-    description="MobileViT-XXS, own implementation (GMACs approximate)",
-    hooks=MOBILEVIT_HOOKS,
-)(_factory("xxs"))
-register(
-    "mobilevit_xs",
-    family="mobilevit",
-    published=Published(params_m=2.318, gmacs=1.03, resolution=256, top1=74.8, source=_PAPER, arxiv="2110.02178",
-                        epochs=300, distilled=False, paper_device="iPhone 12 Neural Engine", paper_latency_ms=7.28,
-                        paper_cpu_latency_ms=17.86, latency_source="arXiv 2110.02178 Table 3"),
-    description="MobileViT-XS, own implementation (GMACs approximate)",
-    hooks=MOBILEVIT_HOOKS,
-)(_factory("xs"))
-register(
-    "mobilevit_s",
-    family="mobilevit",
-    published=Published(params_m=5.579, gmacs=2.0, resolution=256, top1=78.4, source=_PAPER, arxiv="2110.02178",
-                        epochs=300, distilled=False, paper_device="iPhone 12", paper_latency_ms=9.85,
-                        latency_source=_ABLATION),
-    description="MobileViT-S, own implementation (GMACs approximate)",
-    hooks=MOBILEVIT_HOOKS,
-    variants=_S_ABLATIONS,
-)(_factory("s"))
+_COMMON = dict(resolution=256, source=_PAPER, arxiv="2110.02178", epochs=300, distilled=False)
+for _size, _published, _variants in (
+    ("xxs", Published(params_m=1.272, gmacs=0.41, top1=69.0, **_COMMON), None),
+    ("xs", Published(params_m=2.318, gmacs=1.03, top1=74.8, paper_device="iPhone 12 Neural Engine",
+                     paper_latency_ms=7.28, paper_cpu_latency_ms=17.86, latency_source="arXiv 2110.02178 Table 3",
+                     **_COMMON), None),
+    ("s", Published(params_m=5.579, gmacs=2.0, top1=78.4, paper_device="iPhone 12", paper_latency_ms=9.85,
+                    latency_source=_ABLATION, **_COMMON), _S_ABLATIONS),
+):
+    register(f"mobilevit_{_size}", family="mobilevit", published=_published, hooks=MOBILEVIT_HOOKS,
+             description=f"MobileViT-{_size.upper()}, own implementation (GMACs approximate)",
+             variants=_variants)(_factory(_size))
 
 
 # --- timm checkpoint conversion -----------------------------------------------------------------------------------

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.config.typed import ConfigError, from_dict
 from zoo.data.dense.coco import CocoDetectionData
 from zoo.data.dense.common import DenseDataError
 from zoo.data.dense.scattered import ScatteredDigits, ScatterSpec
 from zoo.data.dense.voc import VocSegmentationData
+from zoo.data.options import typed_options
 from zoo.data.splits import DataSplits
 
 
@@ -66,12 +66,7 @@ DENSE_OPTIONS: dict[str, type] = {"scattered-digits": ScatteredOptions, "coco": 
 def parse_dense_options(kind: str, options: Any, source: str = "build_datasets", path: str = "data.options") -> Any:
     if kind not in DENSE_OPTIONS:
         raise DenseDataError(f"{source}: data.kind: {kind!r} is not a dense kind (allowed: {', '.join(DENSE_OPTIONS)})")
-    try:
-        return from_dict(DENSE_OPTIONS[kind], options, source, path)
-    except DenseDataError:
-        raise
-    except ConfigError as err:
-        raise DenseDataError(f"{err} [data.kind: {kind}]") from None
+    return typed_options(DENSE_OPTIONS[kind], kind, options, source, path, DenseDataError)
 
 
 def build_dense(kind: str, root: Path | None, options: dict[str, Any]) -> DataSplits:
