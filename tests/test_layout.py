@@ -135,16 +135,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(found)
 
 
-# Cycles being removed elsewhere at the time of writing (issue 28); delete an entry when its cycle is gone.
-KNOWN_CYCLES: list[list[str]] = []
-
-
 def test_no_import_cycles_including_imports_inside_functions():
     cycles = _cycles(_import_graph())
-    new = [cycle for cycle in cycles if cycle not in KNOWN_CYCLES]
-    gone = [cycle for cycle in KNOWN_CYCLES if cycle not in cycles]
-    assert not new, "import cycles (function-level imports count):\n" + "\n".join(" <-> ".join(c) for c in new)
-    assert not gone, "these cycles are gone: delete them from KNOWN_CYCLES\n" + "\n".join(map(str, gone))
+    assert not cycles, "import cycles (function-level imports count):\n" + "\n".join(" <-> ".join(c) for c in cycles)
 
 
 def test_the_cycle_check_sees_a_cycle_hidden_in_a_function():
