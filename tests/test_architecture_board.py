@@ -3,6 +3,7 @@
 hand-made store (failed/skipped cells, exact Pareto front and Kendall τ), published figures, old lines."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -21,10 +22,11 @@ from zoo.measure.backends.spec import per_thread_count
 from zoo.measure.latency import TimingConfig, pinned_to_one_core, summarize_rounds, trimmed_mean
 from zoo.measure.memory import PeakRss
 from zoo.measure.quiet import QuietPolicy
-from zoo.measure.store import Breakdown, BreakdownStore, Measurement, MeasurementStore
+from zoo.measure.store import Breakdown, BreakdownStore, Measurement, MeasurementStore, Protocol
 from zoo.report.architectures import (BoardError, board_architectures, check_resolutions, load_board, pareto_labels,
                                       run_board, write_board)
 from zoo.report.architectures.__main__ import main
+from zoo.report.architectures.protocol import protocol_section
 from zoo.report.published import paper_latency_groups, published_of
 
 FAST = TimingConfig(rounds=2, min_round_s=0.0, warmup_calls=1, min_samples_per_round=2, runs_per_round=3,
@@ -353,3 +355,41 @@ def test_export_only_fills_the_shared_cache_and_times_nothing_then_the_board_exp
                         timing=FAST, export_jobs=1, render=write_board, quiet=None).records
     assert len(fake.writes) == 2 and len(records) == 4  # every cell timed from the cache
     assert all(r.details["export_cached"] for r in records)
+
+
+# --- the Protocol section, from the settings stored with the records ----------------------------------------------
+
+STORED = Protocol(rounds=7, min_round_s=0.5, warmup_calls=4, min_samples_per_round=5, runs_per_round=20,
+                  max_round_s=2.0, group_size=3, quiet=None, fp32_rtol=1e-4, int8_check_images=8)
+
+
+def test_the_protocol_section_states_the_records_settings_not_todays_constants() -> None:
+    text = "\n".join(protocol_section([dataclasses.replace(r, protocol=STORED) for r in HAND_MADE]))
+    assert "4 warm-up calls, then 7 rounds of at least 20 runs and 0.5 s (a slow model's round stops after 2.0 s" in text
+    assert "groups of 3 models" in text and "Settings:" not in text
+    assert "opt-in with `--quiet`): off for every record here." in text
+    # records from before settings were stored: the board's settings of that time, labelled; the quiet check per record
+    legacy = [dataclasses.replace(r, timestamp="2026-12-03T07:00:00+00:00",
+                                  details={**r.details, "probe_ms": 1.0}) for r in HAND_MADE]
+    text = "\n".join(protocol_section(legacy))
+    assert "- Settings: 10 timed record(s) predate stored settings" in text and "not read from the records" in text
+    assert "10 warm-up calls, then 5 rounds of at least 50 runs and 0.25 s" in text
+    assert "- Quiet check (`zoo.measure.quiet`): a fixed probe" in text and "within 5% of the fastest" in text
+    # older still: nothing known
+    text = "\n".join(protocol_section(HAND_MADE))  # no timestamp, no protocol
+    assert "protocol not recorded" in text and "warm-up calls" not in text
+    # two protocols on one board: each stated with its count
+    mixed = [dataclasses.replace(r, protocol=STORED if i % 3 else dataclasses.replace(STORED, rounds=9))
+             for i, r in enumerate(HAND_MADE)]
+    text = "\n".join(protocol_section(mixed))
+    assert "- Per cell (6 records): " in text and "- Per cell (4 records): " in text and "then 9 rounds" in text
+
+
+def test_measure_board_hands_over_to_the_report_layer_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    import zoo.measure.__main__ as measure_cli
+
+    seen = []
+    monkeypatch.setattr(measure_cli.subprocess, "run",
+                        lambda command, check: seen.append(command) or type("Done", (), {"returncode": 3})())
+    assert measure_cli.main(["--board", "out/b", "--models", "deit_tiny", "--quiet"]) == 3
+    assert seen[0][1:] == ["-m", "zoo.report.architectures", "out/b", "--measure", "--models", "deit_tiny", "--quiet"]

@@ -38,13 +38,14 @@ _REGISTRY: dict[str, BackendSpec] = {}
 
 
 def register(*specs: BackendSpec) -> None:
-    """Add declarations to the registry (a name may be declared once)."""
+    """Add declarations to the registry, all or none (a name may be declared once)."""
+    names = [spec.name for spec in specs]
     for spec in specs:
-        if spec.name in _REGISTRY:
+        if spec.name in _REGISTRY or names.count(spec.name) > 1:
             raise ValueError(f"backend {spec.name!r} is declared twice")
         if spec.fp32_partner is not None and not spec.int8:
             raise ValueError(f"{spec.name}: only an int8 backend has an fp32 partner")
-        _REGISTRY[spec.name] = spec
+    _REGISTRY.update((spec.name, spec) for spec in specs)
 
 
 @contextmanager
