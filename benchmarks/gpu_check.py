@@ -237,8 +237,9 @@ class Phases:
 def run_check(profile: Profile, out: Path, gpu: bool, cpu_reason: str | None) -> dict:
     """Data, the matrix, per-model figures, DDP, latency, then (if the budget leaves time) compile on vs off."""
     phases = Phases()
-    env = {**measure.environment(), "cores": os.cpu_count()}
+    # The JPEGs first: their writer processes are forked, and this process has not yet opened a CUDA context.
     made = phases.run("data", lambda: make_image_folder(out / "data", profile), None)
+    env = {**measure.environment(), "cores": os.cpu_count()}
     print(f"  {out / 'data'}: {'generated' if made else 'reused'}, {profile.train_images} train + "
           f"{profile.val_images} val JPEGs, {profile.classes} classes", flush=True)
     gpus = env["gpu_count"] if gpu else 0
