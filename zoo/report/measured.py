@@ -16,6 +16,7 @@ from pathlib import Path
 
 from zoo.measure.store import (MEASUREMENTS_FILE, PAPER_FLOPS_BACKEND, Breakdown, BreakdownStore, Int8Record,
                                Int8Store, Measurement, MeasurementStore, one_machine_per_backend)
+from zoo.models.registry import deploy_resolution
 from zoo.report.conclusions import DeployLatency
 
 __all__ = ["BoardMeasurements", "deploy_latency", "deploy_resolutions", "load_measurements"]
@@ -40,8 +41,6 @@ def deploy_resolutions(records: Iterable[Measurement], trained: Iterable[str]) -
     """Each trained architecture's deployment resolution, as the measurement chose it: the resolution of its newest
     record flagged `deployed`. Stores written before the flag fall back to the paper's resolution
     (`zoo.models.registry.deploy_resolution` without overrides)."""
-    from zoo.models.registry import deploy_resolution
-
     chosen: dict[str, int] = {}
     for record in sorted((r for r in records if r.deployed), key=lambda r: r.position):
         chosen[record.model] = record.resolution
