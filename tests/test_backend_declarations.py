@@ -22,7 +22,7 @@ from zoo.measure.backends.spec import per_thread_count
 from zoo.measure.latency import TimingConfig
 from zoo.measure.store import Int8Record, Int8Store, Measurement, MeasurementStore
 from zoo.measure.suite import protocol_of
-from zoo.report.architectures import GROUP_SIZE, run_board, write_board
+from zoo.report.architectures import GROUP_SIZE, run_board
 from zoo.report.leaderboard import write_leaderboard
 
 FAST = TimingConfig(rounds=2, min_round_s=0.0, warmup_calls=1, min_samples_per_round=2, runs_per_round=3,
