@@ -20,28 +20,26 @@ from typing import Any
 
 from zoo.data.dense.coco import CocoDetectionData
 from zoo.data.dense.common import DenseDataError
-from zoo.data.dense.scattered import ScatteredDigits, ScatterSpec
+from zoo.data.dense.scattered import DEFAULT_SIZES, ScatteredDigits, ScatterSpec
 from zoo.data.dense.voc import VocSegmentationData
 from zoo.data.options import typed_options
 from zoo.data.splits import DataSplits
 
 
 @dataclass(frozen=True)
-class ScatteredOptions:
-    canvas: int = 64
-    digits_per_image: tuple[int, int] = (1, 4)
-    scale: tuple[int, int] = (2, 3)
-    threshold: float = 0.5
+class ScatteredOptions(ScatterSpec):
+    """How the images are drawn (the `ScatterSpec` fields and defaults), plus the seed and the split sizes."""
+
     seed: int = 0
-    train_size: int = 1024
-    val_size: int = 256
+    train_size: int = DEFAULT_SIZES["train"]
+    val_size: int = DEFAULT_SIZES["val"]
 
     def validate(self, source: str, path: str) -> None:
         for key in ("train_size", "val_size"):
             if getattr(self, key) < 1:
                 raise DenseDataError(f"{source}: {path}.{key}: must be >= 1, got {getattr(self, key)}")
         try:
-            ScatterSpec(self.canvas, self.digits_per_image, self.scale, self.threshold).validate()
+            self.check()
         except DenseDataError as err:  # its message names the field: say where it was set
             key, _, message = str(err).removeprefix("ScatteredDigits: ").partition(": ")
             raise DenseDataError(f"{source}: {path}.{key}: {message}") from None

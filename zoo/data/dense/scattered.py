@@ -57,7 +57,8 @@ class ScatterSpec:
     scale: tuple[int, int] = (2, 3)
     threshold: float = 0.5
 
-    def validate(self) -> None:
+    def check(self) -> None:
+        """A DenseDataError naming the field (as `ScatteredDigits: key: ...`) for a spec that cannot be drawn."""
         low, high = self.digits_per_image
         if not 1 <= low <= high:
             raise DenseDataError(f"ScatteredDigits: digits_per_image: must be 1 <= low <= high, got {low, high}")
@@ -94,7 +95,7 @@ class ScatteredDigits(Dataset):
         if split not in _SPLIT_CODE:
             raise DenseDataError(f"ScatteredDigits: split: unknown split {split!r} (allowed: train, val)")
         self.spec = ScatterSpec(canvas, tuple(digits_per_image), tuple(scale), threshold)
-        self.spec.validate()
+        self.spec.check()
         self.split, self.seed = split, seed
         self.size = DEFAULT_SIZES[split] if size is None else size
         if self.size < 1:
