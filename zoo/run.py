@@ -21,6 +21,7 @@ from zoo.results import ResultsStore
 from zoo.runner.claims import results_offset
 from zoo.runner.matrix import Progress, WorkerSpec, finalize, run_here, summarize
 from zoo.runner.plan import RunSpec, build_plan, format_plan
+from zoo.runner.sources import pending_sources
 from zoo.runner.workspace import Workspace, workspace_for
 
 
@@ -78,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         many = args.workers is not None or args.gpus_per_run > 1 or args.launcher is not None
         plan = build_plan(matrix, ResultsStore(ws.store_dir), args.only,
                           world_size=args.gpus_per_run if many else None)
+        if not args.dry_run and not args.worker and pending_sources(plan):  # `init: {matrix: ...}` sources
+            code = _train_sources_first(args, pending_sources(plan))
+            if code is not None:
+                return code
+            plan = build_plan(matrix, ResultsStore(ws.store_dir), args.only,
+                              world_size=args.gpus_per_run if many else None)
         todo = [spec for spec in plan if not spec.done]
         if args.launcher is None and (args.workers is not None or args.gpus_per_run > 1) and not args.dry_run:
             from zoo.runner.workers import detect_resources, plan_slots
@@ -104,6 +111,30 @@ def main(argv: list[str] | None = None) -> int:
         return _run_with_workers(matrix, ws, plan, args, since, slots)
     return run_here(matrix, ws, plan, since, lease_s=args.lease_s, threads=args.threads, worker=args.worker,
                     after=lambda: _finalize(matrix, ws, args))
+
+
+def _train_sources_first(args: argparse.Namespace, sources: dict[str, list[str]]) -> int | None:
+    """The classification cells a fine-tuning matrix starts from and that are not finished: trained now, by this
+    same command on their own matrix (its workers, GPUs, launcher; their claims), with no measurement or board of
+    theirs. Returns an exit code to stop with (config error, interrupted), else None: the plan is made again and a
+    cell whose source still is not finished is recorded as not run."""
+    if args.no_wait:
+        raise ConfigError(f"init: source cells of {', '.join(sources)} are not trained yet and --no-wait cannot "
+                          f"wait for them: run python -m zoo.run {next(iter(sources))} first")
+    passed = [] if args.workers is None else ["--workers", str(args.workers)]
+    for flag, value in (("--gpus-per-run", args.gpus_per_run), ("--lease-s", args.lease_s), ("--threads", args.threads),
+                        ("--launcher", args.launcher), ("--partition", args.partition)):
+        if value is not None and (flag != "--gpus-per-run" or value != 1):
+            passed += [flag, str(value)]
+    if args.launcher is not None:
+        passed += ["--time", str(args.time), "--slurm-dir", args.slurm_dir]
+    for path, only in sources.items():
+        print(f"init: training the source cells of {path} first ({' '.join(only)})", flush=True)
+        code = main([path, *[arg for item in only for arg in ("--only", item)], *passed, "--no-measure",
+                     "--no-leaderboard"])
+        if code in (2, 130):
+            return code
+    return None
 
 
 def _finalize(matrix: MatrixConfig, ws: Workspace, args: argparse.Namespace) -> None:

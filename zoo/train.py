@@ -5,6 +5,12 @@ Every RunConfig field is settable as `--key=value`, nested ones with dotted keys
 Python `str()` spellings, which is what a W&B sweep agent passes (`--amp=False`). Defaults come from the matrix file
 given by `--config` (default: ./runs.yaml when present), so a single run lands in the same results store and the
 leaderboard sees it. Under a W&B sweep agent, `wandb.config` parameters are merged too.
+
+`--init` starts the run from pretrained weights (default: the matrix file's `init:`, else scratch):
+`--init=timm` (timm's weights for the model), `--init=file:PATH` (a zoo checkpoint or a timm-layout state dict),
+`--init=matrix:runs.yaml` (that matrix's finished classification cell of the same model/recipe/sampler/seed; one
+not trained yet is an error naming the command that trains it); fine-tuning knobs `--init.backbone_lr_scale=0.1`,
+`--init.freeze_backbone_epochs=1`. What loaded is printed and recorded (`init_*` fields of the record).
 """
 from __future__ import annotations
 
@@ -39,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ctx = init_distributed(matrix.execution.device)
     ws = workspace_for(matrix, Path.cwd())
-    run = plan_for(cfg, ctx)  # the config as it runs here, and its id: claimed, trained and recorded as one
+    try:  # the config as it runs here, and its id (an init source resolved): claimed, trained and recorded as one
+        run = plan_for(cfg, ctx)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     claim = _claim(run, ws, ctx)
     if claim is None:
         return 0
@@ -49,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     if ctx.is_main:
+        if record.init_report:
+            print(f"init: {run.config.init.describe()}: {record.init_report['loaded']}/"
+                  f"{record.init_report['total']} tensors loaded ({record.init_report['weights']})")
         print(f"{record.one_line()} run_id={record.run_id}")
     return 0 if record.status == "finished" else 1
 

@@ -26,6 +26,7 @@ def run_config(matrix: MatrixConfig, model: str, recipe: RecipeConfig, sampler: 
         data=matrix.data,
         model_kwargs=dict(matrix.model_kwargs.get(model, {})),
         seed=seed,
+        init=matrix.init,
         amp=matrix.execution.amp,
         channels_last=matrix.execution.channels_last,
         **{f.name: getattr(matrix.budget, f.name) for f in fields(BudgetConfig)},

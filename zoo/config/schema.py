@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from zoo.config.init import InitConfig
 from zoo.config.recipes import RecipeConfig, available_recipes, load_recipe
 from zoo.config.tasks import BUNDLED_KINDS, DatasetKind, Task, check_matrix_tasks, check_task_data
 from zoo.config.typed import AdaptedDefault, Checker, ConfigError, to_dict
@@ -139,6 +140,7 @@ class RunConfig(BudgetConfig):
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     task: Task = "classification"
+    init: InitConfig = field(default_factory=InitConfig)  # where the weights start (zoo.config.init)
     # How the run executes, where it changes the numbers: resolved from the device before the run id is taken
     # (`zoo.config.resolve_execution`), so a 1-GPU result never stands in for an 8-GPU plan.
     world_size: int | None = None  # processes training the run (global batch = batch_size x world_size x accum)
@@ -148,8 +150,11 @@ class RunConfig(BudgetConfig):
 
     def run_id(self) -> str:
         """Short stable hash of everything that decides the result (the config, seed included, as resolved)."""
-        # The default task stays out of the hash: no classification run id moves.
-        data = {k: v for k, v in to_dict(self).items() if k != "task" or self.task != "classification"}
+        # The default task and init stay out of the hash: no classification (or scratch) run id moves.
+        data = {k: v for k, v in to_dict(self).items() if (k != "task" or self.task != "classification")
+                and (k != "init" or self.init.pretrained)}
+        if self.init.pretrained:
+            data["init"] = self.init.identity()  # the weights and knobs, not where a file lies
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -276,6 +281,7 @@ class MatrixConfig:
     output_dir: str = "out"
     store_dir: str = "leaderboard"
     classification_store: str | None = None  # a dense board's classification column when store_dir has none
+    init: InitConfig = field(default_factory=InitConfig)  # every cell's initial weights (zoo.config.init)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     execution: ExecConfig = field(default_factory=ExecConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)

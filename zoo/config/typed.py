@@ -91,6 +91,9 @@ def coerce(value: Any, tp: Any, source: str, path: str, notes: list[AdaptedDefau
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
+        shorthand = getattr(tp, "expand_shorthand", None)  # a type with short spellings (`init: timm`)
+        if shorthand is not None:
+            value = shorthand(value, source, path)
         return from_dict(tp, value, source, path, notes=notes)
     if origin in (list, tuple):
         if isinstance(value, str):

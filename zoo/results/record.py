@@ -96,6 +96,15 @@ class RunRecord:
     ema_horizon_updates: float | None = None
     ema_short: bool | None = None
     adapted_defaults: list[str] = field(default_factory=list)  # defaults that adapted to the user's values
+    # Where the weights started (`init:`, taken from the config): "scratch" (every record before these fields),
+    # "matrix", "file" or "timm"; `init_source` what they are (the source run id, "sha256:<hex>" of the file,
+    # "timm:<architecture.tag>"; hashed into the run id), `init_from` where (the source matrix or weights file),
+    # `init_report` what loaded (weights: EMA/raw/state dict/timm tag, loaded/total tensors, and the missing,
+    # unexpected and shape-mismatched names: the head and the layers not loaded), set once the run started.
+    init_kind: str = "scratch"
+    init_source: str | None = None
+    init_from: str | None = None
+    init_report: dict[str, Any] = field(default_factory=dict)
     history: list[EpochMetrics] = field(default_factory=list)
     # How it ended.
     error: str | None = None
@@ -111,6 +120,13 @@ class RunRecord:
     def __post_init__(self) -> None:
         if self.config is not None:
             self.task = self.config.task
+            init = self.config.init
+            self.init_kind, self.init_source, self.init_from = init.kind, init.source or None, init.path
+
+    @property
+    def fine_tuned(self) -> bool:
+        """Started from pretrained weights (another matrix's run, a file, timm's), not from the seed alone."""
+        return self.init_kind != "scratch"
 
     @property
     def done(self) -> bool:

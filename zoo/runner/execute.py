@@ -44,6 +44,7 @@ def record_outcome(record: RunRecord, outcome: RunOutcome) -> None:
     record.train_img_per_s = outcome.train_samples / outcome.train_time_s if outcome.train_time_s else None
     record.params, record.num_classes = outcome.params, outcome.num_classes
     record.resumed_from_epoch, record.skipped_images = outcome.resumed_from_epoch, outcome.skipped_images
+    record.init_report = outcome.init.to_json() if outcome.init is not None else {}
     # An EMA that averaged over fewer updates than its time constant is mostly the initial weights: the board
     # shows the raw weights' top-1 beside it and never ranks or concludes on it.
     record.ema_short = record.ema_horizon_updates is not None and outcome.updates < record.ema_horizon_updates

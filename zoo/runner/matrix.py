@@ -83,7 +83,9 @@ def run_cells(
             log(f"taking over {labels[run_id]} from {old.who if old else '?'} ({claim.taken_from.reason})")
         with claim if claim is not None else nullcontext():
             try:
-                record = execute_run(by_id[run_id].run, ws, ctx, store)
+                spec = by_id[run_id]
+                blocked = spec.source.blocked if spec.source is not None else None
+                record = not_run(spec, blocked, ctx, store) if blocked else execute_run(spec.run, ws, ctx, store)
             except KeyboardInterrupt:
                 if claim is None or not claim.lost:
                     raise
@@ -94,6 +96,21 @@ def run_cells(
         if on_record is not None and ctx.is_main:
             on_record(record)
         barrier(ctx)
+
+
+def not_run(spec: RunSpec, reason: str, ctx, store) -> RunRecord:
+    """The record of a fine-tuning cell that cannot start (its init source failed): `failed`, with the reason, so
+    the summary counts it and the next invocation tries it again (after its source)."""
+    from datetime import datetime, timezone
+
+    from zoo.runner.execute import new_record
+
+    record = new_record(spec.run, ctx)
+    record.status, record.error = "failed", reason
+    record.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if ctx.is_main:
+        store.append(record)
+    return record
 
 
 @dataclass(frozen=True)

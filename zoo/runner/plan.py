@@ -20,6 +20,7 @@ from pathlib import Path
 from zoo.config import DataConfig, MatrixConfig, PlannedRun, RunConfig, load_recipe, run_config, to_dict
 from zoo.config.tasks import CIFAR_KINDS
 from zoo.results import TERMINAL, ResultsStore
+from zoo.runner.sources import InitSource, SourceResolver, init_lines
 from zoo.config.typed import ConfigError
 from zoo.data import build_datasets
 from zoo.training.distributed import DistContext, planned_execution
@@ -32,6 +33,7 @@ FILTER_KEYS = ("model", "recipe", "sampler", "seed", "task")
 class RunSpec:
     run: PlannedRun
     status: str  # "todo", or the status of its newest record in the store
+    source: InitSource | None = None  # a pretrained cell's init source (`init:`), as resolved for this plan
 
     @property
     def config(self) -> RunConfig:
@@ -74,21 +76,33 @@ def build_plan(matrix: MatrixConfig, store: ResultsStore, only: list[str] | None
     recipes = {name: load_recipe(name, matrix.recipe_overrides) for name in matrix.recipes}
     latest = store.latest()
     adapted = tuple(str(note) for note in matrix.adapted_defaults)
+    resolver = SourceResolver(execution)
     plan = []
     cells = itertools.product(matrix.seeds, matrix.tasks, matrix.models, matrix.recipes, matrix.samplers)
     for seed, task, model, recipe, sampler in cells:
         cfg = run_config(matrix, model, recipes[recipe], sampler, seed, task)
         if not _keep(cfg, filters):
             continue
+        source = None
+        if cfg.init.pretrained:  # its source's identity goes into the run id: resolved before planning
+            cfg, source = resolver.resolve(cfg)
         run = PlannedRun.plan(cfg, execution, adapted)
         record = latest.get(run.run_id)
-        plan.append(RunSpec(run, record.status if record else "todo"))
+        plan.append(RunSpec(run, record.status if record else "todo", source))
     return plan
 
 
 def plan_for(cfg: RunConfig, ctx: DistContext) -> PlannedRun:
-    """One run planned for the processes it was started in (`zoo.train`, a test): the id its record will carry."""
-    return PlannedRun.plan(cfg, planned_execution(str(ctx.device), ctx.world_size))
+    """One run planned for the processes it was started in (`zoo.train`, a test): the id its record will carry
+    (a pretrained init's source resolved and checked first, as the matrix's plan does)."""
+    execution = planned_execution(str(ctx.device), ctx.world_size)
+    if cfg.init.pretrained and not cfg.init.source:
+        cfg, source = SourceResolver(execution).resolve(cfg)
+        if source.blocked:
+            raise ConfigError(f"{cfg.label}: {source.blocked.removeprefix('not run: ')}: train it first "
+                              f"(python -m zoo.run {source.matrix} --only model={cfg.model} --only "
+                              f"recipe={cfg.recipe.name} --only sampler={cfg.sampler.name} --only seed={cfg.seed})")
+    return PlannedRun.plan(cfg, execution)
 
 
 def format_plan(plan: list[RunSpec]) -> str:
@@ -96,15 +110,29 @@ def format_plan(plan: list[RunSpec]) -> str:
 
     # A task column only where a dense task is planned: classification plans print as they always did.
     tasks = any(s.config.task != "classification" for s in plan)
+    # An init column only where a cell is pretrained: its source (run id and that run's status, file hash, tag).
+    inits = any(s.source is not None for s in plan)
     rows = [
         (i + 1, *((s.config.task,) if tasks else ()), s.config.model, s.config.recipe.name, s.config.sampler.name,
-         s.config.seed, s.run_id, s.status)
+         s.config.seed, *((_init_cell(s),) if inits else ()), s.run_id, s.status)
         for i, s in enumerate(plan)
     ]
     todo = sum(not s.done for s in plan)
-    headers = ["#", *(["task"] if tasks else []), "model", "recipe", "sampler", "seed", "run id", "status"]
+    headers = ["#", *(["task"] if tasks else []), "model", "recipe", "sampler", "seed", *(["init"] if inits else []),
+               "run id", "status"]
     table = tabulate(rows, headers=headers)
-    return "\n".join([f"{table}\n{len(plan)} runs, {len(plan) - todo} done, {todo} to train", *ema_warnings(plan)])
+    return "\n".join([f"{table}\n{len(plan)} runs, {len(plan) - todo} done, {todo} to train", *init_lines(plan),
+                      *ema_warnings(plan)])
+
+
+def _init_cell(spec: RunSpec) -> str:
+    source = spec.source
+    if source is None:
+        return "scratch"
+    if source.matrix is None:
+        return source.shown
+    after = " (trained first)" if source.pending and not spec.done else ""
+    return f"{source.shown} {source.status}{after}"
 
 
 # ------------------------------------------------------------------------------------------------- EMA horizon

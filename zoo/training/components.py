@@ -35,9 +35,12 @@ def build_model(cfg: RunConfig, num_classes: int) -> nn.Module:
     return create(cfg.model, num_classes=num_classes, **knobs)
 
 
-def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg: RunConfig, model: nn.Module, groups: list[dict[str, Any]] | None = None
+                    ) -> torch.optim.Optimizer:
+    """timm's optimiser over `model`, or over parameter `groups` already split (a fine-tuned run's backbone and
+    new parameters: `zoo.training.finetune.param_groups`, whose weight-decay split is timm's)."""
     return create_optimizer_v2(
-        model,
+        model if groups is None else groups,
         opt=cfg.optimizer,
         lr=cfg.scaled_lr,
         weight_decay=cfg.recipe.weight_decay,
@@ -122,11 +125,13 @@ def configure_cuda() -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
-def optimisation_parts(cfg: RunConfig, ctx: DistContext, model: nn.Module, sampler, compile_model: bool
+def optimisation_parts(cfg: RunConfig, ctx: DistContext, model: nn.Module, sampler, compile_model: bool,
+                       groups: list[dict[str, Any]] | None = None
                        ) -> tuple[nn.Module, torch.optim.Optimizer, Any, Any, torch.amp.GradScaler]:
     """What every task's run trains `model` (already on its device) with: (the model as trained — DDP-wrapped
-    and compiled where asked —, optimiser, schedule, EMA, grad scaler), sized by `sampler`'s updates."""
-    optimizer = build_optimizer(cfg, model)
+    and compiled where asked —, optimiser, schedule, EMA, grad scaler), sized by `sampler`'s updates; `groups`:
+    the parameters split for fine-tuning (default: timm's groups of the whole model)."""
+    optimizer = build_optimizer(cfg, model, groups)
     total_updates = sampler.total_updates(cfg.epochs, accum_steps=cfg.accum_steps)
     scheduler = build_scheduler(cfg, optimizer, total_updates)
     ema = build_ema(cfg, model, total_updates / cfg.epochs)

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from zoo.config import RunConfig
 from zoo.data.dense import IGNORE_INDEX
 from zoo.models.dense import build_detector, build_segmenter
 from zoo.training.components import autocast
@@ -42,10 +43,14 @@ def at_size(model: nn.Module, size: int) -> None:
         transform.fixed_size, transform.min_size, transform.max_size = (size, size), (size,), size
 
 
-def backbone_knobs(cfg) -> dict[str, Any]:
+def dense_model(cfg: RunConfig, num_classes: int) -> nn.Module:
+    """SSDLite or DeepLabv3 over the run's backbone, with its model_kwargs and the recipe's drop path."""
     knobs = dict(cfg.model_kwargs)
     knobs.setdefault("drop_path_rate", cfg.recipe.drop_path)
-    return knobs
+    if cfg.task == "detection":
+        return build_detector(cfg.model, num_classes, image_size=cfg.sampler.base_resolution, **knobs)
+    return build_segmenter(cfg.model, num_classes, output_stride=SEGMENTATION_OUTPUT_STRIDE,
+                           image_size=cfg.sampler.base_resolution, **knobs)
 
 
 class DenseTask(Task):
@@ -53,6 +58,9 @@ class DenseTask(Task):
 
     def build_loaders(self, ctx: DistContext) -> Loaders:
         return build_dense_loaders(self.cfg, ctx)
+
+    def build_model(self) -> nn.Module:
+        return dense_model(self.cfg, self.num_classes)
 
     def prepare(self, model: nn.Module, images: Any, targets: Any) -> tuple[Any, Any]:
         at_size(model, images[0].shape[-1])
@@ -94,9 +102,6 @@ class DenseTask(Task):
 class DetectionTask(DenseTask):
     """SSDLite; mAP over every rank's detections, scored once (each image's top COCO_MAX_DETECTIONS)."""
 
-    def build_model(self) -> nn.Module:
-        return build_detector(self.cfg.model, self.num_classes, image_size=self.cfg.sampler.base_resolution,
-                              **backbone_knobs(self.cfg))
 
     def to_device(self, images: Any, targets: Any) -> tuple[Any, Any]:
         images = [image.as_subclass(torch.Tensor).to(self.device) for image in images]
@@ -125,9 +130,6 @@ class DetectionTask(DenseTask):
 class SegmentationTask(DenseTask):
     """DeepLabv3; mIoU reduced over ranks by torchmetrics, with the mean cross-entropy as the loss."""
 
-    def build_model(self) -> nn.Module:
-        return build_segmenter(self.cfg.model, self.num_classes, output_stride=SEGMENTATION_OUTPUT_STRIDE,
-                               image_size=self.cfg.sampler.base_resolution, **backbone_knobs(self.cfg))
 
     def loss(self, train_model: nn.Module, images: Any, targets: Any) -> torch.Tensor:
         logits = train_model(images)

@@ -27,6 +27,7 @@ from zoo.training.checkpoint import load_latest, save_checkpoint
 from zoo.training.distributed import DistContext, broadcast_object
 from zoo.training.epoch import EpochMetrics
 from zoo.training.guards import LossWindow
+from zoo.training.init_weights import LoadReport
 from zoo.training.parts import RunParts, build_parts
 
 LogFn = Callable[[dict[str, Any], int], None]
@@ -44,6 +45,7 @@ class RunOutcome:
     num_classes: int = 0
     resumed_from_epoch: int = 0
     skipped_images: int = 0
+    init: LoadReport | None = None  # what a pretrained init loaded into the model (None: from scratch)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -72,7 +74,8 @@ def train_run(
     random_seed(cfg.seed, 0)  # identical initial weights on every rank and every attempt
     parts = build_parts(cfg, ctx, compile_model)
     outcome = RunOutcome(params=sum(p.numel() for p in parts.model.parameters() if p.requires_grad),
-                         num_classes=parts.loaders.num_classes, skipped_images=parts.loaders.skipped_images)
+                         num_classes=parts.loaders.num_classes, skipped_images=parts.loaders.skipped_images,
+                         init=parts.init_report)
     start_epoch = restore(parts, outcome, ckpt_path, ctx)
 
     last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, start_epoch + stop_after_epochs)
@@ -160,6 +163,8 @@ def train_one_epoch(cfg: RunConfig, parts: RunParts, ctx: DistContext, epoch: in
     """One pass over the sampler's batches; returns (mean training loss, seconds)."""
     parts.loaders.set_epoch(epoch)
     parts.train_model.train()
+    if parts.tuning is not None:  # a fine-tuned run's backbone: its lr multiplier, or frozen this epoch
+        parts.tuning.at_epoch(epoch, parts.optimizer, parts.scheduler, outcome.updates)
     # Losses are checked for NaN/inf a window at a time (the exact step is still found): one host sync and one
     # running-mean update per window, not per step.
     window = LossWindow(ctx, size=log_every)

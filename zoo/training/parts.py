@@ -13,6 +13,8 @@ from zoo.training.classification import ClassificationTask
 from zoo.training.components import autocast, optimisation_parts, placed
 from zoo.training.dense_task import DetectionTask, SegmentationTask
 from zoo.training.distributed import DistContext
+from zoo.training.finetune import BackboneTuning, param_groups
+from zoo.training.init_weights import LoadReport, load_init
 from zoo.training.loaders import Loaders
 from zoo.training.task import Task
 
@@ -36,6 +38,8 @@ class RunParts:
     scaler: torch.amp.GradScaler  # enabled for float16 autocast only
     cfg: RunConfig
     device: torch.device
+    init_report: LoadReport | None = None  # what a pretrained init loaded (None: from scratch)
+    tuning: BackboneTuning | None = None  # the fine-tuning knobs, where they set the backbone apart
 
     @property
     def loaders(self) -> Loaders:
@@ -46,9 +50,14 @@ class RunParts:
 
 
 def build_parts(cfg: RunConfig, ctx: DistContext, compile_model: bool) -> RunParts:
-    """The task (its loaders first), its model on the device, then optimiser, schedule, EMA and scaler."""
+    """The task (its loaders first), its model (with the init's weights loaded) on the device, then optimiser,
+    schedule, EMA (from the loaded weights) and scaler."""
     task = TASKS[cfg.task](cfg, ctx)
-    model = placed(cfg, ctx, task.build_model())
+    model = task.build_model()
+    report, backbone = load_init(model, cfg) if cfg.init.pretrained else (None, set())
+    model = placed(cfg, ctx, model)
+    groups = param_groups(cfg, model, backbone) if cfg.init.tuned_apart else None
     train_model, optimizer, scheduler, ema, scaler = optimisation_parts(cfg, ctx, model, task.loaders.sampler,
-                                                                        compile_model)
-    return RunParts(task, model, train_model, optimizer, scheduler, ema, scaler, cfg, ctx.device)
+                                                                        compile_model, groups)
+    tuning = BackboneTuning.of(cfg, model, backbone) if cfg.init.tuned_apart else None
+    return RunParts(task, model, train_model, optimizer, scheduler, ema, scaler, cfg, ctx.device, report, tuning)
