@@ -84,8 +84,8 @@ def test_a_missing_classification_store_is_exit_2_naming_the_key(tmp_path: Path,
 
 
 def test_a_dense_only_store_renders_its_findings_not_empty_classification_boards(tmp_path: Path) -> None:
-    """Two seeds a backbone: detection's gap (0.40 vs 0.10, tight seeds) is beyond noise and said; segmentation's
-    (overlapping seeds) is not, and the board says the order is not established."""
+    """Two seeds a backbone: detection's gap (0.40 vs 0.10, tight seeds) is established after the dense family's
+    correction and said; segmentation's (overlapping seeds) is not, and the board says the order is not established."""
     from zoo.report.leaderboard import write_leaderboard
 
     store = ResultsStore(tmp_path)
@@ -99,7 +99,9 @@ def test_a_dense_only_store_renders_its_findings_not_empty_classification_boards
     assert "## 1. Main boards" not in text and "train at least two seeds" not in text
     assert "**Runs**: 8 finished, seeds [0, 1]" in text
     findings = text.split("## Conclusions the data supports")[1].split("## Detection and segmentation")[0]
-    assert "detection, basic recipe, fixed sampler: a above b by 30.0 pts (beyond seed noise" in findings
-    assert ("segmentation, basic recipe, fixed sampler: no gap between the 2 backbones is beyond seed noise"
+    assert ("detection, basic recipe, fixed sampler, scratch: a above b: +30.0 pts [+24.7, +35.3], Holm p<0.001"
             in findings)
+    assert ("segmentation, basic recipe, fixed sampler, scratch: no gap between the 2 backbones is established"
+            in findings)
+    assert "2 tested (2 backbones); Holm's correction" in findings  # the dense family: one pair per task
     assert "### Does the order carry over?" in text

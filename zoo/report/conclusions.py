@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from zoo.models import paper_comparisons
 from zoo.report.comparisons import AXES, Groups, axis_label, board_family, pair_outcome, settled, top1s
 from zoo.report.inference import Outcomes
 from zoo.report.stats import rank_agreement
@@ -165,10 +166,12 @@ def latency_findings(deploy: DeployLatency, out: Findings, reference: str = "mob
             others = ", ".join(f"{m} {ms[m] / ms[reference]:.1f}×" for m in models if m != reference)
             parts.append(f"relative to {reference}: {others}")
         out.supported.append("; ".join(parts))
-        if {"pit_ti", "deit_tiny"} <= set(ms) and {"pit_ti", "deit_tiny"} <= set(deploy.gmacs):
-            g = deploy.gmacs["pit_ti"] / deploy.gmacs["deit_tiny"]
-            out.supported.append(f"PiT-Ti has {100 * g:.0f} % of DeiT-Ti's GMACs and {100 * ms['pit_ti'] / ms['deit_tiny']:.0f} % "
-                                 f"of its latency on {runtime} (224 px)")
+        for model, other in paper_comparisons():  # pairs a paper set side by side (PiT-Ti against DeiT-Ti)
+            if {model, other} <= set(ms) and {model, other} <= set(deploy.gmacs):
+                out.supported.append(
+                    f"{model} has {100 * deploy.gmacs[model] / deploy.gmacs[other]:.0f} % of {other}'s GMACs and "
+                    f"{100 * ms[model] / ms[other]:.0f} % of its latency on {runtime} (at "
+                    f"{deploy.resolution.get(model, '?')} px)")
         with_gmacs = [m for m in models if m in deploy.gmacs]
         agreement = rank_agreement([deploy.gmacs[m] for m in with_gmacs], [ms[m] for m in with_gmacs])
         if agreement is not None:

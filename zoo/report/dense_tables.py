@@ -1,5 +1,6 @@
-"""The board's dense section: detection mAP and segmentation mIoU per backbone (mean ± std over seeds, Welch's
-test against the next row, as the classification boards), and whether the backbones' order carries over from
+"""The board's dense section: detection mAP and segmentation mIoU per backbone (mean ± std over seeds; the order
+against the next row from the dense runs' one family of comparisons, tested as the classification boards' are:
+`dense_family`), and whether the backbones' order carries over from
 classification to detection and segmentation (Kendall τ between the tasks' rankings).
 
 A backbone's score in a task is the mean over its seeds in one (recipe, sampler) cell; the rank table uses each
@@ -13,7 +14,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from zoo.report.architectures import kendall_tau
-from zoo.report.stats import SeedStat, at_plateau, chance_of, welch
+from zoo.report.inference import Family, Outcome, Outcomes
+from zoo.report.stats import SeedStat, at_plateau, chance_of
 from zoo.report.tables import DASH, Table, md
 from zoo.results import RunRecord
 
@@ -25,18 +27,57 @@ def dense_runs(runs: list[RunRecord]) -> list[RunRecord]:
     return [r for r in runs if r.task in DENSE_TASKS and r.metric is not None]
 
 
-def _cells(runs: list[RunRecord], task: str) -> dict[tuple[str, str], dict[str, list[RunRecord]]]:
-    cells: dict[tuple[str, str], dict[str, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
+def init_of(run: RunRecord) -> str:
+    """Where the run's backbone started: "scratch", or its source's kind ("matrix", "file", "timm")."""
+    return getattr(run, "init_kind", None) or "scratch"
+
+
+Setting = tuple[str, str, str]  # (recipe, sampler, init)
+
+
+def _cells(runs: list[RunRecord], task: str) -> dict[Setting, dict[str, list[RunRecord]]]:
+    cells: dict[Setting, dict[str, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
     for run in sorted(runs, key=lambda r: (r.model, r.seed, r.run_id)):
         if run.task == task:
-            cells[(run.recipe, run.sampler)][run.model].append(run)
+            cells[(run.recipe, run.sampler, init_of(run))][run.model].append(run)
     return cells
 
 
-def task_table(runs: list[RunRecord], task: str, recipe: str, sampler: str) -> Table:
-    """One task's board under one recipe and sampler, sorted by the metric's mean over seeds."""
-    by_model = _cells(runs, task)[(recipe, sampler)]
-    stats = {m: SeedStat.of([r.metric for r in recs]) for m, recs in by_model.items()}  # type: ignore[misc]
+def _where(task: str, setting: Setting) -> str:
+    recipe, sampler, init = setting
+    return f"{task}, {recipe} recipe, {sampler} sampler, {init}"
+
+
+def _pair(task: str, setting: Setting, a: str, b: str) -> str:
+    return f"{_where(task, setting)}: " + " vs ".join(sorted((a, b)))
+
+
+def dense_family(runs: list[RunRecord]) -> Outcomes:
+    """Every comparison the dense section makes: each pair of backbones per task and setting, and for each backbone
+    and task fine-tuned − scratch where both were trained; tested together (`zoo.report.inference`)."""
+    family = Family("dense runs")
+    for task in DENSE_TASKS:
+        cells = _cells(runs, task)
+        for setting, by_model in sorted(cells.items()):
+            scores = {m: v for m, recs in by_model.items() if len(v := _metrics(recs)) >= 2}
+            for m in sorted(scores):
+                family.add_cell(scores[m])
+            names = sorted(scores)
+            for i, a in enumerate(names):
+                for b in names[i + 1:]:
+                    family.add("backbones", _pair(task, setting, a, b), a, scores[a], b, scores[b])
+            recipe, sampler, init = setting
+            scratch = cells.get((recipe, sampler, "scratch"), {})
+            for m in names if init != "scratch" else []:
+                if len(base := _metrics(scratch.get(m, []))) >= 2:
+                    family.add("transfer", f"{_where(task, setting)}: {m}", "scratch", base, init, scores[m])
+    return family.outcomes()
+
+
+def task_table(runs: list[RunRecord], task: str, setting: Setting, outcomes: Outcomes) -> Table:
+    """One task's board in one setting, sorted by the metric's mean over seeds."""
+    by_model = _cells(runs, task)[setting]
+    stats = {m: SeedStat.of(_metrics(recs)) for m, recs in by_model.items()}
     order = sorted(stats, key=lambda m: (-stats[m].mean, m))
     rows = []
     for i, model in enumerate(order):
@@ -44,8 +85,9 @@ def task_table(runs: list[RunRecord], task: str, recipe: str, sampler: str) -> T
         text = stats[model].format() + ("¹" if stats[model].n == 1 else "")
         verdict = DASH
         if i + 1 < len(order):
-            nxt = welch([r.metric for r in by_model[order[i + 1]]], [r.metric for r in recs])  # type: ignore[misc]
-            verdict = ("≈ " if nxt.p is not None and not nxt.beyond_noise else "") + nxt.verdict()
+            found = outcomes.of("backbones", _pair(task, setting, model, order[i + 1]))
+            verdict = "untested: a single seed" if found is None else (
+                ("" if found.claimed else "≈ ") + found.towards(model).verdict())
         extra = []
         if task == "detection":
             fifty = [r.dense_metrics.get("map_50") for r in recs if r.dense_metrics.get("map_50") is not None]
@@ -53,33 +95,55 @@ def task_table(runs: list[RunRecord], task: str, recipe: str, sampler: str) -> T
         params = f"{recs[0].params / 1e6:.2f}" if recs[0].params else DASH
         rows.append([i + 1, model, text, *extra, verdict, params])
     headers = ["#", "backbone", METRIC_TEXT[task], *(["mAP@.5 (%)"] if task == "detection" else []),
-               "vs next (Welch)", "params (M, with head)"]
+               "vs next (effect, 95 % interval, Holm)", "params (M, with head)"]
     return md(rows, headers)
+
+
+def transfer_table(outcomes: Outcomes) -> Table | None:
+    """Fine-tuned − scratch per backbone, task and setting (None when no backbone was trained both ways)."""
+    found = [o for o in outcomes.results if o.test.kind == "transfer"]
+    if not found:
+        return None
+    rows = [[o.test.label.rsplit(": ", 1)[0], o.test.label.rsplit(": ", 1)[1], SeedStat.of(list(o.test.a)).format(),
+             SeedStat.of(list(o.test.b)).format(), ("**established**: " if o.claimed else "") + o.verdict(),
+             f"{o.p_improvement:.2f}"] for o in found]
+    return md(rows, ["task and setting", "backbone", "scratch (%)", "fine-tuned (%)", "Δ, 95 % interval, Holm",
+                     "P(fine-tuned > scratch)"])
 
 
 def _metrics(recs: list[RunRecord]) -> list[float]:
     return [r.metric for r in recs if r.metric is not None]
 
 
-def dense_findings(runs: list[RunRecord]) -> list[str]:
-    """What the dense runs support, per task and (recipe, sampler) cell: every pair of backbones whose gap is beyond
-    seed noise (Welch, as the classification board), else that the cell's order is not established."""
-    findings = []
+def dense_findings(runs: list[RunRecord], outcomes: Outcomes | None = None) -> list[str]:
+    """What the dense runs support: the family's line, then per task and setting every pair of backbones the
+    family establishes (else that the order is not established), and every established transfer effect."""
+    outcomes = outcomes if outcomes is not None else dense_family(runs)
+    findings = [outcomes.summary()]
     for task in DENSE_TASKS:
-        for (recipe, sampler), by_model in sorted(_cells(runs, task).items()):
+        for setting, by_model in sorted(_cells(runs, task).items()):
             scores = {m: values for m, recs in by_model.items() if (values := _metrics(recs))}
             order = sorted(scores, key=lambda m: (-sum(scores[m]) / len(scores[m]), m))
             leads = []
             for i, ahead in enumerate(order):
                 for behind in order[i + 1:]:
-                    gap = welch(scores[behind], scores[ahead])
-                    if gap.beyond_noise:
-                        leads.append(f"{ahead} above {behind} by {gap.delta * 100:.1f} pts ({gap.verdict()})")
-            where = f"{task}, {recipe} recipe, {sampler} sampler"
+                    found = outcomes.of("backbones", _pair(task, setting, ahead, behind))
+                    if found is not None and found.claimed:
+                        leads.append(f"{ahead} above {behind}: {found.towards(ahead).verdict()}")
+            where = _where(task, setting)
             findings.append(f"{where}: " + "; ".join(leads) if leads else
-                            f"{where}: no gap between the {len(order)} backbones is beyond seed noise (Welch, "
-                            "p ≥ 0.05, or a single seed): their order is not established")
+                            f"{where}: no gap between the {len(order)} backbones is established (after the "
+                            "correction, or a single seed): their order is not established")
+    findings += [f"{o.test.label}: fine-tuned − scratch {o.verdict()}" for o in outcomes.claims
+                 if o.test.kind == "transfer"]
     return findings
+
+
+def ranked_runs(dense: list[RunRecord]) -> list[RunRecord]:
+    """The dense runs the rank table reads: the fine-tuned ones where there are any (the papers fine-tune a
+    pretrained backbone), else the scratch ones."""
+    tuned = [r for r in dense if init_of(r) != "scratch"]
+    return tuned or dense
 
 
 def task_means(runs: list[RunRecord], task: str) -> dict[str, float]:
@@ -145,22 +209,33 @@ def dense_section(runs: list[RunRecord], classification: list[RunRecord], note: 
     parts = ["## Detection and segmentation over the same backbones\n",
              "SSDLite (torchvision's head over the backbone's stride-16/32 maps plus extra layers) and DeepLabv3 "
              "(ASPP at output stride 16), the same recipe for every backbone; scores of the EMA weights when the "
-             "recipe has EMA. `¹` = a single seed; `≈` = within seed noise (Welch, p ≥ 0.05)."]
+             "recipe has EMA. `¹` = a single seed; `≈` = the order against the next row is not established (see the "
+             "dense family's line in the conclusions: every comparison below is tested together, Holm-corrected)."]
     if note:
         parts.append(f"\n- {note}.")
     parts.append("")
+    outcomes = dense_family(dense)
     for task in DENSE_TASKS:
-        for recipe, sampler in sorted(_cells(dense, task)):
-            parts += [f"### {task}: {recipe} recipe, {sampler} sampler\n",
-                      task_table(dense, task, recipe, sampler).markdown(), ""]
-    ranks, taus = rank_table(dense, classification)
+        for setting in sorted(_cells(dense, task)):
+            recipe, sampler, init = setting
+            parts += [f"### {task}: {recipe} recipe, {sampler} sampler, backbone from {init}\n",
+                      task_table(dense, task, setting, outcomes).markdown(), ""]
+    transfer = transfer_table(outcomes)
+    if transfer is not None:
+        parts += ["### Fine-tuned against scratch, per backbone (the same budget)\n", transfer.markdown(), ""]
+    ranked = ranked_runs(dense)
+    ranks, taus = rank_table(ranked, classification)
     where = (f"classification top-1 from the classification runs of {classification_from} in the same recipe and "
              "sampler cells (`*`: a run of that cell not at its plateau)"
              if task_means(matched_classification(dense, classification), "classification")
              else "no classification runs of these backbones and cells: train the "
              "classification matrix into the same store_dir (or name its store as `classification_store:` in "
              "runs.yaml, `--classification-store` here) for that column")
+    inits = sorted({init_of(r) for r in ranked})
+    protocol = "" if "scratch" in inits else " (the papers' protocol: fine-tuned)"
     parts += ["### Does the order carry over? Classification rank vs detection rank vs segmentation rank\n",
-              f"Each backbone's mean over every cell of the task; {where}.\n", ranks.markdown(), "",
+              f"Each backbone's mean over every cell of the task, dense runs whose backbone started from "
+              f"{', '.join(inits)}{protocol}; "
+              f"{where}.\n", ranks.markdown(), "",
               taus.markdown(), ""]
     return "\n".join(parts)

@@ -201,21 +201,19 @@ def _moderated(test: Test, prior: VariancePrior | None) -> tuple[float, float, f
     delta = mean(test.b) - mean(test.a)
     if se == 0:
         return (0.0 if delta else 1.0), 0.0, df
-    dist = sps.norm if math.isinf(df) else sps.t(df)
-    return float(2 * dist.sf(abs(delta) / se)), se, df
+    return float(2 * sps.t.sf(abs(delta) / se, df)), se, df
 
 
 def _outcome(test: Test, raw: tuple[float, float, float], p_holm: float, family_size: int) -> Outcome:
     p, se, df = raw
     delta = mean(test.b) - mean(test.a)
-    dist = sps.norm if math.isinf(df) or df <= 0 else sps.t(df)
-    half = float(dist.ppf(0.975)) * se if df > 0 else math.inf
+    half = float(sps.t.ppf(0.975, df)) * se if df > 0 else math.inf
     low, high, interval = delta - half, delta + half, ("normal" if math.isinf(df) else f"t, {df:.1f} df")
     if min(len(test.a), len(test.b)) >= BOOTSTRAP_SEEDS:
         low, high = _bootstrap(test.a, test.b)
         interval = "bootstrap"
     first = ALPHA / max(family_size, 1)  # Holm's first (strictest) threshold: what the smallest p must clear
-    detectable = (float(dist.ppf(1 - first / 2)) + float(dist.ppf(POWER))) * se if df > 0 else math.inf
+    detectable = (float(sps.t.ppf(1 - first / 2, df)) + float(sps.t.ppf(POWER, df))) * se if df > 0 else math.inf
     wins = sum((b > a) + 0.5 * (b == a) for a in test.a for b in test.b) / (len(test.a) * len(test.b))
     return Outcome(test, delta, low, high, interval, p, p_holm, detectable, wins)
 
