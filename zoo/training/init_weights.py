@@ -10,7 +10,8 @@ Where they come from (`zoo.config.init.InitConfig`, resolved by the plan):
   `zoo.models.mobilevit.timm_key_to_zoo`);
 - `timm`: timm's published weights for the model's architecture, through `timm.create_model(..., pretrained=True)`
   (timm's cache, the Hugging Face hub where the network allows it), built at the run's base resolution where the
-  family ties its position grid to it (timm's checkpoint filter resamples the grid).
+  family ties its position grid to it (timm's checkpoint filter resamples the grid). The plan checks the cache
+  first, then the network (none with HF_HUB_OFFLINE=1 or ZOO_OFFLINE=1, or when huggingface.co does not answer).
 
 What loads into what: a classifier takes every tensor of the same name and shape; a detector or segmenter takes
 them into its backbone (`zoo.models.features.FeatureBackbone.classifier`, the classifier's own names). The rest is
