@@ -217,7 +217,7 @@ def test_plateau_significance_and_conclusions_from_a_store_with_curves(tmp_path)
     assert row_of(text, "## Trained to a plateau?", "mobilenetv2_100")[7] == "**no** (near chance)"
     assert ("mobilevit_xxs (93.0 %) is more accurate than pit_ti (80.0 %): +13.0 pts [+10.9, +15.1], Holm p<0.001"
             in supported)
-    assert "2 tested (1 models, 1 recipe)" in conclusions  # the family: the one pair of settled models, one recipe
+    assert "2 tested (1 models, 1 recipe)" in conclusions and "comparisons, 2 tested" in conclusions  # the family: the one pair of settled models, one recipe
     # Cells still learning (or never learning) are not ranked, however large the gap: the budget made it.
     assert "deit_tiny" not in supported and "mobilenetv2_100 (" not in supported
     assert ("basic recipe, fixed sampler: not compared, not trained to a plateau: deit_tiny (80.0 %), "

@@ -62,27 +62,33 @@ def axis_label(axis: str, name: str, other: str) -> str:
 
 
 def board_family(groups: Groups, name: str = "classification board") -> Outcomes:
+    """Every comparison the board makes, tested together; one whose side is not comparable is counted as not
+    testable (with why) so that the board can say how large its family is and how much of it it could test."""
     family = Family(name)
-    comparable = {key: top1s(recs) for key, recs in groups.items() if why_not_comparable(recs) is None}
-    for key, values in comparable.items():
-        family.add_cell(values)
-    for key, recs in groups.items():
-        if key not in comparable and top1s(recs):
-            family.untested.append(f"{key[0]} ({key[1]}/{key[2]}): {why_not_comparable(recs)}")
-    for recipe, sampler in sorted({(r, s) for _, r, s in groups}):
-        names = sorted(m for (m, r, s) in comparable if (r, s) == (recipe, sampler))
+    cells = {key: top1s(recs) for key, recs in groups.items() if top1s(recs)}
+    why = {key: why_not_comparable(groups[key]) for key in cells}
+    for key in cells:
+        if why[key] is None:
+            family.add_cell(cells[key])
+
+    def compare(kind: str, label: str, a: tuple[str, str, str], a_name: str, b: tuple[str, str, str],
+                b_name: str) -> None:
+        reasons = [f"{key[0]} ({key[1]}/{key[2]}): {why[key]}" for key in (a, b) if why[key] is not None]
+        if reasons:
+            family.untested.append(f"{label}: " + "; ".join(reasons))
+        else:
+            family.add(kind, label, a_name, cells[a], b_name, cells[b])
+
+    for recipe, sampler in sorted({(r, s) for _, r, s in cells}):
+        names = sorted(m for (m, r, s) in cells if (r, s) == (recipe, sampler))
         for a, b in combinations(names, 2):
-            family.add("models", pair_label(recipe, sampler, a, b), a, comparable[(a, recipe, sampler)],
-                       b, comparable[(b, recipe, sampler)])
+            compare("models", pair_label(recipe, sampler, a, b), (a, recipe, sampler), a, (b, recipe, sampler), b)
     for axis, (first, second) in AXES.items():
-        for model, recipe, sampler in sorted(comparable):
-            if (recipe if axis == "recipe" else sampler) != first:
-                continue
+        for model, recipe, sampler in sorted(cells):
             other = (model, second, sampler) if axis == "recipe" else (model, recipe, second)
-            if other in comparable:
-                fixed_part = sampler if axis == "recipe" else recipe
-                family.add(axis, axis_label(axis, model, fixed_part), first, comparable[(model, recipe, sampler)],
-                           second, comparable[other])
+            if (recipe if axis == "recipe" else sampler) == first and other in cells:
+                compare(axis, axis_label(axis, model, sampler if axis == "recipe" else recipe),
+                        (model, recipe, sampler), first, other, second)
     return family.outcomes()
 
 

@@ -153,7 +153,7 @@ class Family:
 
     name: str
     tests: list[Test] = field(default_factory=list)
-    untested: list[str] = field(default_factory=list)  # comparisons the board would make but cannot (why)
+    untested: list[str] = field(default_factory=list)  # comparisons the board makes but cannot test (why)
     cells: list[tuple[float, ...]] = field(default_factory=list)  # every compared cell, once, for the prior
 
     def add(self, kind: str, label: str, a_name: str, a: Sequence[float], b_name: str, b: Sequence[float]) -> None:
@@ -252,9 +252,11 @@ class Outcomes:
         for o in self.results:
             kinds[o.test.kind] = kinds.get(o.test.kind, 0) + 1
         parts = ", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "none"
-        text = (f"**Family of comparisons ({self.family.name})**: {len(self.results)} tested ({parts})"
-                + (f", {len(self.family.untested)} not testable" if self.family.untested else "")
-                + f"; {CORRECTION}'s correction at a {100 * ALPHA:.0f} % family-wise error rate; "
+        size = len(self.results) + len(self.family.untested)
+        text = (f"**Family of comparisons ({self.family.name})**: {size} comparisons, {len(self.results)} tested "
+                f"({parts})" + (f", {len(self.family.untested)} not testable (a side a single seed, not at its "
+                                "plateau, or with a short EMA)" if self.family.untested else "")
+                + f"; {CORRECTION}'s correction at a {100 * ALPHA:.0f} % family-wise error rate over the tested ones; "
                 f"{len(self.claims)} claimed.")
         if self.prior is not None:
             text += f" Seed spread: {self.prior.describe()}."
