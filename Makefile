@@ -1,11 +1,12 @@
-# The two quick-start commands: `make run` (set up + train the default matrix) and `make test` (everything, as CI
-# runs it); `make test-fast` leaves out the tests marked slow, for the edit-test loop (about a minute on 2 cores).
+# The two quick-start commands: `make run` (set up, train the default matrix, measure, write leaderboard/) and
+# `make test` (the whole suite, as CI's .ci/run runs it); `make test-fast` leaves out the tests marked slow, for the
+# edit-test loop (about 2 minutes on 2 cores). README.md lists every target; docs/ is the reference.
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup run test test-fast bench gpu-check leaderboard latency clean
+.PHONY: setup run test test-fast bench gpu-check leaderboard latency docs clean
 
 PHONE := 'executorch==1.5.1' 'litert-torch==0.10.*' 'ai-edge-litert>=2.3'
 SHARED := '^(pydantic|pydantic.core|typing.extensions|anyio|cattrs|numpy|torch|torchvision)=='
@@ -45,6 +46,10 @@ leaderboard: $(STAMP)
 # Resumes from its store; a rerun with nothing changed only re-renders. Time it alone: nothing else on the cores.
 latency: $(STAMP)
 	$(BIN)/python -m zoo.measure --board leaderboard/architectures
+
+# docs/'s generated tables (model and backend lists) from the registries; tests/test_docs_tables.py checks them.
+docs: $(STAMP)
+	$(BIN)/python benchmarks/gen_docs_tables.py
 
 clean:
 	rm -rf out .pytest_cache

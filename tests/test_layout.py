@@ -1,9 +1,10 @@
 """The layout rules of the brief, checked: stages import only from earlier stages; small modules and functions."""
 import ast
+import re
 from pathlib import Path
 
 ZOO = Path(__file__).resolve().parent.parent / "zoo"
-# The layers of README's "The flow", lowest first: a package may import from its own rank or lower ranks only. The
+# The layers of docs/flow.md, lowest first: a package may import from its own rank or lower ranks only. The
 # runner sits above measure and report because it drives them (a matrix ends by measuring and writing its board);
 # sweeps build on the runner's plan.
 RANK = {"config": 0, "models": 1, "data": 1, "tracking": 1, "training": 2, "results": 3, "measure": 4,
@@ -62,18 +63,30 @@ def test_modules_under_400_lines_and_functions_under_80():
     assert not long_modules and not long_functions, (long_modules, long_functions)
 
 
-def test_readme_flow_table_names_every_module():
-    """Every module of the flow's packages appears in README's "The flow" table (by file name, in its row)."""
-    readme = (ZOO.parent / "README.md").read_text()
-    section = readme[readme.index("## The flow"):readme.index("\n## ", readme.index("## The flow") + 1)]
-    rows = {line.split("|")[1].strip().strip("`"): line for line in section.splitlines() if line.startswith("| `zoo/")}
-    missing = []
-    for package in ("config", "runner", "training", "results", "report", "sweeps"):
-        row = rows.get(f"zoo/{package}/", "")
-        for path in sorted((ZOO / package).glob("*.py")):
-            if path.name != "__init__.py" and f"`{path.name}`" not in row:
-                missing.append(f"zoo/{package}/{path.name}")
-    assert not missing, "modules missing from README's flow table: " + ", ".join(missing)
+def test_docs_flow_table_names_every_module():
+    """Every module of zoo/ (every package, subpackages included, and the entry points) appears in the row of its
+    package in docs/flow.md's "Modules" table, by file name; and every file a row names is a module of that package
+    (no stale names). README's "The flow" links there."""
+    flow = (ZOO.parent / "docs" / "flow.md").read_text()
+    section = flow[flow.index("## Modules"):]
+    rows = {line.split("|")[1].strip().strip("`"): line.split("|", 2)[2] for line in section.splitlines()
+            if line.startswith("| `zoo/")}
+    packages = {"zoo/"} | {f"zoo/{p.parent.relative_to(ZOO).as_posix()}/" for p in ZOO.rglob("__init__.py")
+                           if p.parent != ZOO}
+    missing, stale = [], []
+    for package in sorted(packages):
+        folder = ZOO.parent / package
+        modules = {p.name for p in folder.glob("*.py") if p.name != "__init__.py"}
+        row = rows.get(package)
+        if row is None:
+            missing.append(f"{package} (no row)")
+            continue
+        missing += [package + name for name in sorted(modules) if f"`{name}`" not in row]
+        stale += [package + name for name in sorted(set(re.findall(r"`([a-z_0-9]+\.py)`", row)) - modules)]
+    stale += [f"{row} (no such package)" for row in sorted(set(rows) - packages)]
+    assert not missing and not stale, (f"docs/flow.md: modules missing from the flow table: {', '.join(missing)}; "
+                                       f"named there but not modules: {', '.join(stale)}")
+    assert "docs/flow.md" in (ZOO.parent / "README.md").read_text(), "README.md must link docs/flow.md"
 
 
 def _module_name(path: Path) -> str:
