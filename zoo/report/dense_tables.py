@@ -28,8 +28,11 @@ def dense_runs(runs: list[RunRecord]) -> list[RunRecord]:
 
 
 def init_of(run: RunRecord) -> str:
-    """Where the run's backbone started: "scratch", or its source's kind ("matrix", "file", "timm")."""
-    return getattr(run, "init_kind", None) or "scratch"
+    """Where the run's backbone started: "scratch", or its source's kind and where ("matrix runs.yaml",
+    "file model.safetensors", "timm"), so that runs fine-tuned from different sources are separate settings."""
+    if run.init_kind == "scratch":
+        return "scratch"
+    return f"{run.init_kind} {run.init_from}" if run.init_from else run.init_kind
 
 
 Setting = tuple[str, str, str]  # (recipe, sampler, init)
