@@ -8,7 +8,8 @@ import pytest
 
 from zoo.measure.store import Measurement, MeasurementStore
 from zoo.report.leaderboard import write_leaderboard
-from zoo.report.stats import SeedStat, pareto_front, rank_agreement, ranks, welch
+from zoo.report.inference import Family
+from zoo.report.stats import SeedStat, pareto_front, rank_agreement, ranks
 
 # Stores as the previous zoo version wrote them (two machines, a retried failure, a forced re-measure, batch 32,
 # evaluation-resolution records, int8 and breakdown rows, the deploy_resolutions.json side file), with the README
@@ -157,7 +158,6 @@ def test_rank_correlation_maths():
 
 def test_seed_stats_and_pareto():
     a, b = SeedStat.of([0.8, 0.82]), SeedStat.of([0.9, 0.91])
-    assert not a.overlaps(b) and a.overlaps(SeedStat.of([0.81, 0.83]))
     assert SeedStat.of([0.5]).std is None
     # (latency, accuracy): the 2nd point is dominated by the 1st (slower and worse)
     assert pareto_front([(1.0, 0.9), (2.0, 0.8), (3.0, 0.95)]) == [0, 2]
@@ -280,14 +280,18 @@ def test_a_newer_failure_hides_an_older_figure_everywhere(tmp_path):
     assert "deit_tiny" not in fastest and "pit_ti 0.7×" in fastest  # the one "latest" of the tables, too
 
 
-def test_welch_verdicts():
-    apart = welch([0.80, 0.81, 0.79], [0.93, 0.94, 0.92])
-    assert apart.delta == pytest.approx(0.13) and apart.p == pytest.approx(9.1e-5, rel=0.05)
-    assert apart.beyond_noise and apart.verdict() == "beyond seed noise (p<0.001)"
-    close = welch([0.80, 0.82], [0.81, 0.83])  # t = 0.71 on 2 degrees of freedom
-    assert close.p == pytest.approx(0.553, abs=0.002) and close.verdict() == "within seed noise (p=0.55)"
-    assert welch([0.5, 0.5], [0.6, 0.6]).verdict() == "beyond seed noise (p<0.001)"  # no spread on either side
-    assert welch([0.5], [0.6, 0.7]).verdict() == "untested (one seed)"
+def test_a_family_without_a_board_to_pool_tests_each_pair_on_its_own_seeds():
+    """No cell given for a prior: each pair is Student's t on its own seeds (n_a + n_b − 2 degrees of freedom)."""
+    family = Family("pairs")
+    family.add("models", "apart", "a", [0.80, 0.81, 0.79], "b", [0.93, 0.94, 0.92])
+    family.add("models", "close", "a", [0.80, 0.82], "b", [0.81, 0.83])  # t = 0.71 on 2 degrees of freedom
+    family.add("models", "one", "a", [0.5], "b", [0.6])  # one seed a side, nothing to borrow: untestable
+    outcomes = family.outcomes()
+    apart, close, one = (outcomes.of("models", k) for k in ("apart", "close", "one"))
+    assert apart.p < 0.001 and apart.claimed and apart.interval == "t, 4.0 df"
+    assert close.p == pytest.approx(0.553, abs=0.002) and not close.claimed
+    assert one.p == 1.0 and not one.claimed
+    assert close.p_holm == pytest.approx(min(1.0, 2 * close.p))  # Holm: the second smallest of three times 2
 
 
 def _write_board_repeatedly(store: str, times: int) -> None:

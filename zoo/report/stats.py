@@ -1,4 +1,5 @@
-"""Statistics the leaderboard needs: mean ± std over seeds, noise overlap, rank correlations, Pareto front."""
+"""Statistics the leaderboard needs: mean ± std over seeds, rank correlations, Pareto front, plateaus (the tests
+between cells are `zoo.report.inference`'s)."""
 from __future__ import annotations
 
 import math
@@ -19,12 +20,6 @@ class SeedStat:
         if not values:
             raise ValueError("no values")
         return cls(mean(values), stdev(values) if len(values) > 1 else None, len(values))
-
-    def overlaps(self, other: "SeedStat") -> bool:
-        """True when the two differ by less than their spread (mean ± std intervals overlap) or spread is unknown."""
-        if self.std is None or other.std is None:
-            return True
-        return abs(self.mean - other.mean) <= self.std + other.std
 
     def format(self, scale: float = 100.0, digits: int = 1) -> str:
         text = f"{self.mean * scale:.{digits}f}"
@@ -68,39 +63,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-SIGNIFICANCE = 0.05  # two-sided Welch's t-test level at which a difference counts as beyond seed noise
 PLATEAU_POINTS = 3.0  # a run is at its plateau when it gained at most this (top-1 points) over the last quarter
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """b − a over seeds, with Welch's two-sided t-test (unequal variances). `p` is None below two seeds a side."""
-
-    delta: float
-    p: float | None
-    n_a: int
-    n_b: int
-
-    @property
-    def beyond_noise(self) -> bool:
-        return self.p is not None and self.p < SIGNIFICANCE
-
-    def verdict(self) -> str:
-        if self.p is None:
-            return "untested (one seed)"
-        if not self.beyond_noise:
-            return f"within seed noise (p={self.p:.2f})"
-        return "beyond seed noise (p<0.001)" if self.p < 0.001 else f"beyond seed noise (p={self.p:.3f})"
-
-
-def welch(a: list[float], b: list[float]) -> Comparison:
-    delta = mean(b) - mean(a)
-    if min(len(a), len(b)) < 2:
-        return Comparison(delta, None, len(a), len(b))
-    if stdev(a) == 0 and stdev(b) == 0:  # identical seeds on each side: any difference is beyond their noise
-        return Comparison(delta, 0.0 if delta else 1.0, len(a), len(b))
-    p = float(sps.ttest_ind(b, a, equal_var=False).pvalue)
-    return Comparison(delta, p, len(a), len(b))
 
 
 def last_quarter_gain(curve: list[float]) -> float | None:
