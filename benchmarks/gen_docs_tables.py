@@ -36,6 +36,18 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def _params(create, name: str, num_classes: int, count) -> int:
+    """Parameters of `name` built with `num_classes`: on the meta device where the factory allows it (no memory, no
+    initialisation: the count is the same), else built for real (our own families compute buffers at build time)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return count(create(name, num_classes=num_classes))
+    except (NotImplementedError, RuntimeError):
+        return count(create(name, num_classes=num_classes))
+
+
 def models_table() -> str:
     """Every registered model: family (and its file), params built here vs the paper's, GMACs, deployment
     resolution, the paper's top-1 and its source, fused for export or not, the paper's knob variants."""
@@ -52,7 +64,7 @@ def models_table() -> str:
         paper = zm.published(name)
         family_file = REPO / "zoo" / "models" / f"{entry.family}.py"
         family = f"{entry.family} (`{family_file.relative_to(REPO)}`)" if family_file.is_file() else entry.family
-        params = count_params(zm.create(name, num_classes=PAPER_NUM_CLASSES)) / 1e6
+        params = _params(zm.create, name, PAPER_NUM_CLASSES, count_params) / 1e6
         variants = ", ".join(f"`{label}`" for label in zm.published_variants(name))
         source = paper.source + (f" (arXiv {paper.arxiv})" if paper.arxiv and paper.arxiv not in paper.source else "")
         rows.append([f"`{name}`", family, f"{params:.3f}", paper.params_m, paper.gmacs, deploy_resolution(name),
