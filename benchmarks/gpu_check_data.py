@@ -134,7 +134,7 @@ def make_image_folder(root: Path, profile: Profile, seed: int = 0) -> bool:
 def matrix_yaml(profile: Profile, data_root: Path, out: Path, *, name: str, store: str, models: tuple[str, ...],
                 recipes: tuple[str, ...], samplers: tuple[str, ...], train_images: int | None,
                 workers: int, measure: bool) -> dict:
-    """A runs.yaml for `python -m zoo.run`, as a user would write it (every key is one of README's)."""
+    """A runs.yaml for `python -m zoo.run`, as a user would write it (every key is one of docs/matrix.md's)."""
     warmup = 0.5  # half an epoch: the lr reaches its peak early enough for the loss to fall in two epochs
     return {
         "name": name,

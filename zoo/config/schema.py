@@ -202,7 +202,7 @@ class ExecConfig:
     compile: bool = False
     log_every: int = 10  # steps between per-step W&B points (and the NaN check on CUDA)
     threads: int | None = None  # torch intra-op threads on CPU (None: torch default)
-    workers: int | None = None  # local worker processes when `zoo.run` is given no --workers (see README)
+    workers: int | None = None  # local worker processes when `zoo.run` is given no --workers (see docs/distributed.md)
     progress: bool = True
 
     def validate(self, source: str, path: str) -> None:
@@ -216,7 +216,7 @@ class ExecConfig:
 
 @dataclass(frozen=True)
 class MeasureConfig:
-    """What `zoo.run` measures after training (see README "Measurement and the leaderboard")."""
+    """What `zoo.run` measures after training (see docs/latency.md and docs/boards.md)."""
 
     enabled: bool = True
     # At each model's deployment resolution (the paper's: 256 for MobileViT, 224 for the others), 1000 classes.

@@ -1,7 +1,7 @@
 """`python -m zoo.run runs.yaml --launcher slurm`: a SLURM job array of matrix workers, through submitit.
 
 Every array task runs the same claim loop as a local worker (zoo/runner/matrix.py), so the tasks split the matrix
-through the results store (which must live on a filesystem all nodes share, with working locks: see the README),
+through the results store (which must live on a filesystem all nodes share, with working locks: see docs/distributed.md),
 a resubmission only trains what is left, and local `zoo.run` processes or W&B agents can join in.
 
 Pre-emption and time limits: submitit asks SLURM for a signal (USR2 by default, `SUBMITIT_PREEMPT_SIGNAL`)

@@ -148,7 +148,7 @@ def run_board(directory: str | Path, models: Sequence[str] | None = None, resolu
     `render(directory, store_path)` (default: `write_board`, in this process). `export_only`: fill the export cache and
     stop (nothing timed or rendered), so exports can run while the machine is busy and the timing later alone.
     Detector/segmenter rows (`DENSE`) are measured after the classifiers, on those of `backends` in
-    `dense_backends()`. `quiet`: the quiet check around each round cycle (default off: see the README)."""
+    `dense_backends()`. `quiet`: the quiet check around each round cycle (default off: see docs/latency.md)."""
     directory = Path(directory)
     backends = list(backends or board_backends())
     for name in backends:
