@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	@# Phone runtimes (ExecuTorch, LiteRT) pin shared packages against wandb's, so one resolver pass fails: they go
 	@# in second, then the base's versions of the shared packages come back (every import checked by the tests).
 	$(BIN)/pip freeze | grep -iE $(SHARED) > $(VENV)/base-pins.txt
+	@# A failed phone-runtime install fails setup (and CI): the suite requires them, and no stamp is written.
 	$(BIN)/pip install -q $(PHONE) && $(BIN)/pip install -q -r $(VENV)/base-pins.txt \
-	  || echo "phone runtimes not installed: their latency backends will be recorded as skipped"
+	  || { echo "phone runtimes (ExecuTorch, LiteRT) failed to install: setup failed" >&2; exit 1; }
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 setup: $(STAMP)
@@ -26,11 +27,15 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m zoo.run runs.yaml
 
+# Two workers; xdist groups in collection order (tests/conftest.py: the multiprocess group, then slow tests, first);
+# -rs prints every skip's reason, --durations=25 where the time went.
+XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest $(XDIST) -rs --durations=25
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow"
+	$(BIN)/python -m pytest $(XDIST) -rs -m "not slow"
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

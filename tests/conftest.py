@@ -1,4 +1,16 @@
-"""Shared test settings: W&B offline in a temp dir, one torch thread per test process (2 cores, 2 workers)."""
+"""Shared test settings: W&B offline in a temp dir, one torch thread per test process (2 cores, 2 workers), and
+the schedule for two xdist workers (see docs/testing.md).
+
+Scheduling (`make test` runs `pytest -n 2 --dist loadgroup --no-loadscope-reorder`): xdist sends whole groups to
+one worker, in the order collected here.
+- A test that starts several busy processes (torchrun, DDP, parallel matrix workers) is marked `multiprocess`:
+  all of them form one xdist group, so two never overlap on two cores (four busy processes on two cores made
+  gloo's collectives crawl).
+- A file with a module-scoped fixture sets `pytestmark = pytest.mark.xdist_group("<file>")`, so its fixture is
+  built on one worker only.
+- Slow tests go first (the multiprocess group first of all), so the long ones do not start last and leave one
+  worker idle at the end.
+"""
 import os
 
 import pytest
@@ -8,6 +20,44 @@ import torch
 # (we measured 5-25x slowdowns), so every test process and every subprocess it starts uses one thread.
 torch.set_num_threads(1)
 os.environ["OMP_NUM_THREADS"] = "1"
+
+MULTIPROCESS_GROUP = "multiprocess"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist names the groups in the node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("multiprocess") is not None:
+            item.add_marker(pytest.mark.xdist_group(MULTIPROCESS_GROUP))
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("multiprocess") is not None:
+            return 0
+        return 1 if item.get_closest_marker("slow") is not None else 2
+
+    def group(item: pytest.Item) -> str | None:
+        mark = item.get_closest_marker("xdist_group")
+        return None if mark is None else (mark.args[0] if mark.args else mark.kwargs.get("name"))
+
+    # A group keeps its items together (its module fixture is built once, with or without xdist), at its most
+    # urgent item's rank.
+    group_rank: dict[str, int] = {}
+    for item in items:
+        if (name := group(item)) is not None:
+            group_rank[name] = min(group_rank.get(name, 2), rank(item))
+    order = {id(item): index for index, item in enumerate(items)}
+    first: dict[str, int] = {}
+    for item in items:
+        if (name := group(item)) is not None:
+            first.setdefault(name, order[id(item)])
+
+    def key(item: pytest.Item) -> tuple[int, int, int]:
+        name = group(item)
+        if name is None:
+            return rank(item), order[id(item)], 0
+        return group_rank[name], first[name], order[id(item)]
+
+    items.sort(key=key)
 
 
 @pytest.fixture(autouse=True)
