@@ -24,6 +24,12 @@ os.environ["OMP_NUM_THREADS"] = "1"
 MULTIPROCESS_GROUP = "multiprocess"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here, not in pyproject.toml: the Makefile's setup stamp is pyproject.toml's checksum.
+    config.addinivalue_line("markers", "multiprocess: starts several busy processes (torchrun, DDP, parallel "
+                                       "workers); all such tests form one xdist group and run first")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist names the groups in the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
