@@ -1,12 +1,12 @@
 """Every registered model as a dense backbone: multi-scale features, SSDLite detection, DeepLabv3 segmentation.
 
-Kept fast: 64/128 px inputs, 3-4 classes, batch 2 (SSD and the ASPP image pooling need more than one image to
-train BatchNorm on 1 x 1 maps). The detector is trained and evaluated at 128 px (its six maps are then 8, 4, 2, 1,
-1, 1 rows); the slowest backbones' head tests are marked slow.
+Kept fast: one backbone per model for all its feature contracts (one test item each), 64/128 px inputs, 3-4
+classes, batch 2 (SSD and the ASPP image pooling need more than one image to train BatchNorm on 1 x 1 maps). The
+generic heads are trained over four backbones; the detector at 128 px (its six maps are then 8, 4, 2, 1, 1, 1
+rows).
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import pytest
@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 import zoo.models as zm
+from test_all_models import per_model
 from zoo.models import registry
 from zoo.models.dense import (
     ASPP_RATES,
@@ -30,16 +31,11 @@ ODD_SIZES = (96, 200, 320)  # 96/32 and 200/16 are odd: families that crop or ro
 DETECTION_SIZE = 128
 NUM_CLASSES = 3  # with the background
 HEAD_CLASSES = 777  # a width no layer but a classifier head has
-# Measured > 1 s for the detector at 128 px on the shared 2-core machine (+ about 1 s for the segmenter).
-SLOW_HEADS = {"aft_conv_tiny", "aft_conv_tiny_h192", "coatnet_nano", "coatnet_pico", "efficientvit_b1",
-              "fastvit_sa12", "fastvit_t8", "mobilenetv4_hybrid_medium", "repvit_m0_9"}
+# The generic heads are trained over four backbones of four kinds (the paper's MobileViT, a CNN, a ViT with token
+# levels, PiT's unpadded strides); every other backbone's part is its features and gradients, checked per model.
+HEAD_BACKBONES = ("mobilevit_xxs", "mobilenetv2_100", "deit_tiny", "pit_ti")
 
 
-def _head_params(names):
-    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_HEADS else n for n in names]
-
-
-@functools.cache
 def _backbone(name: str):
     torch.manual_seed(0)
     return feature_backbone(name).eval()
@@ -51,9 +47,7 @@ def _rows(model: nn.Module, size: int) -> tuple[list[int], list[int], list[int]]
     return [m.shape[-2] for m in maps], [m.shape[-1] for m in maps], [m.shape[1] for m in maps]
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_features_have_their_strides_and_channels(name: str) -> None:
-    backbone = _backbone(name)
+def _strides_and_channels_at_exact_sizes(backbone) -> None:
     assert backbone.strides == sorted(set(backbone.strides)) and {16, 32} <= set(backbone.strides)
     for size in EXACT_SIZES:
         rows, cols, channels = _rows(backbone, size)
@@ -65,10 +59,7 @@ def test_features_have_their_strides_and_channels(name: str) -> None:
             assert n == expected if stride >= 16 else expected - 1 <= n <= expected, (size, stride, n)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", MODELS)
-def test_features_at_odd_sizes_are_within_a_row_of_the_stride(name: str) -> None:
-    backbone = _backbone(name)
+def _within_a_row_of_the_stride_at_odd_sizes(backbone) -> None:
     for size in ODD_SIZES:
         rows, cols, channels = _rows(backbone, size)
         assert channels == backbone.channels and rows == cols
@@ -78,16 +69,40 @@ def test_features_at_odd_sizes_are_within_a_row_of_the_stride(name: str) -> None
             assert math.floor(size / stride) - 1 <= n <= math.ceil(size / stride) + 1, (size, stride, n)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_features_are_the_classifiers_parameters(name: str) -> None:
+def _features_are_the_classifiers_parameters(name: str, backbone) -> None:
     """A trained classifier's checkpoint loads into the backbone: every backbone tensor is one of the classifier's,
-    same name and shape, and the classifier's head is gone."""
+    same name and shape, the classifier's head is gone, and the load is strict over the backbone's keys."""
     classifier = zm.create(name, num_classes=HEAD_CLASSES).state_dict()
-    own = _backbone(name).classifier.state_dict()
+    own = backbone.classifier.state_dict()
     missing = [k for k in own if k not in classifier or classifier[k].shape != own[k].shape]
     assert not missing, missing[:5]
     head = {k for k, t in classifier.items() if HEAD_CLASSES in t.shape}
     assert head and head.isdisjoint(own), sorted(head & set(own))
+    backbone.classifier.load_state_dict({k: classifier[k] for k in own}, strict=True)
+    key = next(k for k, t in own.items() if t.is_floating_point() and t.numel() > 1)
+    assert torch.equal(backbone.classifier.state_dict()[key], classifier[key])  # the values, not only the names
+
+
+def _every_backbone_parameter_gets_a_gradient(backbone) -> None:
+    """The cheap per-model gradient check behind the heads (trained over four backbones below): a loss on every
+    map reaches every backbone parameter with a finite gradient (batch 2: BatchNorm on the 1 x 1 maps)."""
+    backbone.train()
+    backbone.zero_grad(set_to_none=True)
+    maps = backbone(torch.randn(2, 3, EXACT_SIZES[0], EXACT_SIZES[0]))
+    sum(m.square().mean() for m in maps).backward()
+    _all_parameters_learn(backbone)
+    backbone.eval()
+
+
+@pytest.mark.parametrize("name", per_model())
+def test_backbone_features_sizes_weights_and_gradients(name: str) -> None:
+    """One backbone per model for all its feature contracts: strides and channels at the exact sizes, within a
+    row of the stride at odd sizes, the classifier's checkpoint loads into it, every parameter gets a gradient."""
+    backbone = _backbone(name)
+    _strides_and_channels_at_exact_sizes(backbone)
+    _within_a_row_of_the_stride_at_odd_sizes(backbone)
+    _features_are_the_classifiers_parameters(name, backbone)
+    _every_backbone_parameter_gets_a_gradient(backbone)
 
 
 def test_mobilevit_features_are_its_classifier_computation() -> None:
@@ -193,7 +208,7 @@ def _all_parameters_learn(model: nn.Module) -> None:
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-@pytest.mark.parametrize("name", _head_params(MODELS))
+@pytest.mark.parametrize("name", HEAD_BACKBONES)
 def test_detector_trains_and_detects(name: str) -> None:
     torch.manual_seed(0)
     detector = build_detector(name, NUM_CLASSES, image_size=DETECTION_SIZE).train()
@@ -216,7 +231,7 @@ def test_detector_trains_and_detects(name: str) -> None:
         assert ((found["labels"] >= 1) & (found["labels"] < NUM_CLASSES)).all()
 
 
-@pytest.mark.parametrize("name", _head_params(MODELS))
+@pytest.mark.parametrize("name", HEAD_BACKBONES)
 def test_segmenter_returns_input_sized_logits_and_trains(name: str) -> None:
     torch.manual_seed(0)
     segmenter = build_segmenter(name, NUM_CLASSES + 1, output_stride=16, image_size=64).train()
@@ -227,7 +242,7 @@ def test_segmenter_returns_input_sized_logits_and_trains(name: str) -> None:
     _all_parameters_learn(segmenter)
 
 
-@pytest.mark.parametrize("name", ["mobilevit_xxs", "deit_tiny", "pit_ti", "mobilenetv2_100"])
+@pytest.mark.parametrize("name", HEAD_BACKBONES)
 def test_segmenter_at_output_stride_32(name: str) -> None:
     segmenter = build_segmenter(name, 2, output_stride=32).eval()
     assert segmenter.features.strides == [32]
