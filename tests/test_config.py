@@ -1,6 +1,4 @@
 """runs.yaml and recipe validation: one clear error naming file, key path and allowed values; exit 2; nothing written."""
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -81,13 +79,17 @@ def test_recipe_overrides_are_typed():
         load_recipe("basic", {"mixup_prob": 2.0})
 
 
-def test_cli_bad_config_exits_2_and_writes_nothing(tmp_path):
+def test_zoo_run_main_returns_2_on_a_bad_config_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    """In-process (zoo.run's main); the one `python -m zoo.run` subprocess for exit 2 is in test_bad_input.py."""
+    from zoo.run import main
+
     out = tmp_path / "out"
     path = write(tmp_path, minimal(models=["nope"], output_dir=str(out), store_dir=str(out / "board")))
-    proc = subprocess.run([sys.executable, "-m", "zoo.run", str(path)], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "models[0]" in proc.stderr and "Traceback" not in proc.stderr
-    assert not out.exists()
+    monkeypatch.chdir(tmp_path)
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: models[0]") and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.yaml"]
 
 
 def test_run_id_is_stable_and_tracks_every_result_field():
