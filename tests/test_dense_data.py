@@ -131,7 +131,6 @@ def _coco(root: Path, *, annotations=None, text: str | None = None) -> Path:
 
 
 def test_coco_folder_loads_with_contiguous_labels(tmp_path):
-    pytest.importorskip("pycocotools", reason="CocoDetection reads annotations with pycocotools")
     data = CocoDetectionData(_coco(tmp_path), "val")
     assert len(data) == 3 and data.num_classes == 4 and data.class_names == ("background", "person", "car", "train")
     image, target = data[0]
@@ -163,7 +162,6 @@ def _box(x, y, w, h):
     (lambda r: (_coco(r), (r / "val2017" / "000000000002.png").unlink()), "val2017", "000000000002.png"),
 ])
 def test_coco_bad_input_names_the_file(tmp_path, setup, named, says):
-    pytest.importorskip("pycocotools", reason="CocoDetection reads annotations with pycocotools")
     setup(tmp_path)
     with pytest.raises(DenseDataError, match=f"{named}.*{says}") as caught:
         CocoDetectionData(tmp_path, "val")
@@ -250,7 +248,6 @@ def _detections(boxes, labels):
 
 
 def test_detection_metric_perfect_then_shifted():
-    pytest.importorskip("pycocotools", reason="the COCO backend of MeanAveragePrecision")
     truth = [{"boxes": torch.tensor([[2.0, 3, 22, 33], [30, 30, 60, 50]]), "labels": torch.tensor([2, 5])}]
     perfect = detection_metric()
     perfect.update([_detections([[2, 3, 22, 33], [30, 30, 60, 50]], [2, 5])], truth)

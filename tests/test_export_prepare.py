@@ -92,6 +92,7 @@ def test_baked_position_embedding_gives_the_eager_logits(name: str, resolution: 
     assert not hasattr(model, BAKED_BUFFER)  # the trained model is left as it was
 
 
+@pytest.mark.slow
 def test_exported_graph_has_no_antialiased_bicubic() -> None:
     model = zm.create("deit_tiny", num_classes=10)
     ops_of = lambda m: {str(n.target) for n in torch.export.export(m, (torch.randn(1, 3, 256, 256),)).graph.nodes}
@@ -142,6 +143,7 @@ def test_xnnpack_friendly_ops_match_the_fused_ops_and_are_restored() -> None:
         assert torch.allclose(want, have, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_aft_conv_kernel_is_baked_as_a_constant_with_identical_logits() -> None:
     torch.manual_seed(0)
     model = zm.create("mobilevit_xs_aft", num_classes=10).eval()  # AFT-conv mixers inside MobileViT
@@ -220,7 +222,6 @@ def test_xnnpack_friendly_tensor_methods_give_the_same_values_and_are_restored()
 
 @pytest.mark.slow
 def test_xnnpack_friendly_ops_leave_nothing_to_portable_kernels(tmp_path: Path) -> None:
-    pytest.importorskip("executorch")
     from zoo.measure.backends.executorch_xnnpack import export_executorch
 
     from zoo.measure.backends.executorch_xnnpack import load_executorch
@@ -240,7 +241,6 @@ def test_xnnpack_friendly_ops_leave_nothing_to_portable_kernels(tmp_path: Path) 
 @pytest.mark.slow
 def test_shared_provenance_writes_the_same_pte_byte_for_byte(tmp_path: Path, monkeypatch) -> None:
     """The lowering speed-up changes nothing in the program: int8 (quantize + lower) with and without it."""
-    pytest.importorskip("executorch")
     import contextlib
     import copy
 

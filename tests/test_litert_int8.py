@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import builtins
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,13 +15,11 @@ from zoo.measure.backends import get_backend, int8_backends, int8_pairs, phone_b
 from zoo.measure.backends.common import Exported
 from zoo.measure.latency import TimingConfig, measure_interleaved
 
+pytestmark = pytest.mark.xdist_group("test_litert_int8")  # its module fixture is built on one worker only
+
 FAST = TimingConfig(rounds=1, min_round_s=0.0, warmup_calls=1, min_samples_per_round=1)
 SHAPE = (1, 3, 64, 64)
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-
-needs_litert = pytest.mark.skipif(importlib.util.find_spec("litert_torch") is None,
-                                  reason="the `phone` extra is not installed")
-
 
 def _far_apart(model: nn.Module, winner: int = 3) -> nn.Module:
     """One logit 40 above the others for every input: int8 rounding cannot move the top-1 of an untrained net."""
@@ -67,7 +64,6 @@ def test_the_int8_backends_are_declared_beside_litert() -> None:
 
 
 @pytest.mark.slow
-@needs_litert
 def test_the_export_is_int8_and_agrees_with_pytorch(exports: Exports) -> None:
     details = exports.int8.details
     assert details["calibration"] == "given (4 images)" and details["export_cached"] is False
@@ -79,7 +75,6 @@ def test_the_export_is_int8_and_agrees_with_pytorch(exports: Exports) -> None:
 
 
 @pytest.mark.slow
-@needs_litert
 def test_every_weight_is_per_channel_symmetric_int8(exports: Exports) -> None:
     from zoo.measure.backends.litert import make_interpreter
 
@@ -98,14 +93,12 @@ def test_every_weight_is_per_channel_symmetric_int8(exports: Exports) -> None:
 
 
 @pytest.mark.slow
-@needs_litert
 def test_the_int8_file_is_about_a_quarter_of_the_fp32_file(exports: Exports) -> None:
     ratio = exports.fp32.details["file_bytes"] / exports.int8.details["file_bytes"]
     assert 3.0 < ratio < 4.5, ratio
 
 
 @pytest.mark.slow
-@needs_litert
 def test_the_all_thread_backend_loads_the_cached_file_and_exports_nothing(exports: Exports, monkeypatch) -> None:
     import zoo.measure.backends.litert_int8 as litert_int8
 
@@ -137,7 +130,7 @@ class DataDependent(nn.Module):
         return self.head(pooled) if pooled.sum() > 0 else -self.head(pooled)
 
 
-@needs_litert
+@pytest.mark.slow
 def test_a_model_the_pt2e_path_cannot_take_is_a_failed_cell_naming_the_stage(tmp_path: Path) -> None:
     outcome = measure_interleaved(get_backend("litert-int8-1t"), {"m": DataDependent()}, {"m": (1, 3, 16, 16)},
                                   FAST, tmp_path)["m"]

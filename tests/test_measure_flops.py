@@ -76,9 +76,8 @@ def test_count_scales_with_batch_and_accepts_rectangles() -> None:
 
 
 def _aft_layers():
-    layers = pytest.importorskip("zoo.models.aft_layers")
-    if not hasattr(layers, "aft_conv_macs") or not hasattr(layers, "aft_full_macs"):
-        pytest.skip("zoo.models.aft_layers has no analytic MAC functions yet")
+    import zoo.models.aft_layers as layers
+
     return layers
 
 

@@ -134,8 +134,8 @@ def test_models_are_interleaved_in_rounds_and_failures_stay_per_model() -> None:
     assert outcomes["a"].status == "ok" and outcomes["a"].stats.median_ms == pytest.approx(2.0)
 
 
+@pytest.mark.slow
 def test_onnxruntime_matches_pytorch_and_times(tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
     outcome = measure_interleaved(get_backend("onnxruntime-cpu-1t"), {"tiny": TinyAttentionNet()}, {"tiny": SHAPE},
                                   FAST, tmp_path)["tiny"]
     assert outcome.status == "ok", outcome.reason
@@ -159,7 +159,6 @@ class _DriftingNet(nn.Module):
 
 
 def test_onnxruntime_reports_an_output_mismatch_as_failed(tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
     outcome = measure_interleaved(get_backend("onnxruntime-cpu-1t"), {"drift": _DriftingNet()}, {"drift": SHAPE},
                                   FAST, tmp_path)["drift"]
     assert outcome.status == "failed"
@@ -179,8 +178,8 @@ def test_cuda_backends_time_on_a_gpu_or_say_why_not() -> None:
             assert machine_info().gpu is None
 
 
+@pytest.mark.slow
 def test_coreml_exports_an_mlpackage(tmp_path: Path) -> None:
-    pytest.importorskip("coremltools")
     backend = get_backend("coreml")
     outcome = measure_interleaved(backend, {"tiny": TinyAttentionNet()}, {"tiny": SHAPE}, FAST, tmp_path)["tiny"]
     if platform.system() == "Darwin":
@@ -240,11 +239,11 @@ def fused_family(monkeypatch) -> nn.Module:
     return registry.create(entry.name, num_classes=4)
 
 
+@pytest.mark.slow
 def test_eager_and_onnx_time_the_reparameterised_model(fused_family: nn.Module, tmp_path: Path) -> None:
     eager = measure_interleaved(get_backend("cpu-eager-1t"), {"m": fused_family}, {"m": SHAPE}, FAST)["m"]
     assert eager.status == "ok", eager.reason
     assert set(fused_family.calls) == {"fused"} and len(fused_family.calls) >= FAST.rounds * 3
-    pytest.importorskip("onnxruntime")
     import onnx
 
     fused_family.calls.clear()
@@ -259,7 +258,6 @@ def test_eager_and_onnx_time_the_reparameterised_model(fused_family: nn.Module, 
 
 @pytest.mark.slow
 def test_fp32_onnx_times_the_prepared_graph_deit_has_no_resize_at_256(tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
     import onnx
 
     from zoo.models import create

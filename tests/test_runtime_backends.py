@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import builtins
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,6 @@ from zoo.measure.latency import TimingConfig, measure_interleaved
 FAST = TimingConfig(rounds=2, min_round_s=0.02, warmup_calls=1, min_samples_per_round=2)
 SHAPE = (1, 3, 32, 32)
 
-# Per test, not per module: the ONNX Runtime tests need no phone runtime.
-needs_executorch = pytest.mark.skipif(importlib.util.find_spec("executorch") is None,
-                                      reason="the `phone` extra is not installed")
-needs_onnx_quantization = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
-                                             reason="onnxruntime is not installed")
 
 
 class TinyNet(nn.Module):
@@ -71,6 +65,18 @@ def voting_images(labels: list[int], seed: int) -> torch.Tensor:
     return images
 
 
+# What XNNPACK may leave to portable kernels in TinyNet: the qkv split and the token mean over dim 1.
+PORTABLE_OPS_ALLOWED = {"getitem", "aten_squeeze_copy_dims", "aten_mean_dim"}
+
+
+def _assert_mostly_delegated(delegation: dict) -> None:
+    left = delegation["non_delegated_ops"]
+    assert set(left) <= PORTABLE_OPS_ALLOWED, left
+    assert sum(left.values()) == delegation["non_delegated_nodes"] > 0
+    assert delegation["delegated_subgraphs"] >= 1
+    assert delegation["delegated_nodes"] >= 3 * delegation["non_delegated_nodes"], delegation
+
+
 def test_phone_backend_names_are_consistent() -> None:
     for name in phone_backends():
         backend = get_backend(name)
@@ -79,8 +85,6 @@ def test_phone_backend_names_are_consistent() -> None:
 
 
 @pytest.mark.slow
-@needs_executorch
-@pytest.mark.slow
 def test_executorch_fp32_exports_checks_parity_counts_delegation_and_times(tmp_path: Path) -> None:
     outcome = measure_interleaved(get_backend("executorch-xnnpack-1t"), {"m": TinyNet()}, {"m": SHAPE}, FAST,
                                   tmp_path)["m"]
@@ -88,20 +92,16 @@ def test_executorch_fp32_exports_checks_parity_counts_delegation_and_times(tmp_p
     assert outcome.stats.median_ms > 0 and outcome.stats.rounds == FAST.rounds
     details = outcome.details
     assert details["threads"] == 1 and details["parity_max_abs_err"] <= details["parity_tolerance"]
-    # TinyNet's graph on executorch 1.5: XNNPACK takes 39 nodes in 3 partitions; left to portable kernels are the
-    # qkv split (6 getitem, 3 squeeze copies) and the token mean over dim 1 (not a 4-D spatial pool)
-    assert details["delegation"] == {
-        "delegated_nodes": 39, "non_delegated_nodes": 10, "delegated_subgraphs": 3,
-        "non_delegated_ops": {"getitem": 6, "aten_squeeze_copy_dims": 3, "aten_mean_dim": 1},
-    }
+    # TinyNet's graph: XNNPACK takes most nodes; left to portable kernels are at most the qkv split (getitem,
+    # squeeze copies) and the token mean over dim 1 (not a 4-D spatial pool). Invariants, not a node-count snapshot
+    # (executorch 1.5 gave 39 delegated, 10 left, 3 partitions; counts move with every release).
+    _assert_mostly_delegated(details["delegation"])
     # the export rewrite leaves attention and layer norm to XNNPACK (no safe-softmax guards, no native LN)
     left = set(details["delegation"]["non_delegated_ops"])
     assert not left & {"aten_native_layer_norm_default", "aten_logical_not_default", "aten_where_self"}
     assert (tmp_path / "executorch-xnnpack-1t" / "m" / "model.pte").stat().st_size > 0
 
 
-@pytest.mark.slow
-@needs_executorch
 @pytest.mark.slow
 def test_executorch_int8_reports_agreement_on_a_separate_batch(tmp_path: Path) -> None:
     calibration = torch.randn(4, 3, 48, 48)  # another size: resized to the export size
@@ -110,21 +110,19 @@ def test_executorch_int8_reports_agreement_on_a_separate_batch(tmp_path: Path) -
     assert outcome.status == "ok", outcome.reason
     assert outcome.details["int8_top1_agreement"] == 1.0
     assert outcome.details["calibration"] == "given (4 images)"
-    # the same 10 nodes as fp32 left to portable kernels; the quantise/dequantise nodes go to XNNPACK with their ops
-    delegation = outcome.details["delegation"]
-    assert (delegation["delegated_nodes"], delegation["non_delegated_nodes"]) == (106, 10)
+    # the same few ops as fp32 left to portable kernels; the quantise/dequantise nodes go to XNNPACK with their ops
+    # (executorch 1.5: 106 delegated, 10 left)
+    _assert_mostly_delegated(outcome.details["delegation"])
 
 
 @pytest.mark.slow
 def test_litert_exports_checks_parity_and_times(tmp_path: Path) -> None:
-    pytest.importorskip("litert_torch")
     outcome = measure_interleaved(get_backend("litert-1t"), {"m": TinyNet()}, {"m": SHAPE}, FAST, tmp_path)["m"]
     assert outcome.status == "ok", outcome.reason
     assert outcome.details["parity_max_abs_err"] <= outcome.details["parity_tolerance"]
     assert outcome.details["delegation"]["delegate_partitions"] >= 1
 
 
-@needs_onnx_quantization
 def test_onnxruntime_int8_records_synthetic_calibration(tmp_path: Path) -> None:
     outcome = measure_interleaved(get_backend("onnxruntime-cpu-int8-1t"), {"m": far_apart(TinyNet())},
                                   {"m": SHAPE}, FAST, tmp_path)["m"]
@@ -162,7 +160,7 @@ def _int8_rows(tmp_path: Path, runtimes: list[str]):
                          torch.tensor(WRONG), runtimes=runtimes, workdir=tmp_path)
 
 
-@needs_onnx_quantization
+@pytest.mark.slow
 def test_int8_accuracy_evaluates_the_int8_backends_export(tmp_path: Path) -> None:
     (row,) = _int8_rows(tmp_path, ["onnxruntime"])
     assert row.status == "ok", row.reason
@@ -175,7 +173,6 @@ def test_int8_accuracy_evaluates_the_int8_backends_export(tmp_path: Path) -> Non
     assert {p.name for p in (tmp_path / "onnxruntime").iterdir()} >= {"model.onnx", "model.int8.onnx"}
 
 
-@needs_executorch
 @pytest.mark.slow
 def test_int8_accuracy_on_executorch(tmp_path: Path) -> None:
     (row,) = _int8_rows(tmp_path, ["executorch-xnnpack"])

@@ -97,7 +97,6 @@ def test_macs_by_class_splits_depthwise_and_sums_to_the_total() -> None:
 
 
 def test_onnxruntime_profile_breakdown(tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
     from zoo.measure.breakdown import op_class_breakdown
 
     record = op_class_breakdown(ConvNet(), 32, runs=3, name="conv", workdir=tmp_path)

@@ -13,11 +13,8 @@ import pytest
 from test_matrix_e2e import tiny_matrix
 from zoo.results import ResultsStore
 from zoo.run import main as zoo_run_main
-
-submitit = pytest.importorskip("submitit")
-
-from zoo.runner.matrix import WorkerSpec  # noqa: E402
-from zoo.runner.slurm import MatrixWorker, make_executor  # noqa: E402
+from zoo.runner.matrix import WorkerSpec
+from zoo.runner.slurm import MatrixWorker, make_executor
 
 
 def _records(store_dir: Path) -> list[dict]:
@@ -25,6 +22,7 @@ def _records(store_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_submitit_local_array_trains_every_cell_once(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     path = tiny_matrix(tmp_path, models=["mobilevit_xxs_aft"], model_kwargs={}, recipes=["basic"],
