@@ -147,6 +147,7 @@ def test_board_records_reuse_exports_on_force_and_reuse_records_on_rerun(tmp_pat
     assert (tmp_path / "board" / "README.md").read_text().count("| mobilevit_xxs ") == 3  # 2 runtimes, citations
 
 
+@pytest.mark.slow
 def test_an_interrupted_board_keeps_finished_groups_and_resumes(tmp_path: Path, fake, monkeypatch) -> None:
     monkeypatch.setattr("zoo.report.architectures.run.GROUP_SIZE", 1)  # one model per group: each appended when timed
     original = FakeExport.open_export
@@ -283,16 +284,35 @@ def test_board_readme_from_a_hand_made_store(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_board_profiles_op_classes_from_the_cached_onnx_export(tmp_path: Path) -> None:
+def test_the_spawn_pool_exports_and_the_board_profiles_op_classes_from_that_export(tmp_path: Path) -> None:
+    """The export pool as the board runs it (spawned processes, no threads swapped in; tested once): one ONNX
+    export of a small model lands in the cache, a second prefill has nothing to do, and the op-class profile
+    reads that cached export instead of exporting again."""
+    from zoo.measure.backends import get_backend
     from zoo.measure.breakdown import breakdown_or_failure
     from zoo.measure.suite import build_model
+    from zoo.report.architectures.exports import prefill_exports
+    from zoo.report.architectures.rows import Architecture
+
+    arch, backends, cache = Architecture("mobilevit_xxs", resolution=64), ["onnxruntime-cpu-1t"], tmp_path / "exports"
+    progress: list[str] = []
+    durations = prefill_exports([arch], backends, cache, jobs=1, on_progress=progress.append)
+    assert list(durations) == backends and len(durations[backends[0]]) == 1 and durations[backends[0]][0] > 0
+    assert len(progress) == 1 and progress[0].startswith("export mobilevit_xxs onnxruntime-cpu-1t ")
+    assert progress[0].split()[-1].endswith("s"), progress  # no error text after the seconds
+    backend = get_backend(backends[0])
+    backend.export_cache_dir = cache
+    assert backend.has_cached_export(build_model("mobilevit_xxs", {}).eval(), (1, 3, 64, 64))
+    assert prefill_exports([arch], backends, cache, jobs=1) == {}  # cached: no process started
+    written = {f: f.stat().st_mtime_ns for f in cache.rglob("*") if f.is_file()}
 
     record = breakdown_or_failure(lambda: build_model("mobilevit_xxs", {}).eval(), "mobilevit_xxs", 64, 10,
-                                  tmp_path / "work", tmp_path / "exports")
-    assert record.model == "mobilevit_xxs" and record.total_kernel_ms > 0
+                                  tmp_path / "work", cache)
+    assert record.model == "mobilevit_xxs" and record.total_kernel_ms > 0, record.reason
     assert record.ms_by_class["attention"] > 0 and record.gmacs_by_class["attention"] > 0
-    (kind,) = [p.name for p in (tmp_path / "exports").iterdir()]
+    (kind,) = [p.name for p in cache.iterdir()]
     assert kind == "onnxruntime-cpu"  # the ONNX Runtime backends' cached export, reused by their cells
+    assert {f: f.stat().st_mtime_ns for f in cache.rglob("*") if f.is_file()} == written  # the pool's, not exported again
 
 
 def test_pareto_front_is_exact_on_a_hand_made_set() -> None:
@@ -335,6 +355,7 @@ def test_old_lines_load_and_new_fields_round_trip(tmp_path: Path) -> None:
     assert again == new and again.round_means_ms == (18.0, 18.5) and again.latency_ms == 18.0
 
 
+@pytest.mark.slow
 def test_export_only_fills_the_shared_cache_and_times_nothing_then_the_board_exports_nothing(
         tmp_path: Path, fake, monkeypatch: pytest.MonkeyPatch) -> None:
     from concurrent.futures import ThreadPoolExecutor
@@ -355,6 +376,7 @@ def test_export_only_fills_the_shared_cache_and_times_nothing_then_the_board_exp
                         timing=FAST, export_jobs=1, render=write_board, quiet=None).records
     assert len(fake.writes) == 2 and len(records) == 4  # every cell timed from the cache
     assert all(r.details["export_cached"] for r in records)
+
 
 
 # --- the Protocol section, from the settings stored with the records ----------------------------------------------
