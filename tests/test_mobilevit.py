@@ -235,11 +235,11 @@ def test_width_and_depth_overrides() -> None:
         assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 10)
 
 
-@pytest.mark.parametrize("size", [32, 64, 96])
-def test_backward_gives_finite_gradients(size: int) -> None:
+def test_backward_with_drop_path_gives_finite_gradients() -> None:
+    """With stochastic depth on, at 32 px (1 x 1 maps at stride 32); every size without it: test_all_models.py."""
     torch.manual_seed(0)
     model = create("mobilevit_xxs", num_classes=10, drop_path_rate=0.1).train()
-    x = torch.randn(2, 3, size, size)
+    x = torch.randn(2, 3, 32, 32)
     loss = nn.functional.cross_entropy(model(x), torch.tensor([1, 7]))
     loss.backward()
     grads = [p.grad for p in model.parameters()]
