@@ -92,6 +92,7 @@ def test_a_backend_is_declared_once() -> None:
 
 # --- both boards -------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_fake_backend_is_on_the_architecture_board_with_its_int8_pair(tmp_path: Path, fakert) -> None:
     names = ["fakert-1t", "fakert-int8-1t"]
     records = run_board(tmp_path / "board", models=["mobilevit_xxs", "mobilenetv2_100"], resolutions=[64],

@@ -98,6 +98,7 @@ def test_fp16_grad_scaler_on_cpu_skips_an_inf_step_and_halves_its_scale():
     assert parts.scaler.get_scale() == 2.0**15 and outcome.updates == 1  # the schedule still counts the update
 
 
+@pytest.mark.slow
 def test_channels_last_on_cpu_changes_the_layout_not_the_numbers(tmp_path):
     cfg = cfg_of(model="mobilevit_xxs", model_kwargs={}, channels_last=True).resolved("cpu", 1, False)
     parts = build_parts(cfg, DistContext(), compile_model=False)

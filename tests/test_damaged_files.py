@@ -23,6 +23,8 @@ from zoo.training.engine import train_run
 
 from test_engine import tiny_cfg
 
+pytestmark = pytest.mark.xdist_group("test_damaged_files")  # its module fixture is built on one worker only
+
 # 2 epochs of 6 updates (96 images, batches of 16)
 CFG = tiny_cfg(model="mobilevit_xxs", sampler=SamplerConfig(name="fixed", base_resolution=32))
 
@@ -247,6 +249,7 @@ WANDB_DAMAGE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", list(WANDB_DAMAGE))
 def test_a_resumed_run_with_a_damaged_offline_file_logs_to_a_new_one_and_says_so(tmp_path, damage):
     from zoo.tracking.offline import find_offline_runs, read_offline_run

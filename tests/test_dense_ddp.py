@@ -14,7 +14,7 @@ import yaml
 WORKER = Path(__file__).with_name("_ddp_dense_worker.py")
 ROOT = WORKER.parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 
 def torchrun(args: list[str], timeout: int = 400) -> subprocess.CompletedProcess:

@@ -18,6 +18,7 @@ def _run(cmd: list[str], tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_gloo_ranks_match_one_process_over_the_same_global_batch(tmp_path):
     _run([sys.executable, str(WORKER), str(tmp_path), "16", "fixed"], tmp_path)
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -40,6 +41,7 @@ def test_two_gloo_ranks_match_one_process_over_the_same_global_batch(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_ranks_draw_identical_resolutions_and_disjoint_samples(tmp_path):
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
           str(WORKER), str(tmp_path), "8", "multiscale"], tmp_path)
@@ -50,6 +52,7 @@ def test_ranks_draw_identical_resolutions_and_disjoint_samples(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_nan_on_rank_1_alone_is_recorded_with_rank_1s_step_and_loss(tmp_path):
     # Rank 0 writes the record, and its own losses are finite until the NaN gradients reach it (one step later):
     # the record must carry rank 1's step and its non-finite loss, not rank 0's view of the window.

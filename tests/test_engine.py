@@ -43,6 +43,7 @@ def workspace(tmp_path: Path) -> Workspace:
                      ExecConfig(progress=False, log_every=2), "test")
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     cfg = tiny_cfg()
     straight = train_run(plan_for(cfg, DistContext()), DistContext(), tmp_path / "a", progress=False)
@@ -144,6 +145,7 @@ def test_record_has_metrics_provenance_and_matches_wandb(tmp_path):
     assert any("epoch/val_top1" in row for row in logged.history)
 
 
+@pytest.mark.slow
 def test_a_rerun_of_the_same_run_continues_its_wandb_run(tmp_path):
     store = ResultsStore(tmp_path / "store")
     cfg = tiny_cfg(epochs=1)

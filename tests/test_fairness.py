@@ -103,6 +103,7 @@ def test_accumulation_takes_every_micro_batch_and_the_schedule_ends_on_the_last_
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4, rel=0.05)  # cosine ran to its end
 
 
+@pytest.mark.slow
 def test_a_workers_run_resumes_exactly(tmp_path):
     cfg = cfg_of(recipe=load_recipe("advanced"), epochs=2, data=replace(DIGITS, workers=1))
     straight = train_run(plan_for(cfg, DistContext()), DistContext(), tmp_path / "a", progress=False)

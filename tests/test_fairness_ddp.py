@@ -11,7 +11,7 @@ import pytest
 import torch
 
 WORKER = Path(__file__).with_name("_ddp_fairness_worker.py")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 
 def torchrun(tmp_path: Path, nproc: int, **spec) -> list[dict]:

@@ -240,6 +240,7 @@ def _measurement(model: str, res: int, backend: str, ms: float | None, machine: 
                        machine={"cpu_model": cpu, "cpus": 2}, **fields)
 
 
+@pytest.mark.slow
 def test_the_deployment_resolution_comes_from_the_flagged_records(tmp_path):
     store = make_store(tmp_path / "board")
     measurements = MeasurementStore(store / "measurements.jsonl")

@@ -21,6 +21,8 @@ from zoo.tracking.offline import (
     wait_until_finished,
 )
 
+pytestmark = pytest.mark.xdist_group("test_wandb_reader")  # its module fixture is built on one worker only
+
 BIG_TEXT = "0123456789abcdef" * 5000  # 80 KB: one record split over three 32 KiB blocks
 
 

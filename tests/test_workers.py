@@ -20,6 +20,9 @@ from zoo.run import main as zoo_run_main
 from zoo.runner.workers import Resources, plan_slots
 from zoo.config.typed import ConfigError
 
+# Its module fixture starts two matrix workers: the whole file joins the multiprocess group (one worker builds it).
+pytestmark = pytest.mark.multiprocess
+
 FOUR_CELLS = dict(models=["mobilevit_xxs_aft"], model_kwargs={}, recipes=["basic"], seeds=[0, 1],
                   wandb={"mode": "disabled"})
 
