@@ -2,7 +2,7 @@
 MobileNetV2 with EMA on; per rank, checksums of the weights and BatchNorm statistics (raw and EMA) as they were
 evaluated, and the epoch records.
 
-argv: OUT_DIR TASK (detection | segmentation), or OUT_DIR map-gather: each rank scores its own share of three
+argv: OUT_DIR TASK... (one process group for all of them): detection | segmentation, or map-gather: each rank scores its own share of three
 hand-made images through the engine's DDP detection scoring, and the single-process score of all three beside it.
 """
 import dataclasses
@@ -68,11 +68,21 @@ def map_gather(out_dir: str, ctx) -> None:
     path.write_text(json.dumps({"gathered": gathered, "one_process": one_process}))
 
 
-def main(out_dir: str, task: str) -> None:
+def main(out_dir: str, *tasks: str) -> None:
+    """Every task in one process group: one torchrun start for all of them."""
     ctx = init_distributed("cpu")
-    if task == "map-gather":
-        return map_gather(out_dir, ctx)
     torch.set_num_threads(1)
+    evaluated: dict = {}
+    recording_evaluate(evaluated)
+    for task in tasks:
+        if task == "map-gather":
+            map_gather(out_dir, ctx)
+        else:
+            evaluated.clear()
+            train(out_dir, task, ctx, evaluated)
+
+
+def train(out_dir: str, task: str, ctx, evaluated: dict) -> None:
     cfg = RunConfig(
         model="mobilenetv2_100", task=task,  # BatchNorm throughout: each rank's batches move its own statistics
         recipe=load_recipe("basic", {"hflip": 0.0}),
@@ -80,8 +90,6 @@ def main(out_dir: str, task: str) -> None:
         data=DataConfig(kind="scattered-digits", options={"train_size": 24, "val_size": 7}),
         epochs=1, batch_size=4, lr=0.002, lr_scaling="none", warmup_epochs=0, seed=7, ema_time_scale=0.01,
     )
-    evaluated: dict = {}
-    recording_evaluate(evaluated)
     outcome = engine.train_run(plan_for(cfg, ctx), ctx, Path(out_dir) / task, progress=False)
     path = Path(out_dir) / f"{task}_rank{ctx.rank}.json"
     path.write_text(json.dumps({"history": [row.to_json() for row in outcome.history], "updates": outcome.updates,
@@ -89,4 +97,4 @@ def main(out_dir: str, task: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], *sys.argv[2:])

@@ -33,10 +33,17 @@ def assert_same(a: dict[str, float], b: dict[str, float], what: str) -> None:
 
 
 
+@pytest.fixture(scope="module")
+def ranks_out(tmp_path_factory) -> Path:
+    """One torchrun for the three checks below (each start costs two interpreters importing torch and zoo)."""
+    out = tmp_path_factory.mktemp("dense_ddp")
+    torchrun([str(WORKER), str(out), "detection", "segmentation", "map-gather"])
+    return out
+
+
 @pytest.mark.parametrize("task, metric", [("detection", "val_map"), ("segmentation", "val_miou")])
-def test_ranks_evaluate_one_model_and_count_each_image_once(tmp_path, task, metric):
-    torchrun([str(WORKER), str(tmp_path), task])
-    a, b = (json.loads((tmp_path / f"{task}_rank{r}.json").read_text()) for r in (0, 1))
+def test_ranks_evaluate_one_model_and_count_each_image_once(ranks_out, task, metric):
+    a, b = (json.loads((ranks_out / f"{task}_rank{r}.json").read_text()) for r in (0, 1))
     assert a["updates"] == b["updates"] == 3  # 24 images / (batch 4 x 2 ranks)
     for which in ("raw", "ema"):
         assert_same(a[which]["params"], b[which]["params"], f"{task} {which} weights")
@@ -47,11 +54,10 @@ def test_ranks_evaluate_one_model_and_count_each_image_once(tmp_path, task, metr
     assert rows[0][metric] == rows[1][metric] and 0.0 <= rows[0][metric] <= 1.0
 
 
-def test_ranks_score_every_ranks_detections_as_one_process_would(tmp_path):
+def test_ranks_score_every_ranks_detections_as_one_process_would(ranks_out):
     """Rank 0 holds a hit, rank 1 a miss and an empty image: the gathered mAP is the single-process mAP of all
     three images (1/2 at .5, not rank 0's 1.0 or rank 1's 0.0), the same on both ranks."""
-    torchrun([str(WORKER), str(tmp_path), "map-gather"])
-    a, b = (json.loads((tmp_path / f"map-gather_rank{r}.json").read_text()) for r in (0, 1))
+    a, b = (json.loads((ranks_out / f"map-gather_rank{r}.json").read_text()) for r in (0, 1))
     assert a == b
     assert a["gathered"] == pytest.approx(a["one_process"]) and 0.0 < a["gathered"]["map_50"] < 1.0
 
