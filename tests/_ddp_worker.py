@@ -13,8 +13,14 @@ from zoo.runner.plan import plan_for
 from zoo.training.engine import train_run
 
 
-def main(out_dir: str, batch_size: int, sampler: str) -> None:
+def main(out_dir: str, batch_size: int, *samplers: str) -> None:
+    """One run per sampler, all in one process group (one torchrun start), each into OUT_DIR/SAMPLER/."""
     ctx = init_distributed("cpu")
+    for sampler in samplers:
+        run(Path(out_dir) / sampler, batch_size, sampler, ctx)
+
+
+def run(out_dir: Path, batch_size: int, sampler: str, ctx) -> None:
     cfg = RunConfig(
         model="deit_tiny",
         model_kwargs={"depth": 2, "embed_dim": 64, "num_heads": 2},  # LayerNorm only: no per-rank BN statistics
@@ -33,10 +39,11 @@ def main(out_dir: str, batch_size: int, sampler: str) -> None:
     loaders.set_epoch(0)
     batches = [[int(i) for i, _ in batch] for batch in loaders.sampler]
     resolutions = [batch[0][1] for batch in loaders.sampler]
-    path = Path(out_dir) / f"ws{ctx.world_size}_rank{ctx.rank}.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"ws{ctx.world_size}_rank{ctx.rank}.json"
     path.write_text(json.dumps({"losses": losses, "batches": batches, "resolutions": resolutions,
                                 "top1": outcome.history[-1].val_top1, "updates": outcome.updates}))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])

@@ -17,14 +17,22 @@ def _run(cmd: list[str], tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """One process at batch 16 (fixed), then one torchrun of 2 ranks at batch 8 for both samplers (each start costs
+    two interpreters importing torch and zoo): OUT/SAMPLER/ws{1,2}_rank{r}.json."""
+    out = tmp_path_factory.mktemp("ddp")
+    _run([sys.executable, str(WORKER), str(out), "16", "fixed"], out)
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+          str(WORKER), str(out), "8", "fixed", "multiscale"], out)
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_two_gloo_ranks_match_one_process_over_the_same_global_batch(tmp_path):
-    _run([sys.executable, str(WORKER), str(tmp_path), "16", "fixed"], tmp_path)
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-          str(WORKER), str(tmp_path), "8", "fixed"], tmp_path)
-    single = json.loads((tmp_path / "ws1_rank0.json").read_text())
-    ranks = [json.loads((tmp_path / f"ws2_rank{r}.json").read_text()) for r in (0, 1)]
+def test_two_gloo_ranks_match_one_process_over_the_same_global_batch(runs):
+    single = json.loads((runs / "fixed" / "ws1_rank0.json").read_text())
+    ranks = [json.loads((runs / "fixed" / f"ws2_rank{r}.json").read_text()) for r in (0, 1)]
 
     # Same number of updates; each step's global batch is the union of the ranks' disjoint shares.
     assert single["updates"] == ranks[0]["updates"] == ranks[1]["updates"] == 8
@@ -42,10 +50,8 @@ def test_two_gloo_ranks_match_one_process_over_the_same_global_batch(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_ranks_draw_identical_resolutions_and_disjoint_samples(tmp_path):
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-          str(WORKER), str(tmp_path), "8", "multiscale"], tmp_path)
-    ranks = [json.loads((tmp_path / f"ws2_rank{r}.json").read_text()) for r in (0, 1)]
+def test_ranks_draw_identical_resolutions_and_disjoint_samples(runs):
+    ranks = [json.loads((runs / "multiscale" / f"ws2_rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["resolutions"] == ranks[1]["resolutions"] and len(set(ranks[0]["resolutions"])) == 2
     seen = [i for r in ranks for batch in r["batches"] for i in batch]
     assert len(seen) == len(set(seen)) == 128
