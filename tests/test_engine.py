@@ -92,6 +92,7 @@ def exploding_model():
     _REGISTRY.pop("test_exploding", None)
 
 
+@pytest.mark.slow
 def test_divergence_is_recorded_with_its_step_and_the_next_run_goes_on(tmp_path, exploding_model):
     store = ResultsStore(tmp_path / "store")
     ws = workspace(tmp_path)

@@ -158,6 +158,7 @@ class _DriftingNet(nn.Module):
         return self.linear(x.flatten(1)[:, :32]) * float(self.calls)
 
 
+@pytest.mark.slow
 def test_onnxruntime_reports_an_output_mismatch_as_failed(tmp_path: Path) -> None:
     outcome = measure_interleaved(get_backend("onnxruntime-cpu-1t"), {"drift": _DriftingNet()}, {"drift": SHAPE},
                                   FAST, tmp_path)["drift"]

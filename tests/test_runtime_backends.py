@@ -123,6 +123,7 @@ def test_litert_exports_checks_parity_and_times(tmp_path: Path) -> None:
     assert outcome.details["delegation"]["delegate_partitions"] >= 1
 
 
+@pytest.mark.slow
 def test_onnxruntime_int8_records_synthetic_calibration(tmp_path: Path) -> None:
     outcome = measure_interleaved(get_backend("onnxruntime-cpu-int8-1t"), {"m": far_apart(TinyNet())},
                                   {"m": SHAPE}, FAST, tmp_path)["m"]

@@ -96,6 +96,7 @@ def test_macs_by_class_splits_depthwise_and_sums_to_the_total() -> None:
     assert sum(classes.values()) == count_macs(model, 16).macs
 
 
+@pytest.mark.slow
 def test_onnxruntime_profile_breakdown(tmp_path: Path) -> None:
     from zoo.measure.breakdown import op_class_breakdown
 
