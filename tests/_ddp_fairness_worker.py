@@ -1,7 +1,7 @@
 """Run by tests/test_fairness_ddp.py under torchrun (gloo): the advanced recipe with BatchNorm, augmentation,
 Mixup/CutMix, drop-path, EMA and repeated augmentation on, recording per rank what each step saw.
 
-argv: OUT_DIR SPEC_JSON. SPEC keys: tag, epochs, stop_after (or null), run_dir (may contain {rank}), repeated_aug,
+argv: OUT_DIR SPEC_JSON... (one run per spec, in order, in one process group). SPEC keys: tag, epochs, stop_after (or null), run_dir (may contain {rank}), repeated_aug,
 max_val_samples, sampler.
 """
 import json
@@ -40,10 +40,21 @@ def recording_forward(model_cls, checksums: list[float], resolutions: list[int])
     model_cls.forward = forward
 
 
-def main(out_dir: str, spec_json: str) -> None:
-    spec = json.loads(spec_json)
+def main(out_dir: str, *spec_jsons: str) -> None:
     ctx = init_distributed("cpu")
     torch.set_num_threads(1)
+    lams, checksums, resolutions = [], [], []
+    recording_mixup(lams)
+    from zoo.models.mobilevit import MobileViT
+
+    recording_forward(MobileViT, checksums, resolutions)
+    for spec_json in spec_jsons:
+        for seen in (lams, checksums, resolutions):
+            seen.clear()
+        run(out_dir, json.loads(spec_json), ctx, lams, checksums, resolutions)
+
+
+def run(out_dir: str, spec: dict, ctx, lams: list, checksums: list, resolutions: list) -> None:
     recipe = load_recipe("advanced", {"repeated_aug": spec["repeated_aug"], "ema_decay": 0.99})
     cfg = RunConfig(
         model="mobilevit_xxs", recipe=recipe,
@@ -52,11 +63,6 @@ def main(out_dir: str, spec_json: str) -> None:
                         max_val_samples=spec["max_val_samples"], eval_crop_pct=1.0),
         epochs=spec["epochs"], batch_size=8, lr=0.002, lr_scaling="none", warmup_epochs=0, seed=5,
     )
-    lams, checksums, resolutions = [], [], []
-    recording_mixup(lams)
-    from zoo.models.mobilevit import MobileViT
-
-    recording_forward(MobileViT, checksums, resolutions)
     run_dir = Path(spec["run_dir"].format(rank=ctx.rank))
     outcome = train_run(plan_for(cfg, ctx), ctx, run_dir, progress=False, stop_after_epochs=spec["stop_after"])
     first_param = next(iter(torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"].values())) \
@@ -71,4 +77,4 @@ def main(out_dir: str, spec_json: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], *sys.argv[2:])

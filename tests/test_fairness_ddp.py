@@ -14,19 +14,36 @@ WORKER = Path(__file__).with_name("_ddp_fairness_worker.py")
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 
-def torchrun(tmp_path: Path, nproc: int, **spec) -> list[dict]:
-    spec = {"epochs": 1, "stop_after": None, "repeated_aug": 1, "max_val_samples": 64, "sampler": "multiscale",
-            "run_dir": str(tmp_path / spec["tag"]), **spec}
+def torchrun_all(tmp_path: Path, nproc: int, *specs: dict) -> dict[str, list[dict]]:
+    """One torchrun for every spec (run in order in one process group); per tag, each rank's record."""
+    specs = tuple({"epochs": 1, "stop_after": None, "repeated_aug": 1, "max_val_samples": 64, "sampler": "multiscale",
+                   "run_dir": str(tmp_path / spec["tag"]), **spec} for spec in specs)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent.parent), "WANDB_MODE": "disabled"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           str(WORKER), str(tmp_path), json.dumps(spec)]
+           str(WORKER), str(tmp_path), *(json.dumps(spec) for spec in specs)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return [json.loads((tmp_path / f"{spec['tag']}_rank{r}.json").read_text()) for r in range(nproc)]
+    return {spec["tag"]: [json.loads((tmp_path / f"{spec['tag']}_rank{r}.json").read_text()) for r in range(nproc)]
+            for spec in specs}
 
 
-def test_ranks_share_resolutions_but_not_randomness_and_repeated_copies_differ(tmp_path):
-    a, b = torchrun(tmp_path, 2, tag="rand", repeated_aug=2)
+def torchrun(tmp_path: Path, nproc: int, **spec) -> list[dict]:
+    return torchrun_all(tmp_path, nproc, spec)[spec["tag"]]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> tuple[Path, dict[str, list[dict]]]:
+    """The 2-rank runs that need no fresh process, in one torchrun (each start costs two interpreters importing
+    torch and zoo): the randomness run, the uninterrupted 2-epoch run, and the first epoch of the split one."""
+    tmp = tmp_path_factory.mktemp("fairness_ddp")
+    return tmp, torchrun_all(tmp, 2, {"tag": "rand", "repeated_aug": 2},
+                             {"tag": "straight", "epochs": 2, "sampler": "fixed"},
+                             {"tag": "first", "epochs": 2, "stop_after": 1, "run_dir": str(tmp / "split-{rank}"),
+                              "sampler": "fixed"})
+
+
+def test_ranks_share_resolutions_but_not_randomness_and_repeated_copies_differ(two_ranks):
+    a, b = two_ranks[1]["rand"]
     assert a["resolutions"] == b["resolutions"] and len(set(a["resolutions"])) > 1
     assert len(a["lams"]) == len(a["checksums"]) == a["updates"]  # every training batch was mixed
     assert sum(x != y for x, y in zip(a["lams"], b["lams"])) >= len(a["lams"]) - 1  # own mixing stream per rank
@@ -62,11 +79,12 @@ def test_three_ranks_count_each_of_an_odd_number_of_val_images_once(tmp_path):
     assert rows[0]["val_loss"] == pytest.approx(single["loss"], rel=1e-5)
 
 
-def test_resume_is_decided_by_rank_0_and_reproduces_an_uninterrupted_run(tmp_path):
-    straight = torchrun(tmp_path, 2, tag="straight", epochs=2, sampler="fixed")
-    # Rank 1 writes to (and would read from) an empty folder of its own, as on a second node without shared disk.
+def test_resume_is_decided_by_rank_0_and_reproduces_an_uninterrupted_run(two_ranks):
+    tmp_path, runs = two_ranks
+    straight = runs["straight"]
+    # Rank 1 writes to (and would read from) an empty folder of its own, as on a second node without shared disk;
+    # its first epoch ran in the module's torchrun, the resume is a fresh torchrun.
     split_dirs = str(tmp_path / "split-{rank}")
-    torchrun(tmp_path, 2, tag="first", epochs=2, stop_after=1, run_dir=split_dirs, sampler="fixed")
     assert (tmp_path / "split-0" / "checkpoint.pt").is_file() and not (tmp_path / "split-1").exists()
     resumed = torchrun(tmp_path, 2, tag="resumed", epochs=2, run_dir=split_dirs, sampler="fixed")
     assert [r["resumed_from_epoch"] for r in resumed] == [1, 1]
