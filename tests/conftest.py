@@ -8,8 +8,8 @@ one worker, in the order collected here.
   gloo's collectives crawl).
 - A file with a module-scoped fixture sets `pytestmark = pytest.mark.xdist_group("<file>")`, so its fixture is
   built on one worker only.
-- Slow tests go first (the multiprocess group first of all), so the long ones do not start last and leave one
-  worker idle at the end.
+- Slow tests go first (the multiprocess group first of all, then the files of 20-60 s tests), so the long ones
+  do not start last and leave one worker idle at the end.
 """
 import os
 
@@ -22,6 +22,10 @@ torch.set_num_threads(1)
 os.environ["OMP_NUM_THREADS"] = "1"
 
 MULTIPROCESS_GROUP = "multiprocess"
+# Files whose slow tests take 20-60 s each (an end-to-end subprocess, phone-runtime exports): they start before the
+# other slow tests, while the multiprocess group runs on the other worker.
+LONGEST_FILES = ("test_gpu_check.py", "test_runtime_backends.py", "test_export_prepare.py", "test_slurm.py",
+                 "test_matrix_e2e.py", "test_litert_int8.py", "test_architecture_board.py", "test_measure_resume.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -39,7 +43,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     def rank(item: pytest.Item) -> int:
         if item.get_closest_marker("multiprocess") is not None:
             return 0
-        return 1 if item.get_closest_marker("slow") is not None else 2
+        if item.get_closest_marker("slow") is not None:
+            return 1 if item.path.name in LONGEST_FILES else 2
+        return 3
 
     def group(item: pytest.Item) -> str | None:
         mark = item.get_closest_marker("xdist_group")
@@ -50,7 +56,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     group_rank: dict[str, int] = {}
     for item in items:
         if (name := group(item)) is not None:
-            group_rank[name] = min(group_rank.get(name, 2), rank(item))
+            group_rank[name] = min(group_rank.get(name, 3), rank(item))
     order = {id(item): index for index, item in enumerate(items)}
     first: dict[str, int] = {}
     for item in items:
