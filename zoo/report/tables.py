@@ -8,6 +8,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from zoo.models import model_label
+from zoo.models.registry import fused_for_export
 from zoo.report.comparisons import axis_label, ema_short, pair_outcome, why_not_comparable
 from zoo.report.inference import Outcome, Outcomes
 from zoo.report.stats import (PLATEAU_POINTS, SeedStat, at_plateau, chance_of, last_quarter_gain, near_chance,
@@ -92,8 +94,6 @@ def row_name(model: str, variant: str) -> str:
 
 def cost_key(record: RunRecord) -> str:
     """Where a run's architecture is measured: its model with its knobs (`zoo.models.model_label`)."""
-    from zoo.models import model_label
-
     kwargs = record.config.model_kwargs if record.config is not None else None  # None: another version's config
     return model_label(record.model, kwargs or None)
 
@@ -300,8 +300,6 @@ def reproduction_table(data: BoardInputs) -> Table:
 
 def fused_note(labels: list[str]) -> list[str]:
     """The board's line on reparameterised architectures (none: no line, so other boards stay as they were)."""
-    from zoo.models.registry import fused_for_export
-
     fused = fused_for_export(labels)
     if not fused:
         return []
