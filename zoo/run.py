@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                               world_size=args.gpus_per_run if many else None)
         todo = [spec for spec in plan if not spec.done]
         if args.launcher is None and (args.workers is not None or args.gpus_per_run > 1) and not args.dry_run:
+            # Deferred here and below: only the path this invocation takes is imported (a --dry-run or a worker
+            # child stays light; SLURM's launch pulls submitit, the data check the data sets' readers).
             from zoo.runner.workers import detect_resources, plan_slots
 
             n = 1 if args.workers is None else args.workers

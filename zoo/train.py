@@ -22,7 +22,7 @@ from zoo.config.typed import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
-    from zoo.tracking.wandb_sink import sweep_params
+    from zoo.tracking.wandb_sink import sweep_params  # wandb only once called: `--help` and bad input stay fast
 
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
