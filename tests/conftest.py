@@ -70,6 +70,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return group_rank[name], first[name], order[id(item)]
 
     items.sort(key=key)
+    if getattr(config.option, "loadgroup", False):  # on an xdist worker under --dist loadgroup
+        for item in items:
+            if (name := group(item)) is not None:
+                _name_the_group(item, name)
+
+
+def _name_the_group(item: pytest.Item, name: str) -> None:
+    """What xdist's loadgroup does (the nodeid's '@group' suffix, its scope), for pytest 9: xdist 3.8 sets
+    `item._nodeid`, which pytest 9 no longer reads (the id is `item._id`), so its groups were silently ignored."""
+    nodeid = str(item.nodeid)
+    if "@" in nodeid[nodeid.rfind("]") + 1:]:
+        return  # an xdist that names groups itself
+    if hasattr(item, "_id"):
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(f"{nodeid}@{name}")
+    else:
+        item._nodeid = f"{nodeid}@{name}"
 
 
 @pytest.fixture(autouse=True)
