@@ -47,12 +47,14 @@ def _accuracy_claims(records: list[RunRecord]) -> list[str]:
     return conclusions(groups, None, board_family(groups)).supported
 
 
+@pytest.mark.slow
 def test_equal_models_are_claimed_different_in_at_most_5_percent_of_boards():
     rng = np.random.default_rng(0)
     stated = sum(bool(_accuracy_claims(classification_board(rng))) for _ in range(BOARDS))
     assert stated / BOARDS <= 0.05, f"{stated} of {BOARDS} boards of equal models stated a difference"
 
 
+@pytest.mark.slow
 def test_a_gap_of_8_seed_spreads_with_two_seeds_is_claimed_in_75_percent_of_boards():
     rng = np.random.default_rng(1)
     found = 0
