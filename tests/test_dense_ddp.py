@@ -1,6 +1,7 @@
-"""Detection and segmentation under DDP (gloo on CPU, through torchrun), over BatchNorm MobileNetV2 with EMA: the
-ranks end up evaluating (and rank 0 saving) one model — the same weights and the same BatchNorm statistics —,
-every validation image counts once, and `zoo.run --gpus-per-run 2` writes one record per cell with its metric."""
+"""Detection and segmentation under DDP (gloo on CPU), over BatchNorm MobileNetV2 with EMA: the ranks end up
+evaluating (and rank 0 saving) one model — the same weights and the same BatchNorm statistics —, every validation
+image counts once (ranks started as torchrun describes them: tests/_ranks.py), and `zoo.run --gpus-per-run 2`, through
+torchrun itself, writes one record per cell with its metric."""
 import json
 import math
 import os
@@ -11,17 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-WORKER = Path(__file__).with_name("_ddp_dense_worker.py")
-ROOT = WORKER.parent.parent
+from _ranks import run_ranks
+
+ROOT = Path(__file__).parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
-
-
-def torchrun(args: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 def assert_same(a: dict[str, float], b: dict[str, float], what: str) -> None:
@@ -30,14 +25,12 @@ def assert_same(a: dict[str, float], b: dict[str, float], what: str) -> None:
     assert not differ, f"{what} differ between the ranks: {differ[:5]} ({len(differ)} of {len(a)})"
 
 
-
-
-
 @pytest.fixture(scope="module")
 def ranks_out(tmp_path_factory) -> Path:
-    """One torchrun for the three checks below (each start costs two interpreters importing torch and zoo)."""
+    """One group of ranks for the three checks below."""
     out = tmp_path_factory.mktemp("dense_ddp")
-    torchrun([str(WORKER), str(out), "detection", "segmentation", "map-gather"])
+    run_ranks("_ddp_dense_worker:main", 2, str(out), "detection", "segmentation", "map-gather",
+              error_dir=out / "errors", timeout=400)
     return out
 
 

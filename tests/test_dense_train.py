@@ -108,7 +108,9 @@ def _train(tmp_path: Path, task: str, name: str) -> RunRecord:
 
 
 # This seed's tiny runs (one CPU thread): the metric and the last train loss. A change in the data, the model, the
-# loop or the metric's computation moves them; the repeat below shows they are seeded, not only in range.
+# loop or the metric's computation moves them; the repeat below shows they are seeded, not only in range. Across
+# CPUs the kernels round differently (pinned on an AVX-512 Xeon, an AMD EPYC gives a loss 5e-7 and a near-chance
+# mAP 1e-3 apart, relative): the pins allow that much, the repeat on one machine is exact.
 SEEDED = {"detection": (0.0008446931606158614, 16.353836059570312),
           "segmentation": (0.006755220238119364, 2.158255100250244)}
 
@@ -119,7 +121,7 @@ def test_tiny_dense_run_records_its_metric_and_repeats(tmp_path, task, metric):
     first = _train(tmp_path, task, "a")
     assert first.task == task and first.metric_name == metric
     expected_metric, expected_loss = SEEDED[task]
-    assert first.metric == pytest.approx(expected_metric, rel=1e-4)
+    assert first.metric == pytest.approx(expected_metric, rel=1e-2)
     assert first.history[-1].train_loss == pytest.approx(expected_loss, rel=1e-4)
     assert first.top1 is None and first.history[-1].val_images == 8 and first.num_classes == 11
     assert first.dense_metrics[metric] == first.metric

@@ -1,30 +1,19 @@
-"""DDP on CPU (gloo, 2 processes via torchrun) matches one process over the same global batch, and a NaN on one
-rank is recorded with that rank's step and loss."""
+"""DDP on CPU (2 gloo ranks, started as torchrun describes them: tests/_ranks.py) matches one process over the same
+global batch, and a NaN on one rank is recorded with that rank's step and loss."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-WORKER = Path(__file__).with_name("_ddp_worker.py")
-
-
-def _run(cmd: list[str], tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent.parent)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+from _ranks import run_ranks
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    """One process at batch 16 (fixed), then one torchrun of 2 ranks at batch 8 for both samplers (each start costs
-    two interpreters importing torch and zoo): OUT/SAMPLER/ws{1,2}_rank{r}.json."""
+    """One process at batch 16 (fixed), then 2 ranks at batch 8 for both samplers: OUT/SAMPLER/ws{1,2}_rank{r}.json."""
     out = tmp_path_factory.mktemp("ddp")
-    _run([sys.executable, str(WORKER), str(out), "16", "fixed"], out)
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-          str(WORKER), str(out), "8", "fixed", "multiscale"], out)
+    run_ranks("_ddp_worker:main", 1, str(out), 16, "fixed", error_dir=out / "errors-1")
+    run_ranks("_ddp_worker:main", 2, str(out), 8, "fixed", "multiscale", error_dir=out / "errors-2")
     return out
 
 
@@ -64,9 +53,7 @@ def test_a_nan_on_rank_1_alone_is_recorded_with_rank_1s_step_and_loss(tmp_path):
     # the record must carry rank 1's step and its non-finite loss, not rank 0's view of the window.
     from zoo.results import ResultsStore
 
-    worker = WORKER.with_name("_ddp_divergence_worker.py")
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-          str(worker), str(tmp_path), "3"], tmp_path)
+    run_ranks("_ddp_divergence_worker:main", 2, str(tmp_path), 3, error_dir=tmp_path / "errors")
     [record] = ResultsStore(tmp_path / "store").records()
     assert (record.status, record.diverged_step, record.diverged_epoch, record.epochs_done) == ("diverged", 3, 1, 0)
     assert record.error == "loss became nan at optimiser step 3 (epoch 1, rank 1)"

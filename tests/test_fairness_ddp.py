@@ -1,42 +1,37 @@
-"""Fair under DDP (gloo on CPU, through torchrun): per-rank randomness with a shared resolution schedule, every
-validation image counted once, and a resume decided by rank 0 alone — with BatchNorm, augmentation, Mixup/CutMix,
-drop-path and EMA on (the advanced recipe on MobileViT-XXS)."""
+"""Fair under DDP (gloo ranks on CPU, started as torchrun describes them: tests/_ranks.py): per-rank randomness with
+a shared resolution schedule, every validation image counted once, and a resume decided by rank 0 alone — with
+BatchNorm, augmentation, Mixup/CutMix, drop-path and EMA on (the advanced recipe on MobileViT-XXS)."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-WORKER = Path(__file__).with_name("_ddp_fairness_worker.py")
+from _ranks import run_ranks
+
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 
-def torchrun_all(tmp_path: Path, nproc: int, *specs: dict) -> dict[str, list[dict]]:
-    """One torchrun for every spec (run in order in one process group); per tag, each rank's record."""
+def ranks_all(tmp_path: Path, nproc: int, *specs: dict) -> dict[str, list[dict]]:
+    """One group of ranks for every spec (run in order in one process group); per tag, each rank's record."""
     specs = tuple({"epochs": 1, "stop_after": None, "repeated_aug": 1, "max_val_samples": 64, "sampler": "multiscale",
                    "run_dir": str(tmp_path / spec["tag"]), **spec} for spec in specs)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent.parent), "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           str(WORKER), str(tmp_path), *(json.dumps(spec) for spec in specs)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_ranks("_ddp_fairness_worker:main", nproc, str(tmp_path), *(json.dumps(spec) for spec in specs),
+              error_dir=tmp_path / f"errors-{specs[0]['tag']}", timeout=400)
     return {spec["tag"]: [json.loads((tmp_path / f"{spec['tag']}_rank{r}.json").read_text()) for r in range(nproc)]
             for spec in specs}
 
 
-def torchrun(tmp_path: Path, nproc: int, **spec) -> list[dict]:
-    return torchrun_all(tmp_path, nproc, spec)[spec["tag"]]
+def one_group(tmp_path: Path, nproc: int, **spec) -> list[dict]:
+    return ranks_all(tmp_path, nproc, spec)[spec["tag"]]
 
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> tuple[Path, dict[str, list[dict]]]:
-    """The 2-rank runs that need no fresh process, in one torchrun (each start costs two interpreters importing
-    torch and zoo): the randomness run, the uninterrupted 2-epoch run, and the first epoch of the split one."""
+    """The 2-rank runs that need no fresh process, in one group of ranks: the randomness run, the uninterrupted
+    2-epoch run, and the first epoch of the split one."""
     tmp = tmp_path_factory.mktemp("fairness_ddp")
-    return tmp, torchrun_all(tmp, 2, {"tag": "rand", "repeated_aug": 2},
+    return tmp, ranks_all(tmp, 2, {"tag": "rand", "repeated_aug": 2},
                              {"tag": "straight", "epochs": 2, "sampler": "fixed"},
                              {"tag": "first", "epochs": 2, "stop_after": 1, "run_dir": str(tmp / "split-{rank}"),
                               "sampler": "fixed"})
@@ -53,7 +48,7 @@ def test_ranks_share_resolutions_but_not_randomness_and_repeated_copies_differ(t
 
 
 def test_three_ranks_count_each_of_an_odd_number_of_val_images_once(tmp_path):
-    ranks = torchrun(tmp_path, 3, tag="val", max_val_samples=100)
+    ranks = one_group(tmp_path, 3, tag="val", max_val_samples=100)
     rows = [r["history"][-1] for r in ranks]
     assert [row["val_images"] for row in rows] == [100, 100, 100]
     assert rows[0]["val_top1"] == rows[1]["val_top1"] == rows[2]["val_top1"]
@@ -83,10 +78,10 @@ def test_resume_is_decided_by_rank_0_and_reproduces_an_uninterrupted_run(two_ran
     tmp_path, runs = two_ranks
     straight = runs["straight"]
     # Rank 1 writes to (and would read from) an empty folder of its own, as on a second node without shared disk;
-    # its first epoch ran in the module's torchrun, the resume is a fresh torchrun.
+    # its first epoch ran in the module's group of ranks, the resume is a fresh one (new processes).
     split_dirs = str(tmp_path / "split-{rank}")
     assert (tmp_path / "split-0" / "checkpoint.pt").is_file() and not (tmp_path / "split-1").exists()
-    resumed = torchrun(tmp_path, 2, tag="resumed", epochs=2, run_dir=split_dirs, sampler="fixed")
+    resumed = one_group(tmp_path, 2, tag="resumed", epochs=2, run_dir=split_dirs, sampler="fixed")
     assert [r["resumed_from_epoch"] for r in resumed] == [1, 1]
     for key in ("train_loss", "val_top1", "val_loss", "ema_decay"):
         assert resumed[0]["history"][-1][key] == pytest.approx(straight[0]["history"][-1][key], abs=1e-6), key
