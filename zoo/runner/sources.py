@@ -17,13 +17,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zoo.config import ConfigError, Execution, MatrixConfig, PlannedRun, RunConfig, load_matrix, load_recipe, \
     run_config
 from zoo.results import ResultsStore
 from zoo.runner.workspace import workspace_for
-from zoo.training.init_weights import InitError, LoadReport, check_source, check_timm_available, sha256_of, \
-    timm_tag
+
+if TYPE_CHECKING:
+    from zoo.training.init_weights import LoadReport
+
+
+def _weights():
+    """zoo.training.init_weights, imported when a cell has a source: it pulls in the model zoo and torchmetrics,
+    which a plan of scratch cells never needs. Imported at the top, they made every `zoo.run` parent (a --dry-run,
+    a rerun with nothing to do, the parent of a worker pool) import them: 6.1 s of imports instead of 3.6 s on 2
+    cores (-X importtime). tests/test_layout.py keeps them out."""
+    from zoo.training import init_weights
+
+    return init_weights
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,7 @@ class SourceResolver:
 
     def resolve(self, cfg: RunConfig) -> tuple[RunConfig, InitSource]:
         """The cell's config with its init's source filled in, and what the plan shows of it."""
+        weights = _weights()
         try:
             kind = cfg.init.kind
             if kind == "matrix":
@@ -67,7 +80,7 @@ class SourceResolver:
             if kind == "file":
                 return self._file(cfg)
             return self._timm(cfg)
-        except InitError as err:
+        except weights.InitError as err:
             raise ConfigError(f"init ({cfg.init.describe()}), cell {cfg.label}: {err}") from None
 
     def _matrix(self, cfg: RunConfig) -> tuple[RunConfig, InitSource]:
@@ -119,14 +132,14 @@ class SourceResolver:
                               f"a state dict: .safetensors, .pth)")
         key = str(path.resolve())
         if key not in self.hashes:
-            self.hashes[key] = sha256_of(path)
+            self.hashes[key] = _weights().sha256_of(path)
         cfg = replace(cfg, init=replace(cfg.init, source=f"sha256:{self.hashes[key]}", weights=key))
         report = self._report(cfg, (key,))
         return cfg, InitSource(f"sha256:{self.hashes[key][:12]}", "ready", report)
 
     def _timm(self, cfg: RunConfig) -> tuple[RunConfig, InitSource]:
-        tag = timm_tag(cfg)
-        where = check_timm_available(tag)
+        tag = _weights().timm_tag(cfg)
+        where = _weights().check_timm_available(tag)
         cfg = replace(cfg, init=replace(cfg.init, source=f"timm:{tag}"))
         # On the hub only: downloaded when the cell starts, reported then (a plan does not download).
         report = self._report(cfg, (tag,)) if where != "hub" else None
@@ -135,7 +148,7 @@ class SourceResolver:
     def _report(self, cfg: RunConfig, source: tuple) -> LoadReport | None:
         key = (*source, cfg.task, cfg.model, repr(sorted(cfg.model_kwargs.items())), cfg.sampler.base_resolution)
         if key not in self.reports:
-            self.reports[key] = check_source(cfg)
+            self.reports[key] = _weights().check_source(cfg)
         return self.reports[key]
 
 
