@@ -1,4 +1,4 @@
-"""Run by tests/test_dense_ddp.py under torchrun (gloo, CPU): a tiny SSDLite or DeepLabv3 run over the BatchNorm
+"""Run by tests/test_dense_ddp.py on 2 gloo ranks (tests/_ranks.py; by hand: torchrun): a tiny SSDLite or DeepLabv3 run over the BatchNorm
 MobileNetV2 with EMA on; per rank, checksums of the weights and BatchNorm statistics (raw and EMA) as they were
 evaluated, and the epoch records.
 

@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py, either plainly (one process) or under torchrun (2 gloo processes).
+"""Run by tests/test_distributed.py on 1 or 2 gloo ranks (tests/_ranks.py; by hand: under torchrun).
 
 Trains a tiny BatchNorm-free model for a few steps with deterministic data and writes, per rank, the running
 training loss after every optimiser step plus the (resolution, indices) each step saw.
