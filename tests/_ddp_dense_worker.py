@@ -1,6 +1,6 @@
-"""Run by tests/test_dense_ddp.py on 2 gloo ranks (tests/_ranks.py; by hand: torchrun): a tiny SSDLite or DeepLabv3 run over the BatchNorm
-MobileNetV2 with EMA on; per rank, checksums of the weights and BatchNorm statistics (raw and EMA) as they were
-evaluated, and the epoch records.
+"""Run by tests/test_dense_ddp.py on 2 gloo ranks (tests/_ranks.py; by hand: torchrun): a tiny SSDLite or
+DeepLabv3 run over the BatchNorm MobileNetV2 with EMA on; per rank, checksums of the weights and BatchNorm
+statistics (raw and EMA) as they were evaluated, and the epoch records.
 
 argv: OUT_DIR TASK... (one process group for all of them): detection | segmentation, or map-gather: each rank scores its own share of three
 hand-made images through the engine's DDP detection scoring, and the single-process score of all three beside it.
