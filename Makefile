@@ -11,23 +11,18 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PHONE := 'executorch==1.5.1' 'litert-torch==0.10.*' 'ai-edge-litert>=2.3'
 SHARED := '^(pydantic|pydantic.core|typing.extensions|anyio|cattrs|numpy|torch|torchvision)=='
 
-# pip byte-compiles each package as it installs it, on one core, and the packages the third pass puts back twice;
-# instead every file is compiled once at the end on every core (26,000 files, 63 CPU-seconds). Compiled at setup,
-# not on first import: where PYTHONDONTWRITEBYTECODE is set (it is on the development machine) nothing would be
-# cached and every process would compile torch again (the suite took 9:32 that way).
-PIP := $(BIN)/pip install -q --no-compile
-
+# pip byte-compiles what it installs (about a minute here). Left to the first import instead, nothing is cached where
+# PYTHONDONTWRITEBYTECODE is set (it is on the development machine), and every process compiles torch again: the
+# suite took 9:32 that way; --no-compile plus one compileall over every core at the end saved nothing (2:50).
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(PIP) -e '.[export,hf,test]'
+	$(BIN)/pip install -q -e '.[export,hf,test]'
 	@# Phone runtimes (ExecuTorch, LiteRT) pin shared packages against wandb's, so one resolver pass fails: they go
 	@# in second, then the base's versions of the shared packages come back (every import checked by the tests).
 	$(BIN)/pip freeze | grep -iE $(SHARED) > $(VENV)/base-pins.txt
 	@# A failed phone-runtime install fails setup (and CI): the suite requires them, and no stamp is written.
-	$(PIP) $(PHONE) && $(PIP) -r $(VENV)/base-pins.txt \
+	$(BIN)/pip install -q $(PHONE) && $(BIN)/pip install -q -r $(VENV)/base-pins.txt \
 	  || { echo "phone runtimes (ExecuTorch, LiteRT) failed to install: setup failed" >&2; exit 1; }
-	@# Files that are not Python 3 (some packages ship examples that are) fail to compile, as under pip: ignored.
-	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 setup: $(STAMP)
