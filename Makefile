@@ -1,6 +1,6 @@
 # The two quick-start commands: `make run` (set up, train the default matrix, measure, write leaderboard/) and
 # `make test` (the whole suite, as CI's .ci/run runs it); `make test-fast` leaves out the tests marked slow, for the
-# edit-test loop (about 2 minutes on 2 cores). README.md lists every target; docs/ is the reference.
+# edit-test loop (about a minute on 2 cores). README.md lists every target; docs/ is the reference.
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
