@@ -1,5 +1,6 @@
-"""Run by tests/test_distributed.py on 2 gloo ranks (tests/_ranks.py; by hand: torchrun): rank 1's loss, and rank 1's only, turns NaN
-at its training forward number NAN_AT; the run goes through `execute_run`, so rank 0 writes the record to the store.
+"""Run by tests/test_distributed.py on 2 gloo ranks (tests/_ranks.py; by hand: torchrun): rank 1's loss, and rank
+1's only, turns NaN at its training forward number NAN_AT; the run goes through `execute_run`, so rank 0 writes the
+record to the store.
 
 argv: OUT_DIR NAN_AT
 """

@@ -1,5 +1,6 @@
-"""Run by tests/test_fairness_ddp.py on gloo ranks (tests/_ranks.py; by hand: torchrun): the advanced recipe with BatchNorm, augmentation,
-Mixup/CutMix, drop-path, EMA and repeated augmentation on, recording per rank what each step saw.
+"""Run by tests/test_fairness_ddp.py on gloo ranks (tests/_ranks.py; by hand: torchrun): the advanced recipe with
+BatchNorm, augmentation, Mixup/CutMix, drop-path, EMA and repeated augmentation on, recording per rank what each
+step saw.
 
 argv: OUT_DIR SPEC_JSON... (one run per spec, in order, in one process group). SPEC keys: tag, epochs, stop_after (or null), run_dir (may contain {rank}), repeated_aug,
 max_val_samples, sampler.

@@ -50,7 +50,7 @@ def _rank_main(env: dict[str, str], target: str, args: tuple, error_file: str) -
         raise
 
 
-def run_ranks(target: str, nproc: int, *args: str, error_dir: Path, timeout: float = 300) -> None:
+def run_ranks(target: str, nproc: int, *args: object, error_dir: Path, timeout: float = 300) -> None:
     """Run `module:function(*args)` on `nproc` ranks of one gloo group; fail with the first failing rank's
     traceback. nproc=1 is a plain single-process run (WORLD_SIZE 1, no process group)."""
     context = _forkserver()
