@@ -1,4 +1,6 @@
 """`python -m zoo.run` on a tiny matrix: trains 2 models x 2 recipes x 2 samplers, reruns skip, a kill resumes."""
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -40,6 +42,22 @@ def zoo_run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+def zoo_run_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`zoo.run`'s main in this process, from `cwd`, its output captured. For the reruns after a test's first run
+    (that one goes through the real command): a new interpreter costs 6-7 CPU-seconds of imports on 2 cores."""
+    from zoo.run import main
+
+    out, err, here, handler = io.StringIO(), io.StringIO(), os.getcwd(), signal.getsignal(signal.SIGTERM)
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(here)
+        signal.signal(signal.SIGTERM, handler)
+    return subprocess.CompletedProcess(["zoo.run", *args], code, out.getvalue(), err.getvalue())
+
+
 @pytest.mark.slow
 def test_tiny_matrix_trains_reruns_nothing_and_writes_leaderboard(tmp_path):
     path = tiny_matrix(tmp_path)
@@ -52,11 +70,12 @@ def test_tiny_matrix_trains_reruns_nothing_and_writes_leaderboard(tmp_path):
     board = (tmp_path / "board" / "README.md").read_text()
     assert "basic recipe, multiscale sampler" in board and "deit_tiny" in board
 
-    again = zoo_run(str(path), cwd=tmp_path)
+    again = zoo_run_here(str(path), cwd=tmp_path)
     assert again.returncode == 0 and "8 runs, 8 done, 0 to train" in again.stdout
     assert len(ResultsStore(tmp_path / "board").records()) == 8  # nothing retrained
 
-    dry = zoo_run(str(path), "--dry-run", "--only", "model=deit_tiny", "--only", "sampler=fixed", cwd=tmp_path)
+    dry = zoo_run_here(str(path), "--dry-run", "--only", "model=deit_tiny", "--only", "sampler=fixed",
+                       cwd=tmp_path)
     assert dry.returncode == 0 and "2 runs, 2 done" in dry.stdout and "mobilevit" not in dry.stdout
 
 
@@ -77,7 +96,7 @@ def test_kill_9_mid_matrix_then_rerun_finishes_the_work(tmp_path):
     assert checkpoints, "no checkpoint appeared"
     before = ResultsStore(tmp_path / "board").records()
     assert len(before) < 2
-    rerun = zoo_run(str(path), cwd=tmp_path)
+    rerun = zoo_run(str(path), cwd=tmp_path)  # a new process, as after a real kill (W&B included)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     latest = ResultsStore(tmp_path / "board").latest()
     assert len(latest) == 2 and all(r.status == "finished" and r.epochs_done == 2 for r in latest.values())

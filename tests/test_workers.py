@@ -1,8 +1,6 @@
 """Several processes on one matrix: `--workers N`, separately started `zoo.run`s, a worker killed mid-cell."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import signal
@@ -14,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from test_matrix_e2e import tiny_matrix
+from test_matrix_e2e import tiny_matrix, zoo_run_here
 from zoo.results import ResultsStore
 from zoo.run import main as zoo_run_main
 from zoo.runner.workers import Resources, plan_slots
@@ -45,14 +43,7 @@ def two_workers(tmp_path_factory):
     """The parent in this process (it only watches; its 2 workers are child processes), run once per module."""
     tmp = tmp_path_factory.mktemp("two_workers")
     path = tiny_matrix(tmp, **FOUR_CELLS)
-    out, cwd = io.StringIO(), os.getcwd()
-    os.chdir(tmp)
-    try:
-        with contextlib.redirect_stdout(out):
-            code = zoo_run_main([str(path), "--workers", "2", "--no-leaderboard"])
-    finally:
-        os.chdir(cwd)
-    return tmp, subprocess.CompletedProcess([], code, out.getvalue(), "")
+    return tmp, zoo_run_here(str(path), "--workers", "2", "--no-leaderboard", cwd=tmp)
 
 
 @pytest.mark.slow
