@@ -1,8 +1,6 @@
 """An EMA shorter than its horizon (1/(1 - decay) updates) is said at plan time, recorded on the run, marked on the
 board beside the raw weights' top-1, ranked by that, and left out of every comparison and conclusion."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ from zoo.results import RunRecord
 from zoo.training.distributed import DistContext
 
 from test_leaderboard import make_store, row_of, run_cfg
+from test_matrix_e2e import zoo_run_here
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS_TRAIN = 1437  # 1797 digits, 20 % (360) held out for validation
@@ -116,8 +115,7 @@ def test_a_normal_run_prints_the_warning_and_records_a_short_ema(tmp_path):
                 data={**data["data"], "options": {"source_size": 16}, "max_train_samples": 96, "max_val_samples": 32})
     data["budget"].update(epochs=1, batch_size=16)
     path.write_text(yaml.safe_dump(data))
-    proc = subprocess.run([sys.executable, "-m", "zoo.run", str(path), "--no-measure", "--no-leaderboard"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    proc = zoo_run_here(str(path), "--no-measure", "--no-leaderboard", cwd=tmp_path)  # what the command prints
     assert proc.returncode == 0, proc.stderr[-3000:]
     [line] = warnings_of(proc.stdout)
     assert "about 2,000 updates" in line and "take 6 updates" in line  # 96 images, batches of 16
