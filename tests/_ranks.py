@@ -18,7 +18,8 @@ import socket
 import traceback
 from pathlib import Path
 
-PRELOAD = ["torch", "timm", "torchmetrics", "zoo.training.engine", "zoo.runner.execute", "zoo.runner.plan"]
+PRELOAD = ["torch", "timm", "torchmetrics", "zoo.training.engine", "zoo.runner.execute", "zoo.runner.plan", "zoo.run",
+           "zoo.measure.__main__"]  # the last two for tests/_cli.py's commands
 _context: multiprocessing.context.BaseContext | None = None
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _cli import Forked, run_command
 from zoo.results import ResultsStore
 
 
@@ -83,12 +84,11 @@ def test_tiny_matrix_trains_reruns_nothing_and_writes_leaderboard(tmp_path):
 def test_kill_9_mid_matrix_then_rerun_finishes_the_work(tmp_path):
     path = tiny_matrix(tmp_path, budget={"epochs": 2, "batch_size": 16, "lr_scaling": "none", "warmup_epochs": 0},
                        models=["mobilevit_xxs_aft"], model_kwargs={}, recipes=["basic"])
-    proc = subprocess.Popen([sys.executable, "-m", "zoo.run", str(path)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = Forked("zoo.run", [str(path)], cwd=tmp_path)  # a real process to kill, without a new interpreter
     deadline = time.time() + 300
     checkpoints = []
     while time.time() < deadline and not checkpoints:  # kill once the first epoch's checkpoint exists
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert proc.poll() is None, proc.output()[1][-3000:]
         checkpoints = list((tmp_path / "out").rglob("checkpoint.pt"))
         time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
@@ -96,7 +96,7 @@ def test_kill_9_mid_matrix_then_rerun_finishes_the_work(tmp_path):
     assert checkpoints, "no checkpoint appeared"
     before = ResultsStore(tmp_path / "board").records()
     assert len(before) < 2
-    rerun = zoo_run(str(path), cwd=tmp_path)  # a new process, as after a real kill (W&B included)
+    rerun = run_command("zoo.run", str(path), cwd=tmp_path)  # a new process, as after a real kill (W&B included)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     latest = ResultsStore(tmp_path / "board").latest()
     assert len(latest) == 2 and all(r.status == "finished" and r.epochs_done == 2 for r in latest.values())

@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from _cli import Forked
 from test_matrix_e2e import tiny_matrix, zoo_run_here
 from zoo.results import ResultsStore
 from zoo.run import main as zoo_run_main
@@ -31,11 +30,6 @@ def _records(store_dir: Path) -> list[dict]:
 
 def _by_id(records: list[dict]) -> dict[str, dict]:
     return {r["run_id"]: r for r in records}
-
-
-def _run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo.run", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +57,7 @@ def test_two_workers_train_each_cell_once(two_workers):
 @pytest.mark.slow
 def test_two_separate_runs_split_the_matrix_and_match_the_workers(tmp_path, two_workers):
     path = tiny_matrix(tmp_path, **FOUR_CELLS)
-    cmd = [sys.executable, "-m", "zoo.run", str(path), "--no-leaderboard", "--threads", "1"]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [Forked("zoo.run", [str(path), "--no-leaderboard", "--threads", "1"], cwd=tmp_path) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     records = _records(tmp_path / "board")
@@ -82,9 +74,7 @@ def test_worker_killed_mid_cell_is_replaced_and_the_cell_resumes(tmp_path):
     path = tiny_matrix(tmp_path, models=["mobilevit_xxs_aft"], model_kwargs={}, recipes=["basic"],
                        wandb={"mode": "disabled"},
                        budget={"epochs": 3, "batch_size": 16, "lr_scaling": "none", "warmup_epochs": 0})
-    parent = subprocess.Popen([sys.executable, "-m", "zoo.run", str(path), "--workers", "2", "--lease-s", "2",
-                               "--no-leaderboard"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    parent = Forked("zoo.run", [str(path), "--workers", "2", "--lease-s", "2", "--no-leaderboard"], cwd=tmp_path)
     victim, deadline = None, time.time() + 180
     while victim is None and time.time() < deadline:
         assert parent.poll() is None, parent.communicate()[1][-3000:]
