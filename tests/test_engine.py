@@ -114,6 +114,7 @@ def test_divergence_under_accumulation_names_the_update_not_the_micro_batch(tmp_
     assert (caught.value.step, caught.value.epoch, math.isnan(caught.value.loss)) == (3, 1, True)
 
 
+@pytest.mark.slow  # 4-7 s: out of make test-fast's edit-test loop
 def test_record_has_metrics_provenance_and_matches_wandb(tmp_path):
     from zoo.tracking.offline import find_offline_runs, read_offline_run
 

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ZOO = Path(__file__).resolve().parent.parent / "zoo"
 # The layers of docs/flow.md, lowest first: a package may import from its own rank or lower ranks only. The
 # runner sits above measure and report because it drives them (a matrix ends by measuring and writing its board);
@@ -161,6 +163,7 @@ def test_the_cycle_check_sees_a_cycle_hidden_in_a_function():
     assert "zoo.models" in _import_graph()["zoo.config.tasks"]  # its import sits inside check_matrix_tasks
 
 
+@pytest.mark.slow  # 4-7 s: out of make test-fast's edit-test loop
 def test_zoo_run_imports_neither_the_model_zoo_nor_torchmetrics_until_a_cell_trains():
     """`zoo.run`'s parent plans, claims and dispatches; the workers import what training needs. Importing the zoo
     and torchmetrics at plan time cost every --dry-run and every worker pool's parent 2.5 s more (6.1 s vs 3.6 s)."""

@@ -108,6 +108,7 @@ def test_scratch_run_ids_do_not_move_and_pretrained_ones_hash_the_source_not_the
 
 
 # ------------------------------------------------------------------------------------------------------ matrix
+@pytest.mark.slow  # 4-7 s: out of make test-fast's edit-test loop
 def test_fine_tuning_cells_train_their_source_first_and_record_it(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     write_matrices(tmp_path)
@@ -200,6 +201,7 @@ def test_timm_weights_come_from_timms_cache_offline(tmp_path, monkeypatch):
                        reference.state_dict()["stages.2.1.transformer.0.attn.qkv.weight"])
 
 
+@pytest.mark.slow  # 4 s: out of make test-fast's edit-test loop
 def test_freezing_keeps_the_backbone_and_the_multiplier_scales_its_lr(tmp_path):
     _, path = timm_reference(tmp_path)
     init = InitConfig(kind="file", path=str(path), backbone_lr_scale=0.5, freeze_backbone_epochs=1)
