@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import weakref
 from pathlib import Path
 
 from _ranks import _forkserver
@@ -37,7 +39,8 @@ class Forked:
     """The parts of `subprocess.Popen` the tests use, for a command forked from the preloaded server."""
 
     def __init__(self, module: str, argv: list[str], cwd: Path, env: dict[str, str] | None = None):
-        self._dir = tempfile.mkdtemp(prefix="zoo-cli-")
+        self._dir = tempfile.mkdtemp(prefix="zoo-cli-")  # its output files, removed with this object
+        weakref.finalize(self, shutil.rmtree, self._dir, True)
         self._out, self._err = os.path.join(self._dir, "stdout"), os.path.join(self._dir, "stderr")
         self.args = [module, *argv]
         self._process = _forkserver().Process(
